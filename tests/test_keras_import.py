@@ -1,0 +1,146 @@
+"""The notebook's own saved Keras model, read without TensorFlow, against Keras' own predictions."""
+import copy
+import json
+import zipfile
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from higgs_lora.data.table import HIGGS_FEATURES
+from higgs_lora.errors import UserError
+from higgs_lora.io import load_model, save_model, write_json
+from higgs_lora.keras_import import import_keras
+from higgs_lora.lora import add_adapters, merge_adapters
+
+DATA = Path("/work/shared/data")
+FIXTURE = DATA / "notebook_model"
+KERAS, STATS = FIXTURE / "model.keras", FIXTURE / "stats.json"
+
+pytestmark = pytest.mark.skipif(not KERAS.exists(), reason="notebook model fixture not available")
+
+
+@pytest.fixture(scope="module")
+def real_features() -> np.ndarray:
+    rows = np.loadtxt(DATA / "higgs_real_sample.csv", delimiter=",", dtype=np.float64)
+    return rows[:, 1:].astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def keras_probs() -> np.ndarray:
+    return np.loadtxt(FIXTURE / "keras_predictions.txt", dtype=np.float64)
+
+
+def probabilities(model, standardizer, features) -> np.ndarray:
+    with torch.no_grad():
+        return torch.sigmoid(model(torch.from_numpy(standardizer.transform(features)))).double().numpy()
+
+
+def rewrite_keras(dst: Path, *, edit_h5=None, drop: str | None = None) -> Path:
+    """A copy of the real .keras file with its weights edited in place or one member left out."""
+    with zipfile.ZipFile(KERAS) as z:
+        members = {name: z.read(name) for name in z.namelist() if name != drop}
+    if edit_h5 is not None:
+        h5 = dst.with_suffix(".h5")
+        h5.write_bytes(members["model.weights.h5"])
+        with h5py.File(h5, "r+") as f:
+            edit_h5(f)
+        members["model.weights.h5"] = h5.read_bytes()
+    with zipfile.ZipFile(dst, "w") as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+    return dst
+
+
+def test_matches_keras_predictions_on_real_rows(real_features, keras_probs):
+    model, standardizer = import_keras(KERAS, stats_path=STATS)
+    assert model.config.to_dict() == dict(n_features=28, width=128, n_blocks=2, head_width=64)
+    assert model.n_params() == 78_081
+    ours = probabilities(model, standardizer, real_features)
+    assert ours.shape == keras_probs.shape == (1000,)
+    assert np.abs(ours - keras_probs).max() < 1e-5
+
+
+def test_round_trips_through_save_and_load(tmp_path, real_features):
+    model, standardizer = import_keras(KERAS, stats_path=STATS)
+    save_model(tmp_path / "imported", model, standardizer, feature_names=HIGGS_FEATURES, kind="base",
+               provenance={"imported_from": str(KERAS)})
+    loaded, loaded_std, meta = load_model(tmp_path / "imported")
+    assert meta["model"] == model.config.to_dict()
+    np.testing.assert_array_equal(loaded_std.mean, standardizer.mean)
+    np.testing.assert_array_equal(loaded_std.std, standardizer.std)
+    np.testing.assert_array_equal(probabilities(loaded, loaded_std, real_features),
+                                  probabilities(model, standardizer, real_features))
+
+
+def test_adapters_can_be_added_and_merged(real_features):
+    model, standardizer = import_keras(KERAS, stats_path=STATS)
+    adapted = add_adapters(copy.deepcopy(model), rank=4, scale=0.1)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, p in adapted.named_parameters():
+            if name.endswith("lora_B"):
+                p.normal_(0.0, 0.5)
+    base_p = probabilities(model, standardizer, real_features)
+    adapted_p = probabilities(adapted, standardizer, real_features)
+    merged_p = probabilities(merge_adapters(adapted), standardizer, real_features)
+    assert np.abs(adapted_p - base_p).max() > 1e-3  # the adapters really change the function
+    assert np.abs(merged_p - adapted_p).max() < 1e-5
+
+
+def test_blocks_are_ordered_by_their_keras_names(tmp_path, real_features, keras_probs):
+    def swap_blocks(f):
+        # Same network, but the HDF5 groups list res_block2 first: order must come from the layer names.
+        f.move("layers/residual_block", "layers/tmp")
+        f.move("layers/residual_block_1", "layers/residual_block")
+        f.move("layers/tmp", "layers/residual_block_1")
+
+    path = rewrite_keras(tmp_path / "swapped.keras", edit_h5=swap_blocks)
+    model, standardizer = import_keras(path, stats_path=STATS)
+    assert np.abs(probabilities(model, standardizer, real_features) - keras_probs).max() < 1e-5
+
+
+def test_text_file_renamed_keras(tmp_path):
+    path = tmp_path / "notes.keras"
+    path.write_text("not a model\n")
+    with pytest.raises(UserError, match=r"notes\.keras.*not a zip"):
+        import_keras(path, stats_path=STATS)
+
+
+def test_zip_without_weights(tmp_path):
+    path = rewrite_keras(tmp_path / "noweights.keras", drop="model.weights.h5")
+    with pytest.raises(UserError, match=r"noweights\.keras.*model\.weights\.h5 is missing"):
+        import_keras(path, stats_path=STATS)
+
+
+def test_stats_of_wrong_length(tmp_path):
+    stats = json.loads(STATS.read_text())
+    write_json(tmp_path / "short.json", {"mean": stats["mean"][:27], "std": stats["std"][:27]})
+    with pytest.raises(UserError, match=r"short\.json.*27 entries.*28 features"):
+        import_keras(KERAS, stats_path=tmp_path / "short.json")
+
+
+def test_missing_stats_file(tmp_path):
+    with pytest.raises(UserError, match=r"nostats\.json: file not found"):
+        import_keras(KERAS, stats_path=tmp_path / "nostats.json")
+
+
+def test_unknown_layer(tmp_path):
+    def add_layer(f):
+        f.create_group("capa_extra/vars").create_dataset("0", data=np.zeros((64, 64), np.float32))
+
+    path = rewrite_keras(tmp_path / "extra.keras", edit_h5=add_layer)
+    with pytest.raises(UserError, match=r"extra\.keras.*unknown layer.*capa_extra"):
+        import_keras(path, stats_path=STATS)
+
+
+def test_wrong_shapes(tmp_path):
+    def shrink(f):
+        del f["capa_intermedia/vars/0"]
+        f["capa_intermedia/vars"].create_dataset("0", data=np.zeros((100, 64), np.float32))
+
+    path = rewrite_keras(tmp_path / "shapes.keras", edit_h5=shrink)
+    with pytest.raises(UserError, match=r"shapes\.keras.*capa_intermedia.*\(100, 64\)"):
+        import_keras(path, stats_path=STATS)
