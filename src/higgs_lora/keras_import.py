@@ -122,7 +122,8 @@ def _walk(path: Path, f) -> dict[str, list[np.ndarray]]:
 
     blocks = {}
     for group_name, group in (f["layers"].items() if "layers" in f else []):
-        keras_name = group["vars"].attrs.get("name", "") if "vars" in group else ""
+        is_layer = isinstance(group, h5py.Group) and isinstance(group.get("vars"), h5py.Group)
+        keras_name = group["vars"].attrs.get("name", "") if is_layer else ""
         keras_name = keras_name.decode() if isinstance(keras_name, bytes) else str(keras_name)
         m = _BLOCK_NAME.fullmatch(keras_name)
         if not m:
@@ -135,6 +136,8 @@ def _walk(path: Path, f) -> dict[str, list[np.ndarray]]:
         for weightless in ("add", "activation"):
             if weightless in group and "vars" in group[weightless] and len(group[weightless]["vars"]):
                 raise UserError(f"{path}: {keras_name}/{weightless} should hold no weights")
+        if int(m.group(1)) in blocks:
+            raise UserError(f"{path}: residual block {keras_name} appears twice in {_WEIGHTS}")
         blocks[int(m.group(1))] = {j: dense(group.get(j), f"{keras_name}/{j}") for j in ("dense1", "dense2")}
     # The notebook applies res_block1, res_block2, ... in that order; a gap means a layer we do not know.
     if sorted(blocks) != list(range(1, len(blocks) + 1)):
