@@ -1,0 +1,3 @@
+from higgs_lora.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,315 @@
+"""The notebook's workflow as steps: load -> split -> standardize -> train -> evaluate -> save -> reload
+-> freeze + adapters -> fine-tune on the extra rows -> evaluate -> compare -> merge -> verify -> save.
+
+`run()` chains them for `higgs-lora run`; the CLI's single-step subcommands call the same functions.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from higgs_lora import io
+from higgs_lora.config import TrainConfig
+from higgs_lora.data import Split, Standardizer, Table, class_balance, format_balance, split_rows
+from higgs_lora.errors import UserError
+from higgs_lora.lora import add_adapters, adapters, merge_adapters
+from higgs_lora.metrics import METRIC_NAMES, binary_metrics
+from higgs_lora.model import ResidualMLP
+from higgs_lora.train import fit, predict_logits, resolve_device
+
+DEFAULT_SIM_EVENTS = 1_100_000
+DEFAULT_SIM_SEED = 2014
+MERGE_TOLERANCE = 1e-5
+
+
+def log(msg: str = "") -> None:
+    print(msg, flush=True)
+
+
+# ---------------------------------------------------------------- data
+
+def load_data(path: str | None, *, label_column=0, cache_dir=None, sim_events: int = DEFAULT_SIM_EVENTS,
+              sim_seed: int = DEFAULT_SIM_SEED, progress: bool = True) -> Table:
+    if path is None:
+        from higgs_lora.data.simulate import simulated_table
+        log(f"data: no --data given, simulating {sim_events:,} events (seed {sim_seed}) with the built-in toy Monte Carlo")
+        return simulated_table(sim_events, seed=sim_seed)
+    from higgs_lora.data.read import load_table
+    return load_table(path, label_column=label_column, cache_dir=cache_dir, progress=progress)
+
+
+def standardized_tensor(table: Table, rows: slice, standardizer: Standardizer, device: torch.device):
+    x = torch.from_numpy(standardizer.transform(table.features[rows])).to(device)
+    y = torch.from_numpy(np.asarray(table.labels[rows], dtype=np.float32)).to(device)
+    return x, y
+
+
+def data_summary(table: Table, split: Split) -> dict:
+    parts = {"train": split.train, "val": split.val, "extra": split.extra, "test": split.test}
+    return dict(path=table.source if not table.source.startswith("simulated:") else None, source=table.source,
+                fingerprint=table.fingerprint, feature_names=table.feature_names,
+                **split.to_dict(),
+                balance={k: class_balance(table.labels[s]) for k, s in parts.items() if s.stop > s.start})
+
+
+def print_balance(table: Table, split: Split) -> None:
+    log("class balance:")
+    for name, rows in (("train", split.train), ("val", split.val), ("extra", split.extra), ("test", split.test)):
+        if rows.stop > rows.start:
+            log("  " + format_balance(name, table.labels[rows]))
+
+
+# ---------------------------------------------------------------- evaluation
+
+def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, precision: str = "fp32"):
+    logits = predict_logits(model, x, precision=precision)
+    return binary_metrics(logits.cpu(), y.cpu()), logits
+
+
+def comparison_rows(base: dict, adapted: dict) -> list[tuple[str, float, float, float]]:
+    return [(k, base[k], adapted[k], adapted[k] - base[k]) for k in METRIC_NAMES]
+
+
+def format_comparison(base: dict, adapted: dict) -> str:
+    lines = [f"{'metric':<18} {'base':>8} {'adapted':>8} {'diff':>8}"]
+    for k, b, a, d in comparison_rows(base, adapted):
+        lines.append(f"{k:<18} {b:>8.4f} {a:>8.4f} {d:>+8.4f}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- run directory
+
+def prepare_run_dir(out: Path, *, force: bool, resume: bool) -> None:
+    """Refuse a non-empty directory unless --force/--resume; check it is writable before any work."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: exists and is not a directory")
+    if out.exists() and any(out.iterdir()) and not (force or resume):
+        raise UserError(f"--out {out}: directory is not empty (use --force to overwrite or --resume to continue)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "checkpoints").mkdir(exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_bytes(b"x" * 4096)
+        probe.unlink()
+    except OSError as e:
+        raise UserError(f"--out {out}: cannot write there ({e.strerror})") from None
+    free = shutil.disk_usage(out).free
+    if free < 64 << 20:
+        raise UserError(f"--out {out}: only {free >> 20} MiB free on that disk; a run needs at least 64 MiB")
+
+
+def machine_info(device: torch.device) -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = dict(cpu=cpu, cores=os.cpu_count(), threads=torch.get_num_threads(), device=str(device))
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def write_history(path: Path, rows: list[dict]) -> None:
+    with io.atomic_path(path) as tmp:
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+# ---------------------------------------------------------------- the whole workflow
+
+def run(cfg: TrainConfig, *, data: str | None, out: Path, label_column=0, cache_dir=None,
+        train_rows: int | None = None, test_rows: int | None = None, sim_events: int = DEFAULT_SIM_EVENTS,
+        sim_seed: int = DEFAULT_SIM_SEED, force: bool = False, resume: bool = False, progress: bool = True,
+        report: bool = True, command: str = "") -> dict:
+    t_total = time.perf_counter()
+    timings = {}
+    torch.manual_seed(cfg.seed)
+    device = resolve_device(cfg.device)
+
+    # Everything that can be checked cheaply is checked before the run directory is touched.
+    out = Path(out)
+    if resume and (out / "config.json").exists():
+        previous = io.read_json(out / "config.json").get("train", {})
+        now = json.loads(json.dumps(cfg.to_dict()))
+        changed = sorted(k for k in now if k != "device" and previous.get(k) != now[k])
+        if changed:
+            raise UserError(f"--resume: settings differ from the run in {out}: {', '.join(changed)}")
+
+    t = time.perf_counter()
+    table = load_data(data, label_column=label_column, cache_dir=cache_dir, sim_events=sim_events,
+                      sim_seed=sim_seed, progress=progress)
+    split = split_rows(table.rows, train_rows=train_rows, test_rows=test_rows, val_fraction=cfg.val_fraction,
+                       source=table.source)
+    if cfg.model.n_features != table.n_features:
+        cfg.model = type(cfg.model)(**{**cfg.model.to_dict(), "n_features": table.n_features})
+    prepare_run_dir(out, force=force, resume=resume)
+    log(f"data: {table.source}  {table.rows:,} rows x {table.n_features} features")
+    log(f"split: train {split.train.stop - split.train.start:,}" + (f"  val {split.val_rows:,}" if split.val_rows else "")
+        + f"  extra {split.extra_rows:,}  test {split.test_rows:,}")
+    print_balance(table, split)
+
+    standardizer = Standardizer.fit(table.features[split.train])
+    x_test, y_test = standardized_tensor(table, split.test, standardizer, device)
+    timings["load"] = time.perf_counter() - t
+
+    run_config = dict(train=cfg.to_dict(), data=dict(path=data, source=table.source, label_column=label_column,
+                                                     train_rows=train_rows, test_rows=test_rows,
+                                                     sim_events=None if data else sim_events,
+                                                     sim_seed=None if data else sim_seed),
+                      command=command, versions=io.versions(), machine=machine_info(device))
+    io.write_json(out / "config.json", run_config)
+    provenance = dict(data=data_summary(table, split) | {"feature_names": None}, seed=cfg.seed, preset=cfg.preset,
+                      standardizer="train rows only, population std, zero std -> 1")
+    history: list[dict] = []
+    metrics: dict = dict(data=data_summary(table, split))
+    timings["evaluate"] = 0.0
+
+    # ---- base training
+    base_path = out / "base.safetensors"
+    if resume and base_path.exists() and (out / "base.json").exists():
+        log(f"base: {base_path} exists, skipping base training (--resume)")
+        history += [r for r in _read_history(out) if r["phase"] == "base"]
+        timings["train"], base_fit_rate = 0.0, float("nan")
+    else:
+        model = ResidualMLP.from_config(cfg.model).to(device)
+        log(f"base network: {cfg.model.to_dict()}  {model.n_params():,} parameters")
+        x_train, y_train = standardized_tensor(table, split.train, standardizer, device)
+        x_val = y_val = None
+        if split.val_rows:
+            x_val, y_val = standardized_tensor(table, split.val, standardizer, device)
+        result = fit(model, x_train, y_train, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
+                     seed=cfg.seed, phase="base", optimizer=cfg.optimizer, weight_decay=cfg.weight_decay,
+                     schedule=cfg.schedule, warmup_frac=cfg.warmup_frac, val_features=x_val, val_labels=y_val,
+                     patience=cfg.patience, precision=cfg.precision, compile=cfg.compile,
+                     checkpoint=out / "checkpoints" / "base.safetensors", resume=resume, progress=progress,
+                     on_epoch=lambda rows: write_history(out / "history.jsonl", history + rows))
+        del x_train, y_train, x_val, y_val
+        history += result.history
+        write_history(out / "history.jsonl", history)
+        timings["train"], base_fit_rate = result.seconds, result.samples_per_s
+        if result.best_epoch is not None:
+            log(f"base: keeping epoch {result.best_epoch} (lowest validation loss)")
+        io.save_model(base_path, model.cpu(), standardizer, feature_names=table.feature_names, kind="base",
+                      provenance=provenance | {"history": result.history})
+        log(f"saved {base_path}")
+
+    # ---- reload from disk, as the notebook does, and evaluate what was saved
+    base, _, base_meta = io.load_model(base_path)
+    base = base.to(device)
+    t = time.perf_counter()
+    metrics["base"], base_logits = evaluate(base, x_test, y_test, precision="fp32")
+    timings["evaluate"] += time.perf_counter() - t
+    log("base test:    " + _short(metrics["base"]))
+
+    # ---- freeze, add adapters, fine-tune on the extra rows
+    model = add_adapters(base, rank=cfg.rank, scale=cfg.scale, targets=cfg.targets)
+    trainable = model.n_params(trainable_only=True)
+    frozen = model.n_params() - trainable
+    metrics["lora"] = dict(rank=cfg.rank, scale=cfg.scale, lora_alpha=cfg.scale * cfg.rank,
+                           targets=list(adapters(model)), trainable_params=trainable, frozen_params=frozen)
+    log(f"adapters: rank {cfg.rank}, scale {cfg.scale} on {len(adapters(model))} layers  "
+        f"trainable {trainable:,}  frozen {frozen:,}")
+    # B starts at zero, so the adapted network must compute exactly what the base computes.
+    start_diff = (predict_logits(model, x_test[:65536]) - base_logits[:65536]).abs().max().item()
+    if start_diff != 0.0:
+        raise RuntimeError(f"adapted network differs from the base before training (max |diff| {start_diff})")
+
+    adapter_path = out / "adapter.safetensors"
+    if split.extra_rows == 0 or cfg.ft_epochs == 0:
+        log("fine-tuning skipped (no extra rows or --ft-epochs 0)")
+        timings["finetune"], ft_rate = 0.0, float("nan")
+    else:
+        x_extra, y_extra = standardized_tensor(table, split.extra, standardizer, device)
+        result = fit(model, x_extra, y_extra, epochs=cfg.ft_epochs, batch_size=cfg.batch_size, lr=cfg.ft_lr,
+                     seed=cfg.seed, phase="finetune", precision=cfg.precision, compile=cfg.compile,
+                     checkpoint=out / "checkpoints" / "finetune.safetensors", resume=resume, progress=progress,
+                     on_epoch=lambda rows: write_history(out / "history.jsonl", history + rows))
+        del x_extra, y_extra
+        history += result.history
+        write_history(out / "history.jsonl", history)
+        timings["finetune"], ft_rate = result.seconds, result.samples_per_s
+    io.save_adapter(adapter_path, model, base_fingerprint=base_meta["fingerprint"],
+                    provenance=dict(base=str(base_path), seed=cfg.seed, ft_epochs=cfg.ft_epochs, ft_lr=cfg.ft_lr))
+    log(f"saved {adapter_path}")
+
+    t = time.perf_counter()
+    metrics["adapted"], adapted_logits = evaluate(model, x_test, y_test, precision="fp32")
+    timings["evaluate"] += time.perf_counter() - t
+    log("adapted test: " + _short(metrics["adapted"]))
+    log("\n" + format_comparison(metrics["base"], metrics["adapted"]) + "\n")
+
+    # ---- merge, verify on the whole test part, save
+    t = time.perf_counter()
+    merged = merge_adapters(model)
+    timings["merge"] = time.perf_counter() - t
+    t = time.perf_counter()
+    merged_logits = predict_logits(merged, x_test)
+    inference_s = time.perf_counter() - t
+    diff = (torch.sigmoid(merged_logits) - torch.sigmoid(adapted_logits)).abs().max().item()
+    metrics["merge_max_abs_diff"] = diff
+    metrics["merged"] = binary_metrics(merged_logits.cpu(), y_test.cpu())
+    log(f"merge: {merged.n_params():,} parameters; max |p_merged - p_adapted| on {x_test.shape[0]:,} test rows = {diff:.3g}")
+    if not diff <= MERGE_TOLERANCE:
+        raise UserError(f"merge check failed: merged and adapted predictions differ by {diff:.3g} > {MERGE_TOLERANCE}")
+    io.save_model(out / "merged.safetensors", merged.cpu(), standardizer, feature_names=table.feature_names,
+                  kind="merged", provenance=provenance | {"base": base_meta["fingerprint"], "adapter": str(adapter_path)})
+    log(f"saved {out / 'merged.safetensors'}")
+
+    timings["total"] = time.perf_counter() - t_total
+    metrics["timings_s"] = timings
+    metrics["throughput"] = dict(train_samples_per_s=base_fit_rate, finetune_samples_per_s=ft_rate,
+                                 inference_rows_per_s=x_test.shape[0] / inference_s)
+    io.write_json(out / "metrics.json", _finite(metrics))
+    with io.atomic_path(out / "test_predictions.npz") as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, labels=table.labels[split.test].astype(np.uint8),
+                     base=torch.sigmoid(base_logits).cpu().numpy().astype(np.float32),
+                     adapted=torch.sigmoid(adapted_logits).cpu().numpy().astype(np.float32))
+    if report:
+        _write_report(out)
+    log(f"done in {timings['total']:.1f}s -> {out}")
+    return metrics
+
+
+def _write_report(out: Path) -> None:
+    try:
+        from higgs_lora.report import write_report
+    except ImportError:
+        log("report: skipped (higgs_lora.report unavailable)")
+        return
+    try:
+        md, html = write_report(out)
+        log(f"report: {md}  {html}")
+    except ImportError as e:  # matplotlib is an optional extra
+        log(f"report: skipped ({e}); install higgs-lora[plots]")
+
+
+def _read_history(out: Path) -> list[dict]:
+    p = out / "history.jsonl"
+    return [json.loads(line) for line in p.read_text().splitlines() if line.strip()] if p.exists() else []
+
+
+def _short(m: dict) -> str:
+    return "  ".join(f"{k} {m[k]:.4f}" for k in ("accuracy", "precision", "recall", "f1", "balanced_accuracy", "roc_auc"))
+
+
+def _finite(obj):
+    """JSON has no NaN: write null for rates that were not measured (e.g. a phase skipped on --resume)."""
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite(v) for v in obj]
+    return obj

@@ -1,0 +1,233 @@
+"""The single-step subcommands (train, finetune, evaluate, merge, predict, export, import-keras):
+each works on files saved by an earlier step, in a fresh process."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from higgs_lora import io, pipeline
+from higgs_lora.data import split_rows
+from higgs_lora.errors import UserError
+from higgs_lora.lora import add_adapters, adapters, merge_adapters
+from higgs_lora.metrics import binary_metrics, format_metrics
+from higgs_lora.model import ResidualMLP
+from higgs_lora.train import fit, predict_logits, resolve_device
+
+log = pipeline.log
+
+
+def _label_column(value):
+    if value is None or str(value).lower() == "none":
+        return None
+    return int(value) if str(value).lstrip("-").isdigit() else value
+
+
+def _table(args):
+    return pipeline.load_data(getattr(args, "data", None), label_column=_label_column(args.label_column),
+                              cache_dir=getattr(args, "cache_dir", None),
+                              sim_events=getattr(args, "sim_events", pipeline.DEFAULT_SIM_EVENTS),
+                              sim_seed=getattr(args, "sim_seed", pipeline.DEFAULT_SIM_SEED))
+
+
+def _split_for_model(table, meta: dict, args):
+    """The split a model was trained with, when it was trained on this very data; else the defaults."""
+    train_rows, test_rows = args.train_rows, args.test_rows
+    trained_on = meta.get("provenance", {}).get("data", {})
+    if train_rows is None and test_rows is None and trained_on.get("fingerprint") == table.fingerprint:
+        train_rows = trained_on["train_rows"] + trained_on.get("val_rows", 0)
+        test_rows = trained_on["test_rows"]
+        split = split_rows(table.rows, train_rows=train_rows, test_rows=test_rows, source=table.source)
+        return split if not trained_on.get("val_rows") else type(split)(
+            rows=split.rows, train_rows=split.train_rows, test_rows=split.test_rows, val_rows=trained_on["val_rows"])
+    return split_rows(table.rows, train_rows=train_rows, test_rows=test_rows, source=table.source)
+
+
+def _check_features(table, model, meta, path):
+    if table.n_features != model.config.n_features:
+        raise UserError(f"{table.source}: {table.n_features} features, but {path} expects {model.config.n_features}")
+
+
+def load_with_adapter(model_path, adapter_path=None):
+    model, standardizer, meta = io.load_model(model_path)
+    if adapter_path:
+        io.load_adapter(adapter_path, model, base_fingerprint=meta["fingerprint"])
+    return model, standardizer, meta
+
+
+def _output_dir(out, force: bool, resume: bool = False) -> Path:
+    out = Path(out)
+    pipeline.prepare_run_dir(out, force=force, resume=resume)
+    return out
+
+
+def train(cfg, args) -> None:
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    table = _table(args)
+    split = split_rows(table.rows, train_rows=args.train_rows, test_rows=args.test_rows,
+                       val_fraction=cfg.val_fraction, source=table.source)
+    if cfg.model.n_features != table.n_features:
+        cfg.model = type(cfg.model)(**{**cfg.model.to_dict(), "n_features": table.n_features})
+    out = _output_dir(args.out, args.force, args.resume)
+    pipeline.print_balance(table, split)
+    standardizer = pipeline.Standardizer.fit(table.features[split.train])
+    x, y = pipeline.standardized_tensor(table, split.train, standardizer, device)
+    xv = yv = None
+    if split.val_rows:
+        xv, yv = pipeline.standardized_tensor(table, split.val, standardizer, device)
+    model = ResidualMLP.from_config(cfg.model).to(device)
+    log(f"base network: {cfg.model.to_dict()}  {model.n_params():,} parameters")
+    result = fit(model, x, y, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed, phase="base",
+                 optimizer=cfg.optimizer, weight_decay=cfg.weight_decay, schedule=cfg.schedule,
+                 warmup_frac=cfg.warmup_frac, val_features=xv, val_labels=yv, patience=cfg.patience,
+                 precision=cfg.precision, compile=cfg.compile, checkpoint=out / "checkpoints" / "base.safetensors",
+                 resume=args.resume, progress=not args.no_progress,
+                 on_epoch=lambda rows: pipeline.write_history(out / "history.jsonl", rows))
+    provenance = dict(data=pipeline.data_summary(table, split) | {"feature_names": None}, seed=cfg.seed,
+                      preset=cfg.preset, train=cfg.to_dict(), history=result.history)
+    path = io.save_model(out / "base.safetensors", model.cpu(), standardizer, feature_names=table.feature_names,
+                         provenance=provenance)
+    log(f"trained in {result.seconds:.1f}s ({result.samples_per_s:,.0f} samples/s); saved {path}")
+
+
+def finetune(cfg, args) -> None:
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    model, standardizer, meta = io.load_model(args.model)
+    table = _table(args)
+    _check_features(table, model, meta, args.model)
+    split = _split_for_model(table, meta, args)
+    if split.extra_rows == 0:
+        raise UserError(f"{table.source}: no extra rows to fine-tune on with train {split.train_rows:,} and "
+                        f"test {split.test_rows:,} of {table.rows:,} rows")
+    out = _output_dir(args.out, args.force, args.resume)
+    pipeline.print_balance(table, split)
+    model = add_adapters(model.to(device), rank=cfg.rank, scale=cfg.scale, targets=cfg.targets)
+    trainable = model.n_params(trainable_only=True)
+    log(f"adapters: rank {cfg.rank}, scale {cfg.scale} on {len(adapters(model))} layers  trainable {trainable:,}  "
+        f"frozen {model.n_params() - trainable:,}")
+    x, y = pipeline.standardized_tensor(table, split.extra, standardizer, device)
+    result = fit(model, x, y, epochs=cfg.ft_epochs, batch_size=cfg.batch_size, lr=cfg.ft_lr, seed=cfg.seed,
+                 phase="finetune", precision=cfg.precision, compile=cfg.compile,
+                 checkpoint=out / "checkpoints" / "finetune.safetensors", resume=args.resume,
+                 progress=not args.no_progress,
+                 on_epoch=lambda rows: pipeline.write_history(out / "history.jsonl", rows))
+    path = io.save_adapter(out / "adapter.safetensors", model, base_fingerprint=meta["fingerprint"],
+                           provenance=dict(base=str(args.model), data=table.source, seed=cfg.seed,
+                                           ft_epochs=cfg.ft_epochs, ft_lr=cfg.ft_lr, history=result.history))
+    log(f"fine-tuned in {result.seconds:.1f}s ({result.samples_per_s:,.0f} samples/s); saved {path}")
+
+
+def evaluate(args) -> None:
+    device = resolve_device(args.device)
+    model, standardizer, meta = load_with_adapter(args.model, args.adapter)
+    table = _table(args)
+    _check_features(table, model, meta, args.model)
+    split = _split_for_model(table, meta, args)
+    rows = slice(0, table.rows) if args.part == "all" else getattr(split, args.part)
+    if rows.stop <= rows.start:
+        raise UserError(f"{table.source}: the {args.part} part is empty")
+    x, y = pipeline.standardized_tensor(table, rows, standardizer, device)
+    m = binary_metrics(predict_logits(model.to(device), x).cpu(), y.cpu())
+    log(f"{args.part} ({rows.stop - rows.start:,} rows): {format_metrics(m)}")
+    if args.json:
+        io.write_json(args.json, dict(model=str(args.model), adapter=args.adapter, data=table.source, part=args.part,
+                                      rows=rows.stop - rows.start, metrics=m))
+
+
+def merge(args) -> None:
+    out = Path(args.out).with_suffix("") if Path(args.out).suffix in (".safetensors", ".json") else Path(args.out)
+    if out.with_suffix(".safetensors").exists() and not args.force:
+        raise UserError(f"--out {out.with_suffix('.safetensors')}: file exists (use --force to overwrite)")
+    model, standardizer, meta = load_with_adapter(args.model, args.adapter)
+    merged = merge_adapters(model)
+    log(f"merged {len(adapters(model))} adapters -> {merged.n_params():,} parameters")
+    if args.data is not None:
+        device = resolve_device(args.device)
+        table = _table(args)
+        _check_features(table, model, meta, args.model)
+        split = _split_for_model(table, meta, args)
+        x, _ = pipeline.standardized_tensor(table, split.test, standardizer, device)
+        diff = (torch.sigmoid(predict_logits(merged.to(device), x)) -
+                torch.sigmoid(predict_logits(model.to(device), x))).abs().max().item()
+        log(f"max |p_merged - p_adapted| on {x.shape[0]:,} test rows = {diff:.3g}")
+        if not diff <= pipeline.MERGE_TOLERANCE:
+            raise UserError(f"merge check failed: {diff:.3g} > {pipeline.MERGE_TOLERANCE}")
+    path = io.save_model(out, merged.cpu(), standardizer, feature_names=meta["feature_names"], kind="merged",
+                         provenance=dict(meta.get("provenance", {}), base=meta["fingerprint"], adapter=str(args.adapter)))
+    log(f"saved {path}")
+
+
+def predict(args) -> None:
+    from higgs_lora.data.read import iter_chunks
+    out = Path(args.out)
+    if out.suffix not in (".csv", ".parquet"):
+        raise UserError(f"--out {out}: use a .csv or .parquet file name")
+    if out.exists() and not args.force:
+        raise UserError(f"--out {out}: file exists (use --force to overwrite)")
+    if args.chunk_rows < 1:
+        raise UserError(f"--chunk-rows must be >= 1, got {args.chunk_rows}")
+    device = resolve_device(args.device)
+    model, standardizer, meta = load_with_adapter(args.model, args.adapter)
+    model = model.to(device)
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+    from tqdm.auto import tqdm
+    t, rows = time.perf_counter(), 0
+    with io.atomic_path(out) as tmp:
+        writer = None
+        try:
+            with tqdm(unit="rows", unit_scale=True, desc="predict", dynamic_ncols=True) as bar:
+                for features, labels in iter_chunks(args.data, label_column=_label_column(args.label_column),
+                                                    chunk_rows=args.chunk_rows):
+                    if features.shape[1] != model.config.n_features:
+                        raise UserError(f"{args.data}: {features.shape[1]} features, but {args.model} expects "
+                                        f"{model.config.n_features}")
+                    x = torch.from_numpy(standardizer.transform(features)).to(device)
+                    p = torch.sigmoid(predict_logits(model, x)).cpu().numpy()
+                    cols = {"probability": pa.array(p)}
+                    if labels is not None:
+                        cols = {"label": pa.array(labels), **cols}
+                    batch = pa.table(cols)
+                    if writer is None:
+                        writer = (pq.ParquetWriter(str(tmp), batch.schema) if out.suffix == ".parquet"
+                                  else pacsv.CSVWriter(str(tmp), batch.schema))
+                    writer.write_table(batch)
+                    rows += len(p)
+                    bar.update(len(p))
+        finally:
+            if writer is not None:
+                writer.close()
+        if writer is None:
+            raise UserError(f"{args.data}: no rows")
+    s = time.perf_counter() - t
+    log(f"wrote {rows:,} probabilities to {out} in {s:.1f}s ({rows / s:,.0f} rows/s)")
+
+
+def export(args) -> None:
+    from higgs_lora.export import export_onnx
+    model, standardizer, meta = load_with_adapter(args.model, args.adapter)
+    out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"--out {out}: cannot create ({e.strerror})") from None
+    path = export_onnx(model, standardizer, feature_names=meta["feature_names"], out_dir=out,
+                       include_standardization=args.include_standardization)
+    log(f"wrote {path} and {out / 'preprocess.json'}")
+
+
+def import_keras(args) -> None:
+    from higgs_lora.data import default_feature_names
+    from higgs_lora.keras_import import import_keras as do_import
+    out = Path(args.out).with_suffix("") if Path(args.out).suffix in (".safetensors", ".json") else Path(args.out)
+    if out.with_suffix(".safetensors").exists() and not args.force:
+        raise UserError(f"--out {out.with_suffix('.safetensors')}: file exists (use --force to overwrite)")
+    model, standardizer = do_import(args.file, stats_path=args.stats)
+    path = io.save_model(out, model, standardizer, feature_names=default_feature_names(model.config.n_features),
+                         kind="imported", provenance=dict(keras_file=str(args.file), stats=str(args.stats)))
+    log(f"imported {args.file} ({model.n_params():,} parameters, {model.config.to_dict()}) -> {path}")
