@@ -10,7 +10,9 @@ METRIC_NAMES = ["accuracy", "precision", "recall", "f1", "balanced_accuracy", "s
 
 @torch.no_grad()
 def binary_metrics(logits: torch.Tensor, labels: torch.Tensor, threshold: float = 0.5) -> dict:
-    """logits [n] (pre-sigmoid), labels [n] in {0, 1} -> plain-float metrics plus the confusion matrix."""
+    """logits [n] (pre-sigmoid), labels [n] in {0, 1} -> plain-float metrics plus the confusion matrix.
+
+    A row is predicted signal when p > threshold, as Keras' BinaryAccuracy/Precision/Recall count it."""
     if logits.ndim != 1 or logits.shape != labels.shape:
         raise ValueError(f"expected logits and labels of equal shape [n], got {tuple(logits.shape)} and {tuple(labels.shape)}")
     logits = logits.float()
