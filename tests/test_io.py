@@ -1,0 +1,100 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from higgs_lora import io
+from higgs_lora.data import Standardizer
+from higgs_lora.data.table import HIGGS_FEATURES
+from higgs_lora.errors import UserError
+from higgs_lora.lora import add_adapters
+from higgs_lora.model import ResidualMLP
+
+
+def _saved(tmp_path, name="m", **sizes):
+    torch.manual_seed(0)
+    model = ResidualMLP(**sizes)
+    n = model.config.n_features
+    std = Standardizer(mean=np.arange(n, dtype=np.float32), std=np.full(n, 2.0, np.float32))
+    path = io.save_model(tmp_path / name, model, std, feature_names=[f"f{i}" for i in range(n)],
+                         provenance={"seed": 1})
+    return model, std, path
+
+
+def test_round_trip_is_exact(tmp_path):
+    model, std, path = _saved(tmp_path)
+    loaded, std2, meta = io.load_model(path)
+    x = torch.randn(100, 28)
+    assert torch.equal(model(x), loaded(x))
+    assert np.array_equal(std.mean, std2.mean) and np.array_equal(std.std, std2.std)
+    assert meta["model"] == model.config.to_dict() and meta["provenance"] == {"seed": 1}
+    assert set(p.name for p in tmp_path.iterdir()) == {"m.safetensors", "m.json"}  # no temp files left
+
+
+def test_no_pickle_in_files(tmp_path):
+    _, _, path = _saved(tmp_path)
+    header_len = int.from_bytes(path.read_bytes()[:8], "little")
+    header = json.loads(path.read_bytes()[8:8 + header_len])  # a safetensors file is a JSON header + raw bytes
+    assert "input.weight" in header and "standardizer.mean" in header
+
+
+def test_corrupt_tensor_file_is_detected(tmp_path):
+    _, _, path = _saved(tmp_path)
+    data = bytearray(path.read_bytes())
+    data[-10] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(UserError, match="do not match the checksum"):
+        io.load_model(path)
+    path.write_bytes(bytes(data[:100]))
+    with pytest.raises(UserError, match="m.safetensors"):
+        io.load_model(path)
+
+
+def test_other_architecture_is_refused(tmp_path):
+    _, _, path = _saved(tmp_path)
+    meta = json.loads(path.with_suffix(".json").read_text())
+    meta["model"]["width"] = 64  # JSON claims another width than the tensors hold
+    path.with_suffix(".json").write_text(json.dumps(meta))
+    with pytest.raises(UserError, match="do not match the architecture"):
+        io.load_model(path)
+
+
+def test_missing_and_wrong_kind_of_file(tmp_path):
+    with pytest.raises(UserError, match="not found"):
+        io.load_model(tmp_path / "nothing.safetensors")
+    (tmp_path / "x.json").write_text('{"format": "something-else"}')
+    with pytest.raises(UserError, match="not a higgs-lora model"):
+        io.load_model(tmp_path / "x")
+
+
+def test_adapter_round_trip_and_refusal_on_another_base(tmp_path):
+    model, std, path = _saved(tmp_path)
+    base, _, meta = io.load_model(path)
+    adapted = add_adapters(base, rank=3, scale=0.2, targets=["blocks"])
+    with torch.no_grad():
+        for n, p in adapted.named_parameters():
+            if "lora_B" in n:
+                p.normal_()
+    ap = io.save_adapter(tmp_path / "ad", adapted, base_fingerprint=meta["fingerprint"])
+    fresh, _, meta2 = io.load_model(path)
+    io.load_adapter(ap, fresh, base_fingerprint=meta2["fingerprint"])
+    x = torch.randn(50, 28)
+    assert torch.equal(fresh(x), adapted(x))
+    ameta = json.loads(ap.with_suffix(".json").read_text())
+    assert ameta["rank"] == 3 and ameta["lora_alpha"] == pytest.approx(0.6) and len(ameta["targets"]) == 4
+
+    _, _, other = _saved(tmp_path, name="other", width=64)
+    other_model, _, other_meta = io.load_model(other)
+    with pytest.raises(UserError, match="trained on another base"):
+        io.load_adapter(ap, other_model, base_fingerprint=other_meta["fingerprint"])
+
+
+def test_atomic_write_leaves_old_file_on_failure(tmp_path):
+    target = tmp_path / "f.txt"
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        with io.atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("killed")
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["f.txt"]
