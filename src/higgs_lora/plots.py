@@ -1,0 +1,234 @@
+"""Figures for a run directory: training curves, ROC, score distributions, confusion matrices.
+
+matplotlib is imported inside the functions that draw, so `import higgs_lora` stays fast and works
+without it. We draw on bare `matplotlib.figure.Figure` objects (Agg canvas) instead of pyplot: no
+global backend switch, no figure registry to leak, safe inside a notebook that uses another backend.
+"""
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from higgs_lora.errors import UserError
+from higgs_lora.io import atomic_path, read_json
+
+DPI = 110
+PLOT_FILES = ("training.png", "roc.png", "scores.png", "confusion.png")
+MODELS = (("base", "base", "tab:blue"), ("adapted", "adapted (LoRA)", "tab:orange"))
+_MAX_CURVE_POINTS = 5000  # a 500k-row test set has ~500k ROC points; more than this only slows drawing
+
+
+# ---------------------------------------------------------------- ROC (NumPy, no sklearn at runtime)
+
+def roc_points(*, labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """ROC curve with one point per distinct score, as sklearn's roc_curve(drop_intermediate=False):
+    returns (fpr, tpr, thresholds), starting at (0, 0) with threshold +inf."""
+    labels = np.asarray(labels).ravel()
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    if labels.shape != scores.shape:
+        raise ValueError(f"labels {labels.shape} and scores {scores.shape} differ in shape")
+    positives = labels.astype(bool)
+    if positives.all() or not positives.any():
+        raise ValueError("ROC needs both classes among the labels")
+    order = np.argsort(-scores, kind="mergesort")
+    scores, positives = scores[order], positives[order]
+    # The last index of each run of equal scores: a threshold admits all tied rows at once.
+    last = np.r_[np.flatnonzero(np.diff(scores)), scores.size - 1]
+    tps = np.cumsum(positives)[last]
+    fps = last + 1 - tps
+    fpr = np.r_[0.0, fps / fps[-1]]
+    tpr = np.r_[0.0, tps / tps[-1]]
+    return fpr, tpr, np.r_[np.inf, scores[last]]
+
+
+def roc_auc(*, fpr: np.ndarray, tpr: np.ndarray) -> float:
+    """Area under the ROC curve by the trapezoidal rule (what roc_auc_score computes)."""
+    return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))
+
+
+def _thin(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+    n = arrays[0].size
+    if n <= _MAX_CURVE_POINTS:
+        return arrays
+    keep = np.unique(np.r_[np.linspace(0, n - 1, _MAX_CURVE_POINTS).astype(np.int64), n - 1])
+    return tuple(a[keep] for a in arrays)
+
+
+# ---------------------------------------------------------------- reading the run directory
+
+def read_history(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    rows = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UserError(f"{path}: line {number} is not valid JSON ({e})") from None
+        if not isinstance(row, dict) or row.get("phase") not in ("base", "finetune") or "epoch" not in row:
+            raise UserError(f"{path}: line {number} lacks a phase ('base' or 'finetune') and an epoch")
+        rows.append(row)
+    return rows
+
+
+def read_predictions(path: Path) -> dict[str, np.ndarray]:
+    """labels plus whichever of base/adapted probabilities the file holds; {} when there is no file."""
+    if not path.exists():
+        return {}
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: np.asarray(z[k]) for k in ("labels", "base", "adapted") if k in z.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise UserError(f"{path}: not a readable .npz file ({e or type(e).__name__})") from None
+    if "labels" not in arrays:
+        raise UserError(f"{path}: has no 'labels' array")
+    n = arrays["labels"].shape
+    for name, a in arrays.items():
+        if a.ndim != 1 or a.shape != n:
+            raise UserError(f"{path}: array '{name}' has shape {a.shape}, expected {n} like 'labels'")
+    return arrays
+
+
+# ---------------------------------------------------------------- figures
+
+def _figure(*, width: float, height: float):
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    return fig
+
+
+def _save(fig, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=DPI)
+    return path
+
+
+def plot_training(history: list[dict], path: Path) -> Path | None:
+    from matplotlib.ticker import MaxNLocator
+    phases = [(p, t) for p, t in (("base", "base training"), ("finetune", "LoRA fine-tuning"))
+              if any(r["phase"] == p for r in history)]
+    if not phases:
+        return None
+    fig = _figure(width=11, height=3.6 * len(phases))
+    axes = fig.subplots(len(phases), 2, squeeze=False)
+    for (phase, title), (ax_loss, ax_acc) in zip(phases, axes):
+        rows = sorted((r for r in history if r["phase"] == phase), key=lambda r: r["epoch"])
+        epochs = [r["epoch"] for r in rows]
+        for ax, key, label in ((ax_loss, "loss", "binary cross-entropy"), (ax_acc, "accuracy", "accuracy")):
+            ax.plot(epochs, [r[key] for r in rows], "o-", color="tab:blue", label="train")
+            val = [(r["epoch"], r.get(f"val_{key}")) for r in rows if r.get(f"val_{key}") is not None]
+            if val:
+                ax.plot(*zip(*val), "s--", color="tab:orange", label="validation")
+            ax.set_title(f"{title}: {key}")
+            ax.set_xlabel("epoch")
+            ax.set_ylabel(label)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.grid(alpha=0.3)
+            ax.legend()
+    return _save(fig, path)
+
+
+def plot_roc(predictions: dict[str, np.ndarray], path: Path) -> Path | None:
+    labels = predictions.get("labels")
+    models = [(k, name, color) for k, name, color in MODELS if k in predictions]
+    if labels is None or not models or labels.min() == labels.max():
+        return None
+    fig = _figure(width=11, height=4.6)
+    ax_roc, ax_rej = fig.subplots(1, 2)
+    for key, name, color in models:
+        fpr, tpr, _ = roc_points(labels=labels, scores=predictions[key])
+        auc = roc_auc(fpr=fpr, tpr=tpr)
+        fpr, tpr = _thin(fpr, tpr)
+        ax_roc.plot(fpr, tpr, color=color, label=f"{name}, AUC = {auc:.4f}")
+        nonzero = fpr > 0
+        ax_rej.plot(tpr[nonzero], 1 / fpr[nonzero], color=color, label=f"{name}, AUC = {auc:.4f}")
+    ax_roc.plot([0, 1], [0, 1], ":", color="grey", label="random guess")
+    ax_roc.set(title="ROC curve (test set)", xlabel=r"false positive rate (background efficiency $\varepsilon_B$)",
+               ylabel=r"true positive rate (signal efficiency $\varepsilon_S$)", xlim=(0, 1), ylim=(0, 1.01))
+    eff = np.linspace(0.01, 1, 200)
+    ax_rej.plot(eff, 1 / eff, ":", color="grey", label="random guess")
+    ax_rej.set_yscale("log")
+    ax_rej.set(title="Background rejection vs signal efficiency (test set)", xlabel=r"signal efficiency $\varepsilon_S$",
+               ylabel=r"background rejection $1/\varepsilon_B$ (log scale)", xlim=(0, 1))
+    for ax in (ax_roc, ax_rej):
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right" if ax is ax_roc else "upper right")
+    ax_rej.grid(alpha=0.1, which="minor")
+    return _save(fig, path)
+
+
+def plot_scores(predictions: dict[str, np.ndarray], path: Path) -> Path | None:
+    labels = predictions.get("labels")
+    models = [(k, name) for k, name, _ in MODELS if k in predictions]
+    if labels is None or not models:
+        return None
+    signal = labels.astype(bool)
+    fig = _figure(width=5.5 * len(models), height=4.2)
+    axes = fig.subplots(1, len(models), squeeze=False, sharey=True)[0]
+    bins = np.linspace(0, 1, 51)
+    for ax, (key, name) in zip(axes, models):
+        scores = predictions[key]
+        for mask, label, color in ((~signal, "background (label 0)", "tab:blue"), (signal, "signal (label 1)", "tab:red")):
+            if mask.any():
+                ax.hist(scores[mask], bins=bins, density=True, histtype="stepfilled", alpha=0.25, color=color)
+                ax.hist(scores[mask], bins=bins, density=True, histtype="step", linewidth=1.5, color=color,
+                        label=f"{label}, n = {int(mask.sum()):,}")
+        ax.axvline(0.5, linestyle="--", color="grey", linewidth=1, label="threshold 0.5")
+        ax.set(title=f"Score distribution, {name} model (test set)", xlabel="predicted signal probability",
+               xlim=(0, 1))
+        ax.grid(alpha=0.3)
+        ax.legend(loc="upper center")
+    axes[0].set_ylabel("density (each class normalized to area 1)")
+    return _save(fig, path)
+
+
+def plot_confusion(metrics: dict, path: Path) -> Path | None:
+    models = [(k, name) for k, name, _ in MODELS if isinstance(metrics.get(k), dict) and "confusion" in metrics[k]]
+    if not models:
+        return None
+    fig = _figure(width=5.2 * len(models), height=4.4)
+    axes = fig.subplots(1, len(models), squeeze=False)[0]
+    classes = ["background (0)", "signal (1)"]
+    for ax, (key, name) in zip(axes, models):
+        counts = np.asarray(metrics[key]["confusion"], dtype=np.int64)
+        if counts.shape != (2, 2):
+            raise UserError(f"metrics.json: {key}.confusion has shape {counts.shape}, expected [[tn, fp], [fn, tp]]")
+        totals = counts.sum(axis=1, keepdims=True)
+        percent = np.divide(100.0 * counts, totals, out=np.zeros((2, 2)), where=totals > 0)
+        ax.imshow(percent, cmap="Blues", vmin=0, vmax=100)
+        for (i, j), tag in zip(((0, 0), (0, 1), (1, 0), (1, 1)), ("TN", "FP", "FN", "TP")):
+            ax.text(j, i, f"{tag}\n{counts[i, j]:,}\n{percent[i, j]:.1f} % of row", ha="center", va="center",
+                    fontsize=11, color="white" if percent[i, j] > 55 else "black")
+        ax.set_xticks([0, 1], [f"predicted {c}" for c in classes])
+        ax.set_yticks([0, 1], [f"true {c}" for c in classes], rotation=90, va="center")
+        ax.set_title(f"Confusion matrix, {name} model\n(test set, threshold 0.5; colour = row %)")
+    return _save(fig, path)
+
+
+def make_plots(run_dir) -> list[Path]:
+    """Draw every figure the run directory has data for into run_dir/plots/; returns the PNGs written."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"{run_dir}: not a run directory")
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise UserError("plots need matplotlib: pip install 'higgs-lora[plots]'") from None
+    metrics_path = run_dir / "metrics.json"
+    metrics = read_json(metrics_path) if metrics_path.exists() else {}
+    history = read_history(run_dir / "history.jsonl")
+    predictions = read_predictions(run_dir / "test_predictions.npz")
+    out = run_dir / "plots"
+    out.mkdir(exist_ok=True)
+    written = [plot_training(history, out / "training.png"), plot_roc(predictions, out / "roc.png"),
+               plot_scores(predictions, out / "scores.png"), plot_confusion(metrics, out / "confusion.png")]
+    written = [p for p in written if p is not None]
+    for name in PLOT_FILES:  # a figure this run has no data for must not survive from an earlier drawing
+        if out / name not in written:
+            (out / name).unlink(missing_ok=True)
+    return written
