@@ -415,7 +415,8 @@ def _format_e18(values: np.ndarray) -> np.ndarray:
     bits = x.view(np.uint32)
     mantissa = ((bits & 0x7FFFFF) | 0x800000).astype(np.uint64)
     exp2 = ((bits >> 23) & 0xFF).astype(np.int64) - 150
-    magnitude = np.abs(x.astype(np.float64))
+    with np.errstate(invalid="ignore"):                               # signalling NaNs are fine here
+        magnitude = np.abs(x.astype(np.float64))
     zero = magnitude == 0
     fast = zero | ((magnitude >= 1e-4) & (magnitude < 1e4))
     k = np.floor(np.log10(np.where(fast & ~zero, magnitude, 1.0))).astype(np.int64)
