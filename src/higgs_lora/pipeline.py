@@ -21,7 +21,7 @@ from higgs_lora.config import TrainConfig
 from higgs_lora.data import Split, Standardizer, Table, class_balance, format_balance, split_rows
 from higgs_lora.errors import UserError
 from higgs_lora.lora import add_adapters, adapters, merge_adapters
-from higgs_lora.metrics import METRIC_NAMES, binary_metrics
+from higgs_lora.metrics import binary_metrics
 from higgs_lora.model import ResidualMLP
 from higgs_lora.train import fit, predict_logits, resolve_device
 
@@ -72,17 +72,6 @@ def print_balance(table: Table, split: Split) -> None:
 def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, precision: str = "fp32"):
     logits = predict_logits(model, x, precision=precision)
     return binary_metrics(logits.cpu(), y.cpu()), logits
-
-
-def comparison_rows(base: dict, adapted: dict) -> list[tuple[str, float, float, float]]:
-    return [(k, base[k], adapted[k], adapted[k] - base[k]) for k in METRIC_NAMES]
-
-
-def format_comparison(base: dict, adapted: dict) -> str:
-    lines = [f"{'metric':<18} {'base':>8} {'adapted':>8} {'diff':>8}"]
-    for k, b, a, d in comparison_rows(base, adapted):
-        lines.append(f"{k:<18} {b:>8.4f} {a:>8.4f} {d:>+8.4f}")
-    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------- run directory
@@ -247,7 +236,8 @@ def run(cfg: TrainConfig, *, data: str | None, out: Path, label_column=0, cache_
     metrics["adapted"], adapted_logits = evaluate(model, x_test, y_test, precision="fp32")
     timings["evaluate"] += time.perf_counter() - t
     log("adapted test: " + _short(metrics["adapted"]))
-    log("\n" + format_comparison(metrics["base"], metrics["adapted"]) + "\n")
+    from higgs_lora.report import comparison_table
+    log("\n" + comparison_table(metrics) + "\n")
 
     # ---- merge, verify on the whole test part, save
     t = time.perf_counter()
@@ -283,16 +273,9 @@ def run(cfg: TrainConfig, *, data: str | None, out: Path, label_column=0, cache_
 
 
 def _write_report(out: Path) -> None:
-    try:
-        from higgs_lora.report import write_report
-    except ImportError:
-        log("report: skipped (higgs_lora.report unavailable)")
-        return
-    try:
-        md, html = write_report(out)
-        log(f"report: {md}  {html}")
-    except ImportError as e:  # matplotlib is an optional extra
-        log(f"report: skipped ({e}); install higgs-lora[plots]")
+    from higgs_lora.report import write_report
+    md, html = write_report(out)
+    log(f"report: {md}  {html}")
 
 
 def _read_history(out: Path) -> list[dict]:

@@ -29,7 +29,8 @@ def _table(args):
     return pipeline.load_data(getattr(args, "data", None), label_column=_label_column(args.label_column),
                               cache_dir=getattr(args, "cache_dir", None),
                               sim_events=getattr(args, "sim_events", pipeline.DEFAULT_SIM_EVENTS),
-                              sim_seed=getattr(args, "sim_seed", pipeline.DEFAULT_SIM_SEED))
+                              sim_seed=getattr(args, "sim_seed", pipeline.DEFAULT_SIM_SEED),
+                              progress=not getattr(args, "no_progress", False))
 
 
 def _split_for_model(table, meta: dict, args):

@@ -113,9 +113,11 @@ def fit(model: torch.nn.Module, features: torch.Tensor, labels: torch.Tensor, *,
         val_features: torch.Tensor | None = None, val_labels: torch.Tensor | None = None, patience: int = 0,
         precision: str = "fp32", compile: bool = False,
         checkpoint: Path | None = None, resume: bool = False,
-        on_epoch=None, progress: bool = True, stop_after_steps: int | None = None) -> FitResult:
+        on_epoch=None, progress: bool = True, verbose: bool = True,
+        stop_after_steps: int | None = None) -> FitResult:
     """Train `model` in place on standardized features [n, d] and labels [n] (same device as the model).
 
+    `progress` draws the per-step bar; `verbose` prints the one-line epoch summaries.
     Returns the per-epoch history. With a validation set and patience > 0, keeps the weights of the
     epoch with the lowest validation loss and stops after `patience` epochs without improvement.
     `stop_after_steps` simulates a kill in tests (raises Interrupted after that many steps).
@@ -136,7 +138,7 @@ def fit(model: torch.nn.Module, features: torch.Tensor, labels: torch.Tensor, *,
     best = dict(loss=float("inf"), epoch=None, state=None, bad_epochs=0)
     if resume and checkpoint is not None and checkpoint.exists():
         start_epoch, start_step, carry, best, result.history = _load_checkpoint(checkpoint, model, opt, phase)
-        if progress:
+        if verbose:
             print(f"[{phase}] resuming from {checkpoint} at epoch {start_epoch + 1}, step {start_step}")
 
     interrupted = {"flag": False}
@@ -207,7 +209,7 @@ def fit(model: torch.nn.Module, features: torch.Tensor, labels: torch.Tensor, *,
             if checkpoint is not None:
                 _save_checkpoint(checkpoint, model, opt, phase=phase, epoch=epoch + 1, step=0, carry=None,
                                  best=best, history=result.history)
-            if progress:
+            if verbose:
                 val = f"  val_loss {row['val_loss']:.4f}  val_acc {row['val_accuracy']:.4f}" if row["val_loss"] is not None else ""
                 print(f"[{phase}] epoch {epoch + 1}/{epochs}  loss {row['loss']:.4f}  acc {row['accuracy']:.4f}{val}  "
                       f"{row['seconds']:.1f}s  {row['samples_per_s']:,.0f} ev/s", flush=True)
