@@ -44,13 +44,13 @@ M_B = 4.7
 W_WINDOW, TOP_WINDOW = 15.0, 20.0  # Breit-Wigner tails cut at mass +- window (keeps every decay open)
 
 # Production: transverse momentum ~ Gamma(shape, scale), rapidity ~ Normal(0, sigma).
-SYSTEM_PT_SHAPE, SYSTEM_PT_SCALE = 1.0, 40.0
+SYSTEM_PT_SHAPE, SYSTEM_PT_SCALE = 1.0, 45.0
 SYSTEM_Y_SIGMA = 0.8
 # t tbar pair mass above threshold: m_t1 + m_t2 + Gamma(shape, scale), a falling spectrum.
 TTBAR_EXCESS_SHAPE, TTBAR_EXCESS_SCALE = 1.6, 60.0
 
 # Detector. Jet energy resolution sigma_E / E = sqrt(stoch^2 / E + const^2 + (noise / E)^2), E in GeV.
-JET_STOCH, JET_CONST, JET_NOISE = 0.9, 0.06, 2.0
+JET_STOCH, JET_CONST, JET_NOISE = 1.0, 0.06, 2.0
 JET_ANGLE_SIGMA = 0.03             # smearing of jet eta and phi
 LEPTON_PT_SIGMA = 0.02             # relative
 MET_SOFT_SIGMA = 10.0              # GeV per transverse component: pile-up, underlying event, unclustered energy
@@ -58,7 +58,7 @@ LEPTON_PT_MIN, LEPTON_ETA_MAX = 20.0, 2.5
 JET_PT_MIN, JET_ETA_MAX = 20.0, 3.0   # the real file has jets out to |eta| ~ 3 (lepton only to 2.5)
 TRACKER_ETA_MAX = 2.5              # no b-tag outside the tracker
 ISR_ETA_SIGMA = 1.0                # pseudorapidity spread of the initial-state jet
-FSR_PROBABILITY, FSR_Z_MIN, FSR_Z_MAX, FSR_ANGLE_SIGMA = 0.2, 0.1, 0.5, 0.6
+FSR_PROBABILITY, FSR_Z_MIN, FSR_Z_MAX, FSR_ANGLE_SIGMA = 0.25, 0.1, 0.5, 0.6
 B_SEMILEPTONIC, B_NU_FRACTION_MAX = 0.2, 0.3
 # b-tagging: probabilities of the tight (2) and loose-only (1) tag, for b jets and for light jets.
 BTAG_B_TIGHT, BTAG_B_LOOSE = 0.80, 0.17
@@ -68,9 +68,9 @@ BTAG_LIGHT_TIGHT, BTAG_LIGHT_LOOSE = 0.002, 0.004
 # column has mean ~1 on a large simulated sample (like the real file); phi is mapped onto +-1.7425 as in
 # the real file; eta is left as is; b-tag levels 0/1/2 are multiplied by the real file's per-jet unit.
 SCALES = {
-    "lepton_pT": 57.5, "missing_energy_magnitude": 50.4,
-    "jet1_pt": 64.8, "jet2_pt": 64.8, "jet3_pt": 64.8, "jet4_pt": 64.8,   # jets are listed in random order
-    "m_jj": 101.5, "m_jjj": 191.3, "m_lv": 85.2, "m_jlv": 193.9, "m_bb": 133.7, "m_wbb": 312.3, "m_wwbb": 468.1,
+    "lepton_pT": 57.7, "missing_energy_magnitude": 51.0,
+    "jet1_pt": 65.6, "jet2_pt": 65.6, "jet3_pt": 65.6, "jet4_pt": 65.6,   # jets are listed in random order
+    "m_jj": 104.0, "m_jjj": 194.0, "m_lv": 85.5, "m_jlv": 195.9, "m_bb": 134.9, "m_wbb": 317.3, "m_wwbb": 474.1,
 }
 PHI_SCALE = np.pi / 1.7425
 BTAG_UNITS = (1.0865381, 1.1074361, 1.2741122, 1.5509807)
