@@ -186,8 +186,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
+    from higgs_lora import distributed
+    code = _main(args, argv, distributed)
+    distributed.finish(code)  # under torchrun: a clean, trustworthy exit (see distributed.finish)
+    return code
+
+
+def _main(args, argv, distributed) -> int:
     from higgs_lora.train import Interrupted
     try:
+        if distributed.setup() and args.command not in ("run", "train", "finetune"):
+            raise UserError(f"'{args.command}' runs in one process; only run, train and finetune use torchrun")
         return COMMANDS[args.command](args, argv) or 0
     except UserError as e:
         print(f"higgs-lora: error: {e}", file=sys.stderr)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from higgs_lora import io
+from higgs_lora import distributed, io
 from higgs_lora.config import TrainConfig
 from higgs_lora.data import Split, Standardizer, Table, class_balance, format_balance, split_rows
 from higgs_lora.errors import UserError
@@ -31,7 +31,8 @@ MERGE_TOLERANCE = 1e-5
 
 
 def log(msg: str = "") -> None:
-    print(msg, flush=True)
+    if distributed.is_main():
+        print(msg, flush=True)
 
 
 # ---------------------------------------------------------------- data
@@ -77,7 +78,11 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, precis
 # ---------------------------------------------------------------- run directory
 
 def prepare_run_dir(out: Path, *, force: bool, resume: bool) -> None:
-    """Refuse a non-empty directory unless --force/--resume; check it is writable before any work."""
+    """Refuse a non-empty directory unless --force/--resume; check it is writable before any work.
+    Under torchrun only rank 0 checks and creates; the others wait for it."""
+    if not distributed.is_main():
+        distributed.barrier()
+        return
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: exists and is not a directory")
     if out.exists() and any(out.iterdir()) and not (force or resume):
@@ -93,6 +98,7 @@ def prepare_run_dir(out: Path, *, force: bool, resume: bool) -> None:
     free = shutil.disk_usage(out).free
     if free < 64 << 20:
         raise UserError(f"--out {out}: only {free >> 20} MiB free on that disk; a run needs at least 64 MiB")
+    distributed.barrier()
 
 
 def machine_info(device: torch.device) -> dict:
@@ -111,6 +117,8 @@ def machine_info(device: torch.device) -> dict:
 
 
 def write_history(path: Path, rows: list[dict]) -> None:
+    if not distributed.is_main():
+        return
     with io.atomic_path(path) as tmp:
         tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
@@ -124,7 +132,8 @@ def run(cfg: TrainConfig, *, data: str | None, out: Path, label_column=0, cache_
     t_total = time.perf_counter()
     timings = {}
     torch.manual_seed(cfg.seed)
-    device = resolve_device(cfg.device)
+    device = distributed.local_device(resolve_device(cfg.device))
+    main = distributed.is_main()
 
     # Everything that can be checked cheaply is checked before the run directory is touched.
     out = Path(out)
@@ -157,7 +166,8 @@ def run(cfg: TrainConfig, *, data: str | None, out: Path, label_column=0, cache_
                                                      sim_events=None if data else sim_events,
                                                      sim_seed=None if data else sim_seed),
                       command=command, versions=io.versions(), machine=machine_info(device))
-    io.write_json(out / "config.json", run_config)
+    if main:
+        io.write_json(out / "config.json", run_config)
     provenance = dict(data=data_summary(table, split) | {"feature_names": None}, seed=cfg.seed, preset=cfg.preset,
                       standardizer="train rows only, population std, zero std -> 1")
     history: list[dict] = []
@@ -189,9 +199,11 @@ def run(cfg: TrainConfig, *, data: str | None, out: Path, label_column=0, cache_
         timings["train"], base_fit_rate = result.seconds, result.samples_per_s
         if result.best_epoch is not None:
             log(f"base: keeping epoch {result.best_epoch} (lowest validation loss)")
-        io.save_model(base_path, model.cpu(), standardizer, feature_names=table.feature_names, kind="base",
-                      provenance=provenance | {"history": result.history})
-        log(f"saved {base_path}")
+        if main:
+            io.save_model(base_path, model.cpu(), standardizer, feature_names=table.feature_names, kind="base",
+                          provenance=provenance | {"history": result.history})
+            log(f"saved {base_path}")
+        distributed.barrier()
 
     # ---- reload from disk, as the notebook does, and evaluate what was saved
     base, _, base_meta = io.load_model(base_path)
@@ -228,9 +240,10 @@ def run(cfg: TrainConfig, *, data: str | None, out: Path, label_column=0, cache_
         history += result.history
         write_history(out / "history.jsonl", history)
         timings["finetune"], ft_rate = result.seconds, result.samples_per_s
-    io.save_adapter(adapter_path, model, base_fingerprint=base_meta["fingerprint"],
-                    provenance=dict(base=str(base_path), seed=cfg.seed, ft_epochs=cfg.ft_epochs, ft_lr=cfg.ft_lr))
-    log(f"saved {adapter_path}")
+    if main:
+        io.save_adapter(adapter_path, model, base_fingerprint=base_meta["fingerprint"],
+                        provenance=dict(base=str(base_path), seed=cfg.seed, ft_epochs=cfg.ft_epochs, ft_lr=cfg.ft_lr))
+        log(f"saved {adapter_path}")
 
     t = time.perf_counter()
     metrics["adapted"], adapted_logits = evaluate(model, x_test, y_test, precision="fp32")
@@ -252,14 +265,22 @@ def run(cfg: TrainConfig, *, data: str | None, out: Path, label_column=0, cache_
     log(f"merge: {merged.n_params():,} parameters; max |p_merged - p_adapted| on {x_test.shape[0]:,} test rows = {diff:.3g}")
     if not diff <= MERGE_TOLERANCE:
         raise UserError(f"merge check failed: merged and adapted predictions differ by {diff:.3g} > {MERGE_TOLERANCE}")
-    io.save_model(out / "merged.safetensors", merged.cpu(), standardizer, feature_names=table.feature_names,
-                  kind="merged", provenance=provenance | {"base": base_meta["fingerprint"], "adapter": str(adapter_path)})
-    log(f"saved {out / 'merged.safetensors'}")
+    if main:
+        io.save_model(out / "merged.safetensors", merged.cpu(), standardizer, feature_names=table.feature_names,
+                      kind="merged", provenance=provenance | {"base": base_meta["fingerprint"], "adapter": str(adapter_path)})
+        log(f"saved {out / 'merged.safetensors'}")
 
     timings["total"] = time.perf_counter() - t_total
     metrics["timings_s"] = timings
     metrics["throughput"] = dict(train_samples_per_s=base_fit_rate, finetune_samples_per_s=ft_rate,
                                  inference_rows_per_s=x_test.shape[0] / inference_s)
+    # Every rank merged its own copy: they must agree bit for bit, or the ranks drifted apart.
+    merged_fingerprints = distributed.gather(io.tensors_fingerprint(merged.state_dict()))
+    if len(set(merged_fingerprints)) != 1:
+        raise RuntimeError(f"ranks disagree on the merged weights: {merged_fingerprints}")
+    metrics["distributed"] = dict(world_size=distributed.world()[1], merged_fingerprints=merged_fingerprints)
+    if not main:
+        return metrics
     io.write_json(out / "metrics.json", _finite(metrics))
     with io.atomic_path(out / "test_predictions.npz") as tmp:
         with open(tmp, "wb") as f:

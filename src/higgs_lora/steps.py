@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from higgs_lora import io, pipeline
+from higgs_lora import distributed, io, pipeline
 from higgs_lora.data import split_rows
 from higgs_lora.errors import UserError
 from higgs_lora.lora import add_adapters, adapters, merge_adapters
@@ -65,7 +65,7 @@ def _output_dir(out, force: bool, resume: bool = False) -> Path:
 
 
 def train(cfg, args) -> None:
-    device = resolve_device(cfg.device)
+    device = distributed.local_device(resolve_device(cfg.device))
     torch.manual_seed(cfg.seed)
     table = _table(args)
     split = split_rows(table.rows, train_rows=args.train_rows, test_rows=args.test_rows,
@@ -89,13 +89,15 @@ def train(cfg, args) -> None:
                  on_epoch=lambda rows: pipeline.write_history(out / "history.jsonl", rows))
     provenance = dict(data=pipeline.data_summary(table, split) | {"feature_names": None}, seed=cfg.seed,
                       preset=cfg.preset, train=cfg.to_dict(), history=result.history)
+    if not distributed.is_main():
+        return
     path = io.save_model(out / "base.safetensors", model.cpu(), standardizer, feature_names=table.feature_names,
                          provenance=provenance)
     log(f"trained in {result.seconds:.1f}s ({result.samples_per_s:,.0f} samples/s); saved {path}")
 
 
 def finetune(cfg, args) -> None:
-    device = resolve_device(cfg.device)
+    device = distributed.local_device(resolve_device(cfg.device))
     torch.manual_seed(cfg.seed)
     model, standardizer, meta = io.load_model(args.model)
     table = _table(args)
@@ -116,6 +118,8 @@ def finetune(cfg, args) -> None:
                  checkpoint=out / "checkpoints" / "finetune.safetensors", resume=args.resume,
                  progress=not args.no_progress,
                  on_epoch=lambda rows: pipeline.write_history(out / "history.jsonl", rows))
+    if not distributed.is_main():
+        return
     path = io.save_adapter(out / "adapter.safetensors", model, base_fingerprint=meta["fingerprint"],
                            provenance=dict(base=str(args.model), data=table.source, seed=cfg.seed,
                                            ft_epochs=cfg.ft_epochs, ft_lr=cfg.ft_lr, history=result.history))

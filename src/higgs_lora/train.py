@@ -26,6 +26,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from higgs_lora import distributed
 from higgs_lora.errors import UserError
 from higgs_lora.io import atomic_path
 
@@ -126,12 +127,21 @@ def fit(model: torch.nn.Module, features: torch.Tensor, labels: torch.Tensor, *,
     if n == 0:
         raise UserError(f"{phase}: no rows to train on")
     device = features.device
+    rank, world = distributed.world()
+    main_rank = rank == 0
+    progress, verbose = progress and main_rank, verbose and main_rank
     steps_per_epoch = math.ceil(n / batch_size)
     total_steps = steps_per_epoch * epochs
     opt = make_optimizer(model.parameters(), name=optimizer, lr=lr, weight_decay=weight_decay, device=device)
     trainable = [p for p in model.parameters() if p.requires_grad]
     loss_fn = torch.nn.BCEWithLogitsLoss()  # on logits: numerically stable, unlike sigmoid + BCE
-    train_step_model = torch.compile(model) if compile else model
+    train_step_model = model
+    if world > 1:
+        # DDP averages the gradients of trainable parameters only: with adapters, only A and B travel.
+        from torch.nn.parallel import DistributedDataParallel
+        train_step_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if compile:
+        train_step_model = torch.compile(train_step_model)
 
     result = FitResult()
     start_epoch, start_step, carry = 0, 0, None
@@ -157,21 +167,30 @@ def fit(model: torch.nn.Module, features: torch.Tensor, labels: torch.Tensor, *,
             seen, t_epoch, elapsed_before = 0, time.perf_counter(), 0.0
             first_step = start_step if epoch == start_epoch else 0
             if carry is not None and epoch == start_epoch:
-                loss_sum += carry["loss_sum"]; correct += carry["correct"]
-                seen, elapsed_before = carry["seen"], carry["seconds"]
+                if main_rank:  # the carried sums are global; add them once
+                    loss_sum += carry["loss_sum"]; correct += carry["correct"]; seen = carry["seen"]
+                elapsed_before = carry["seconds"]
             bar = tqdm(total=n, initial=seen, unit="ev", unit_scale=True, disable=not progress, leave=False,
                        desc=f"{phase} {epoch + 1}/{epochs}", dynamic_ncols=True)
             for step in range(first_step, steps_per_epoch):
-                if interrupted["flag"] or (stop_after_steps is not None and steps_done >= stop_after_steps):
-                    state = dict(loss_sum=loss_sum.item(), correct=correct.item(), seen=seen,
+                stop = interrupted["flag"] or (stop_after_steps is not None and steps_done >= stop_after_steps)
+                if world > 1 and step % 8 == 0:  # ranks agree on where to stop: same step everywhere
+                    stop = distributed.any_rank(stop, device)
+                elif world > 1:
+                    stop = False
+                if stop:
+                    sums = distributed.all_reduce_(torch.stack([loss_sum, correct.double(),
+                                                                torch.tensor(float(seen), device=device, dtype=torch.float64)]))
+                    state = dict(loss_sum=sums[0].item(), correct=int(sums[1].item()), seen=int(sums[2].item()),
                                  seconds=elapsed_before + time.perf_counter() - t_epoch)
-                    if checkpoint is not None:
+                    if checkpoint is not None and main_rank:
                         _save_checkpoint(checkpoint, model, opt, phase=phase, epoch=epoch, step=step, carry=state,
                                          best=best, history=result.history)
                     bar.close()
                     where = f"a checkpoint was written to {checkpoint}" if checkpoint else "no checkpoint was kept"
                     raise Interrupted(f"{phase} training stopped at epoch {epoch + 1}, step {step}; {where}")
-                idx = perm[step * batch_size:(step + 1) * batch_size]
+                # Each rank takes its slice of the global batch: the global batch is the same for any world size.
+                idx = perm[step * batch_size:(step + 1) * batch_size][rank::world]
                 xb, yb = features.index_select(0, idx), labels.index_select(0, idx)
                 for group in opt.param_groups:
                     group["lr"] = learning_rate(epoch * steps_per_epoch + step, total_steps=total_steps, lr=lr,
@@ -190,8 +209,11 @@ def fit(model: torch.nn.Module, features: torch.Tensor, labels: torch.Tensor, *,
                 if step % 50 == 0 and progress:
                     bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
             bar.close()
+            sums = distributed.all_reduce_(torch.stack([loss_sum, correct.double(),
+                                                        torch.tensor(float(seen), device=device, dtype=torch.float64)]))
+            loss_total, correct_total, seen = sums[0].item(), sums[1].item(), int(sums[2].item())
             seconds = elapsed_before + time.perf_counter() - t_epoch
-            row = dict(phase=phase, epoch=epoch + 1, loss=loss_sum.item() / seen, accuracy=correct.item() / seen,
+            row = dict(phase=phase, epoch=epoch + 1, loss=loss_total / seen, accuracy=correct_total / seen,
                        val_loss=None, val_accuracy=None, lr=opt.param_groups[0]["lr"], seconds=seconds,
                        samples_per_s=(seen - (carry["seen"] if carry is not None and epoch == start_epoch else 0))
                        / max(1e-9, seconds - elapsed_before))
@@ -206,14 +228,14 @@ def fit(model: torch.nn.Module, features: torch.Tensor, labels: torch.Tensor, *,
                 else:
                     best["bad_epochs"] += 1
             result.history.append(row)
-            if checkpoint is not None:
+            if checkpoint is not None and main_rank:
                 _save_checkpoint(checkpoint, model, opt, phase=phase, epoch=epoch + 1, step=0, carry=None,
                                  best=best, history=result.history)
             if verbose:
                 val = f"  val_loss {row['val_loss']:.4f}  val_acc {row['val_accuracy']:.4f}" if row["val_loss"] is not None else ""
                 print(f"[{phase}] epoch {epoch + 1}/{epochs}  loss {row['loss']:.4f}  acc {row['accuracy']:.4f}{val}  "
                       f"{row['seconds']:.1f}s  {row['samples_per_s']:,.0f} ev/s", flush=True)
-            if on_epoch is not None:
+            if on_epoch is not None and main_rank:
                 on_epoch(result.history)
     finally:
         signal.signal(signal.SIGINT, previous_handler)
