@@ -5,7 +5,8 @@
 
 In both, one W decays to a lepton and a neutrino and the other to two light jets. Every two-body decay
 is isotropic in its parent's rest frame and boosted to the lab; the produced system gets a transverse
-kick and a rapidity. A parametrised detector smears jets, the lepton and the missing energy, keeps
+kick (balanced by an initial-state jet) and a rapidity; quarks radiate gluon jets and b quarks may lose
+momentum to neutrinos. A parametrised detector smears jets, the lepton and the missing energy, keeps
 events with one lepton and four jets inside the acceptance, and b-tags jets (three levels). The seven
 high-level masses are then computed from the reconstructed objects, as in Baldi, Sadowski and Whiteson,
 "Searching for exotic particles in high-energy physics with deep learning", Nat. Commun. 5, 4308 (2014).
@@ -289,9 +290,8 @@ def _detector(rng, system, lep, nu, quarks):
     m_jlv = np.where(swap, _mass(w_lep, b1), _mass(w_lep, b2))
     bb = tuple(a + b for a, b in zip(b1, b2))
     m_bb = _mass(bb)
-    # W b b: either W could come from the H+-; take the one that makes the triple closer to its mass.
-    wbb_had, wbb_lep = _mass(w_had, bb), _mass(w_lep, bb)
-    m_wbb = wbb_had
+    # W b b with the hadronic W: fully measured, unlike the leptonic one (either could be the H+-'s).
+    m_wbb = _mass(w_had, bb)
     m_wwbb = _mass(w_had, w_lep, bb)
 
     # The real file does not list its jets by pT: in it jet1 is below its 20% quantile while jet2 is above
