@@ -20,7 +20,6 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from sklearn.metrics import roc_auc_score  # noqa: E402
 
 from higgs_lora.data.simulate import simulate, write_higgs_csv  # noqa: E402
 from higgs_lora.data.standardize import Standardizer  # noqa: E402
@@ -64,6 +63,7 @@ def main():
 
 
 def learnability(events=1_100_000, n_train=200_000, n_test=200_000, epochs=10, batch=1024):
+    from sklearn.metrics import roc_auc_score     # a test dependency: only needed here
     torch.manual_seed(0)
     x, y = simulate(events, seed=2024)
     standardizer = Standardizer.fit(x[:n_train])
