@@ -90,7 +90,7 @@ def prepare(path: str | os.PathLike, *, label_column: int | str = 0, cache_dir: 
                 from_cache=info["from_cache"])
 
 
-def default_cache_root(path: str | os.PathLike) -> list[Path]:
+def default_cache_roots(path: str | os.PathLike) -> list[Path]:
     """Where the cache of `path` may go, in order of preference: $HIGGS_LORA_CACHE alone if set, else a
     .higgs-lora-cache/ beside the data, then ~/.cache/higgs-lora ($XDG_CACHE_HOME respected)."""
     if os.environ.get("HIGGS_LORA_CACHE"):
@@ -132,7 +132,7 @@ def _load(path: Path, *, label_column, cache_dir, use_cache, progress) -> tuple[
     fingerprint = fingerprint_file(path)
     layout = _layout(path, label_column)
     key = hashlib.sha256(f"{fingerprint}|label={layout.label}|v{CACHE_VERSION}".encode()).hexdigest()[:16]
-    roots = [Path(cache_dir)] if cache_dir is not None else default_cache_root(path)
+    roots = [Path(cache_dir)] if cache_dir is not None else default_cache_roots(path)
     entry_name = f"{path.name}-{key}"
 
     if use_cache:
@@ -288,7 +288,8 @@ def _label_index(path: Path, label_column, names: list[str] | None, n_columns: i
 class _Rows:
     """Features and labels appended block by block. Grown with ndarray.resize, which reallocs; glibc
     serves big blocks with mmap and grows them with mremap, moving pages rather than copying them,
-    so growing never holds two copies of the data."""
+    so growing never holds two copies of the data. resize zero-fills (touches) the new part, so the
+    capacity is what counts: growing by 1/8 at a time keeps it within 1.125x the final rows."""
 
     def __init__(self, n_features: int):
         self.n = 0
@@ -299,7 +300,7 @@ class _Rows:
         """Views of the next `rows` rows, to be filled in (valid until the next call)."""
         need = self.n + rows
         if need > len(self.labels):
-            cap = max(need, 2 * len(self.labels))
+            cap = max(need, len(self.labels) + len(self.labels) // 8)
             self.features.resize((cap, self.features.shape[1]), refcheck=False)
             self.labels.resize(cap, refcheck=False)
         start, self.n = self.n, need
@@ -420,7 +421,7 @@ def _store(path: Path, table: pa.Table, rows: _Rows, *, first_line: int, layout:
     """Check one parsed piece (labels 0/1, finite float32 features) and append it; `first_line` is the
     file line (or Parquet row, with unit='row') of its first row."""
     n = table.num_rows
-    y = table.column(layout.label).to_numpy()
+    y = np.concatenate(list(_float64_values(table.column(layout.label))))
     bad = np.flatnonzero((y != 0) & (y != 1))
     if len(bad):
         raise UserError(f"{path}: {unit} {first_line + bad[0]}, {layout.column_name(layout.label)}: label is "
@@ -429,14 +430,25 @@ def _store(path: Path, table: pa.Table, rows: _Rows, *, first_line: int, layout:
     labels[:] = y
     with np.errstate(over="ignore"):  # a float64 beyond float32's range becomes inf: reported just below
         for j, c in enumerate(layout.feature_columns):
-            features[:, j] = table.column(c).to_numpy()
+            start = 0
+            for values in _float64_values(table.column(c)):
+                features[start:start + len(values), j] = values
+                start += len(values)
     finite = np.isfinite(features)
     if not finite.all():
         r, j = np.argwhere(~finite)[0]
         c = layout.feature_columns[j]
-        value = float(table.column(c)[int(r)].as_py())
+        value = float(np.concatenate(list(_float64_values(table.column(c))))[r])
         why = "too large for float32" if np.isfinite(value) else "not a finite number"
         raise UserError(f"{path}: {unit} {first_line + r}, {layout.column_name(c)}: {value!r} is {why}")
+
+
+def _float64_values(column: pa.ChunkedArray):
+    """NumPy views of a float64 column without nulls, chunk by chunk. Not Arrow's to_numpy: that imports
+    pandas when it is installed (~0.4 s and ~60 MB in every process that reads a file)."""
+    for chunk in column.chunks:
+        assert chunk.type == pa.float64() and chunk.null_count == 0
+        yield np.frombuffer(chunk.buffers()[1], dtype=np.float64, count=len(chunk), offset=8 * chunk.offset)
 
 
 def _parse_error(path: Path, piece: pa.Buffer, *, first_line: int, layout: _Layout) -> UserError:
