@@ -56,8 +56,8 @@ def fingerprint_file(path: str | os.PathLike) -> str:
     its size or mtime, and the two hashed ends catch a same-size replacement whose mtime was kept
     (cp -p, rsync -t), since headers and tails of different exports differ. Not caught: an edit in
     the middle that keeps the size and then forges the mtime back; delete the cache entry by hand
-    after doing that. Hashing the whole file instead would cost ~10 s per load on the 2.6 GB HIGGS
-    file, more than reloading from the cache is allowed to take."""
+    after doing that. Hashing the whole 2.6 GB HIGGS file instead would read it all on every load,
+    seconds where a reload from the cache takes milliseconds."""
     path = Path(path)
     st = _stat(path)
     h = hashlib.sha256(f"{st.st_size}:{st.st_mtime_ns}:".encode())
