@@ -392,3 +392,28 @@ def test_random_tables_read_like_a_plain_parser(tmp_path, monkeypatch, rows, col
     table = load_table(path, use_cache=False)
     assert_same(table, *parse_reference(text, header=header))
     assert table.feature_names == ([f"x{i}" for i in range(cols - 1)] if header else [f"f{i}" for i in range(cols - 1)])
+
+
+def test_iter_chunks_streams_the_same_rows_as_load_table(tmp_path):
+    from higgs_lora.data.read import iter_chunks, load_table
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(5000, 4))
+    y = (rng.random(5000) > 0.5).astype(float)
+    path = tmp_path / "t.csv"
+    np.savetxt(path, np.column_stack([y, x]), delimiter=",", fmt="%.18e")
+    chunks = list(iter_chunks(path, chunk_rows=1000))
+    table = load_table(path, use_cache=False)
+    assert np.array_equal(np.concatenate([c[0] for c in chunks]), table.features)
+    assert np.array_equal(np.concatenate([c[1] for c in chunks]), table.labels)
+    # a features-only file: every column is a feature, no labels
+    np.savetxt(tmp_path / "f.csv", x, delimiter=",", fmt="%.18e")
+    feats = list(iter_chunks(tmp_path / "f.csv", label_column=None, chunk_rows=10_000))
+    assert len(feats) == 1 and feats[0][1] is None and np.array_equal(feats[0][0], x.astype(np.float32))
+
+
+def test_iter_chunks_reports_bad_line(tmp_path):
+    from higgs_lora.data.read import iter_chunks
+    path = tmp_path / "bad.csv"
+    path.write_text("1,0.5,0.25\n0,0.1,nan\n")
+    with pytest.raises(UserError, match=r"bad\.csv: line 2"):
+        list(iter_chunks(path))

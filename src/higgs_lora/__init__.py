@@ -1,8 +1,19 @@
-"""higgs-lora: residual MLPs for tabular physics data, adapted with low-rank adapters."""
+"""higgs-lora: residual MLPs for tabular physics data, adapted with low-rank adapters.
+
+The names below load lazily, so `higgs-lora prepare` or `--help` do not pay for importing PyTorch.
+"""
 __version__ = "0.1.0"
 
-from higgs_lora.config import ModelConfig, TrainConfig, PRESETS
-from higgs_lora.model import ResidualMLP
-from higgs_lora.lora import LoRALinear, add_adapters, merge_adapters
+_LAZY = {
+    "ModelConfig": "higgs_lora.config", "TrainConfig": "higgs_lora.config", "PRESETS": "higgs_lora.config",
+    "ResidualMLP": "higgs_lora.model",
+    "LoRALinear": "higgs_lora.lora", "add_adapters": "higgs_lora.lora", "merge_adapters": "higgs_lora.lora",
+}
+__all__ = list(_LAZY)
 
-__all__ = ["ModelConfig", "TrainConfig", "PRESETS", "ResidualMLP", "LoRALinear", "add_adapters", "merge_adapters"]
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'higgs_lora' has no attribute {name!r}")

@@ -90,6 +90,30 @@ def prepare(path: str | os.PathLike, *, label_column: int | str = 0, cache_dir: 
                 from_cache=info["from_cache"])
 
 
+def iter_chunks(path: str | os.PathLike, *, label_column: int | str | None = 0, chunk_rows: int = 1 << 20,
+                progress: bool = False):
+    """Stream a file of any size: yield (features float32 [k, n], labels uint8 [k] or None) in chunks of
+    about `chunk_rows` rows, validated like load_table, without caching or holding the whole table.
+    `label_column=None`: the file holds features only."""
+    path = Path(path)
+    layout = _layout(path, label_column)
+    tables = (_parquet_tables(path, layout, progress=progress) if layout.kind == "parquet"
+              else _csv_tables(path, layout, progress=progress))
+    unit = "row" if layout.kind == "parquet" else "line"
+    rows, any_rows = _Rows(len(layout.feature_columns)), False
+    for table, first_line in tables:
+        _store(path, table, rows, first_line=first_line, layout=layout, unit=unit)
+        if rows.n >= chunk_rows:
+            features, labels = rows.finish()
+            yield features, (labels if layout.label is not None else None)
+            rows, any_rows = _Rows(len(layout.feature_columns)), True
+    if rows.n:
+        features, labels = rows.finish()
+        yield features, (labels if layout.label is not None else None)
+    elif not any_rows:
+        raise UserError(f"{path}: no data rows")
+
+
 def default_cache_roots(path: str | os.PathLike) -> list[Path]:
     """Where the cache of `path` may go, in order of preference: $HIGGS_LORA_CACHE alone if set, else a
     .higgs-lora-cache/ beside the data, then ~/.cache/higgs-lora ($XDG_CACHE_HOME respected)."""
@@ -106,7 +130,7 @@ class _Layout:
     kind: str                   # "csv", "gzip" (CSV inside) or "parquet"
     n_columns: int
     names: list[str] | None     # header names (all columns), or None without a header
-    label: int                  # 0-based index of the label column
+    label: int | None           # 0-based index of the label column; None: every column is a feature
 
     @property
     def header_lines(self) -> int:
@@ -117,7 +141,7 @@ class _Layout:
         return [c for c in range(self.n_columns) if c != self.label]
 
     def feature_names(self) -> list[str]:
-        n = self.n_columns - 1
+        n = len(self.feature_columns)
         if self.names is None or all(s.strip().isdigit() for s in self.names):  # pandas' default 0..n names
             return default_feature_names(n)
         return [self.names[c] for c in self.feature_columns]
@@ -249,9 +273,10 @@ def _layout(path: Path, label_column) -> _Layout:
             raise UserError(f"{path}: line 1, column {bad + 1}: not a number: {fields[bad]!r} (line 1 has both "
                             "numbers and text, so it is neither a header nor a data row)")
         n_columns = len(fields)
-    if n_columns < 2:
+    if n_columns < 2 and label_column is not None:
         raise UserError(f"{path}: line 1 has {n_columns} column; need a label column and at least one feature")
-    return _Layout(kind=kind, n_columns=n_columns, names=names, label=_label_index(path, label_column, names, n_columns))
+    label = None if label_column is None else _label_index(path, label_column, names, n_columns)
+    return _Layout(kind=kind, n_columns=n_columns, names=names, label=label)
 
 
 def _first_line(path: Path, kind: str) -> str:
@@ -379,13 +404,22 @@ def _find_newline(view: memoryview, end: int) -> int:
 
 
 def _read_csv(path: Path, layout: _Layout, *, progress: bool) -> tuple[np.ndarray, np.ndarray]:
+    rows = _Rows(len(layout.feature_columns))
+    for table, first_line in _csv_tables(path, layout, progress=progress):
+        _store(path, table, rows, first_line=first_line, layout=layout)
+    if rows.n == 0:
+        raise UserError(f"{path}: no data rows" + (" (only a header line)" if layout.header_lines else ""))
+    return rows.finish()
+
+
+def _csv_tables(path: Path, layout: _Layout, *, progress: bool):
+    """Yield (parsed piece as an Arrow table of float64 columns, file line of its first row)."""
     from isal.isal_zlib import error as ZlibError
     from tqdm import tqdm
 
     # Parse with Arrow's thread pool only where cores are left beside this thread and the inflater's:
     # on 2 cores a threaded parse of gzip input measured 25-45% more CPU time for no gain in speed.
     options = _csv_options(layout.n_columns, threads=(os.cpu_count() or 1) > (2 if layout.kind == "gzip" else 1))
-    rows = _Rows(layout.n_columns - 1)
     line = 1 + layout.header_lines  # file line of the next row
     size = path.stat().st_size
     with _text_stream(path, layout.kind) as (stream, raw), \
@@ -403,7 +437,7 @@ def _read_csv(path: Path, layout: _Layout, *, progress: bool) -> tuple[np.ndarra
                     table = pacsv.read_csv(pa.BufferReader(piece), **options)
                 except pa.ArrowInvalid:
                     raise _parse_error(path, piece, first_line=line, layout=layout) from None
-                _store(path, table, rows, first_line=line, layout=layout)
+                yield table, line
                 line += table.num_rows
                 bar.update(raw.tell() - bar.n)
         except EOFError:
@@ -412,22 +446,20 @@ def _read_csv(path: Path, layout: _Layout, *, progress: bool) -> tuple[np.ndarra
         except (OSError, ZlibError) as e:
             what = "corrupt gzip data" if layout.kind == "gzip" else "read error"
             raise UserError(f"{path}: {what} near line {line} ({e})") from None
-    if rows.n == 0:
-        raise UserError(f"{path}: no data rows" + (" (only a header line)" if layout.header_lines else ""))
-    return rows.finish()
 
 
 def _store(path: Path, table: pa.Table, rows: _Rows, *, first_line: int, layout: _Layout, unit: str = "line") -> None:
     """Check one parsed piece (labels 0/1, finite float32 features) and append it; `first_line` is the
     file line (or Parquet row, with unit='row') of its first row."""
     n = table.num_rows
-    y = np.concatenate(list(_float64_values(table.column(layout.label))))
-    bad = np.flatnonzero((y != 0) & (y != 1))
-    if len(bad):
-        raise UserError(f"{path}: {unit} {first_line + bad[0]}, {layout.column_name(layout.label)}: label is "
-                        f"{float(y[bad[0]]):g}; labels must be 0 or 1")
     features, labels = rows.extend(n)
-    labels[:] = y
+    if layout.label is not None:
+        y = np.concatenate(list(_float64_values(table.column(layout.label))))
+        bad = np.flatnonzero((y != 0) & (y != 1))
+        if len(bad):
+            raise UserError(f"{path}: {unit} {first_line + bad[0]}, {layout.column_name(layout.label)}: label is "
+                            f"{float(y[bad[0]]):g}; labels must be 0 or 1")
+        labels[:] = y
     with np.errstate(over="ignore"):  # a float64 beyond float32's range becomes inf: reported just below
         for j, c in enumerate(layout.feature_columns):
             start = 0
@@ -518,29 +550,36 @@ def _parquet_schema(path: Path) -> tuple[list[str], int]:
 
 
 def _read_parquet(path: Path, layout: _Layout, *, progress: bool) -> tuple[np.ndarray, np.ndarray]:
+    rows = _Rows(len(layout.feature_columns))
+    for table, first_row in _parquet_tables(path, layout, progress=progress):
+        _store(path, table, rows, first_line=first_row, layout=layout, unit="row")
+    if rows.n == 0:
+        raise UserError(f"{path}: no data rows")
+    return rows.finish()
+
+
+def _parquet_tables(path: Path, layout: _Layout, *, progress: bool):
+    """Yield (a batch as an Arrow table of float64 columns, 1-based row of its first row)."""
     import pyarrow.parquet as pq
     from tqdm import tqdm
 
-    rows = _Rows(layout.n_columns - 1)
+    row = 1
     try:
         pf = pq.ParquetFile(path)
         with tqdm(total=pf.metadata.num_rows, unit="row", unit_scale=True, desc=path.name, disable=not progress,
                   file=sys.stderr) as bar:
             for batch in pf.iter_batches(batch_size=PARQUET_BATCH_ROWS):
-                row = rows.n + 1
                 for c, col in enumerate(batch.columns):
                     if col.null_count:
                         r = int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
                         raise UserError(f"{path}: row {row + r}, {layout.column_name(c)}: missing value")
                 table = pa.Table.from_batches([batch]).cast(
                     pa.schema([(n, pa.float64()) for n in batch.schema.names]))
-                _store(path, table, rows, first_line=row, layout=layout, unit="row")
+                yield table, row
+                row += batch.num_rows
                 bar.update(batch.num_rows)
     except (pa.ArrowException, OSError) as e:
         raise UserError(f"{path}: not a readable Parquet file ({e})") from None
-    if rows.n == 0:
-        raise UserError(f"{path}: no data rows")
-    return rows.finish()
 
 
 # --------------------------------------------------------------------------------------------- cache
