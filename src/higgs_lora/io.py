@@ -204,6 +204,6 @@ def load_adapter(path, model: ResidualMLP, *, base_fingerprint: str) -> Residual
                         f"(its base {meta.get('base_fingerprint')}, this base {base_fingerprint})")
     state = _load_tensors(st_path, meta)
     add_adapters(model, rank=int(meta["rank"]), scale=float(meta["scale"]), targets=meta["targets"],
-                 formulation=meta.get("formulation", "factored"))
+                 formulation=meta.get("formulation", "reform"))
     load_adapter_state(model, state)
     return model
