@@ -183,3 +183,24 @@ def test_sigint_writes_checkpoint_and_says_how_to_resume(tmp_path):
     assert proc.returncode == 130, err
     assert "resume with: higgs-lora train" in err and "--resume" in err
     assert (tmp_path / "run" / "checkpoints" / "base.safetensors").exists()
+
+
+def test_unwritable_output_is_reported_before_any_work(data, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    p = cli("run", "--data", data, "--out", blocker / "run", check=False)
+    assert p.returncode == 1 and "cannot write there" in p.stderr and "Traceback" not in p.stderr
+    assert blocker.read_text() == "not a directory"
+
+
+def test_run_resume_reuses_finished_phases(data, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["run", "--data", str(data), "--out", str(out), "--no-report", *SMALL]) == 0
+    first = json.loads((out / "metrics.json").read_text())
+    capsys.readouterr()
+    assert main(["run", "--data", str(data), "--out", str(out), "--no-report", "--resume", *SMALL]) == 0
+    assert "skipping base training (--resume)" in capsys.readouterr().out
+    again = json.loads((out / "metrics.json").read_text())
+    assert again["base"] == first["base"]
+    assert main(["run", "--data", str(data), "--out", str(out), "--resume", *SMALL[:-1], "--seed", "5"]) == 1
+    assert "settings differ" in capsys.readouterr().err
