@@ -1,0 +1,322 @@
+"""`higgs-lora strategies`: what adapters buy, measured against the alternatives on the same base and rows.
+
+On one base network and the same extra rows, five ways to use those rows:
+
+    lora     adapters (LoRA) on the frozen base: the recipe's rank, scale, targets, ft_lr, ft_epochs
+    full     every weight of the base fine-tuned, same epochs, lr FULL_FT_LR
+    head     only the head after the residual trunk (layers HEAD_LAYERS) fine-tuned, lr HEAD_FT_LR
+    scratch  a fresh network trained on train + extra rows with the recipe, for as many samples as
+             training the base and then adapting it took (epochs x train rows + ft_epochs x extra rows)
+    base     the base network untouched
+
+For each: test metrics, trainable parameters, wall time of its training, samples/s, and memory.
+Memory is measured two ways. `train_state_bytes` (any device) counts the tensors one training step
+holds: every parameter, the gradients of the trainable ones, the optimizer's state after a step, and the
+activations autograd saves for the backward pass of one batch (counted with saved_tensors_hooks, each
+storage once). On CUDA, `cuda_peak_bytes` is torch.cuda.max_memory_allocated during the training minus
+what was allocated before it (the data tensors already sit on the device). Process RSS is not used: on
+this network it is dominated by the interpreter and the data and does not tell the strategies apart.
+
+FULL_FT_LR and HEAD_FT_LR were chosen by the sweep in benchmarks/bench_presets.py (docs/presets.md).
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from pathlib import Path
+
+import torch
+
+from higgs_lora import io
+from higgs_lora.config import TrainConfig
+from higgs_lora.errors import UserError
+from higgs_lora.lora import add_adapters, adapters
+from higgs_lora.metrics import binary_metrics
+from higgs_lora.model import ResidualMLP
+from higgs_lora.train import fit, make_optimizer, predict_logits
+
+STRATEGIES = ("lora", "full", "head", "scratch", "base")
+TITLES = {"lora": "adapters (LoRA)", "full": "full fine-tuning", "head": "head only",
+          "scratch": "from scratch on train+extra", "base": "base untouched"}
+HEAD_LAYERS = ("hidden", "output")
+FULL_FT_LR = 3e-4  # best of {1e-4, 3e-4} on held-out extra rows, both data sets
+HEAD_FT_LR = 3e-3  # best of {1e-3, 3e-3}
+OUTPUT_FILES = ("strategies.json", "strategies.md", "strategies.png")
+
+
+# ---------------------------------------------------------------- memory
+
+def training_state_bytes(model: torch.nn.Module, x_batch: torch.Tensor, y_batch: torch.Tensor, *,
+                         optimizer: str = "adam", precision: str = "fp32") -> dict:
+    """Bytes one training step of `model` holds on a batch: parameters, gradients, optimizer state and
+    the activations saved for backward. Measured on a copy (the model is untouched)."""
+    from higgs_lora.train import _autocast
+    model = copy.deepcopy(model).train()
+    saved: dict[tuple, int] = {}
+
+    def pack(t: torch.Tensor):
+        if t.device.type != "meta":
+            st = t.untyped_storage()
+            saved[(st.data_ptr(), t.device.type)] = st.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), _autocast(x_batch.device, precision):
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(x_batch).float(), y_batch)
+    # Parameters are counted once, below; the data batch and labels would be there without training.
+    for t in [*model.parameters(), x_batch, y_batch]:
+        saved.pop((t.untyped_storage().data_ptr(), t.device.type), None)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    opt = make_optimizer(trainable, name=optimizer, lr=1e-9, weight_decay=0.0, device=x_batch.device)
+    loss.backward()
+    opt.step()
+    opt_bytes = sum(v.numel() * v.element_size() for st in opt.state.values() for v in st.values() if torch.is_tensor(v))
+    out = dict(parameters=sum(p.numel() * p.element_size() for p in model.parameters()),
+               gradients=sum(p.grad.numel() * p.grad.element_size() for p in trainable if p.grad is not None),
+               optimizer=opt_bytes, activations=sum(saved.values()))
+    out["total"] = sum(out.values())
+    return out
+
+
+# ---------------------------------------------------------------- the strategies
+
+def prepare(strategy: str, base: ResidualMLP, cfg: TrainConfig) -> ResidualMLP:
+    """The network a strategy trains, built from (a copy of) `base`; the base itself is never touched."""
+    if strategy == "lora":
+        torch.manual_seed(cfg.seed)  # A's initialization
+        return add_adapters(copy.deepcopy(base), rank=cfg.rank, scale=cfg.scale, targets=cfg.targets)
+    if strategy == "full":
+        return copy.deepcopy(base).requires_grad_(True)
+    if strategy == "head":
+        model = copy.deepcopy(base).requires_grad_(False)
+        for name in HEAD_LAYERS:
+            model.get_submodule(name).requires_grad_(True)
+        return model
+    if strategy == "scratch":
+        torch.manual_seed(cfg.seed)
+        return ResidualMLP.from_config(base.config).to(next(base.parameters()).device)
+    if strategy == "base":
+        return copy.deepcopy(base).requires_grad_(False)
+    raise ValueError(f"unknown strategy {strategy!r}; choose from {STRATEGIES}")
+
+
+def scratch_epochs(cfg: TrainConfig, *, train_rows: int, extra_rows: int) -> int:
+    """Epochs over train+extra that see as many samples as base training plus adapting did."""
+    budget = cfg.epochs * train_rows + cfg.ft_epochs * extra_rows
+    return max(1, round(budget / (train_rows + extra_rows)))
+
+
+def run_one(strategy: str, base: ResidualMLP, cfg: TrainConfig, data: dict, *, progress: bool = False,
+            verbose: bool = False) -> dict:
+    """Train one strategy and measure it. `data` holds standardized tensors on one device:
+    train, val (may be None), extra, test, each an (x, y) pair."""
+    model = prepare(strategy, base, cfg)
+    x_extra, y_extra = data["extra"]
+    device = x_extra.device
+    fit_kwargs = dict(batch_size=cfg.batch_size, seed=cfg.seed, phase=f"strategy-{strategy}",
+                      precision=cfg.precision, compile=cfg.compile, progress=progress, verbose=verbose)
+    optimizer = "adam"
+    if strategy == "scratch":
+        x = torch.cat([data["train"][0], x_extra])
+        y = torch.cat([data["train"][1], y_extra])
+        epochs = scratch_epochs(cfg, train_rows=data["train"][0].shape[0], extra_rows=x_extra.shape[0])
+        x_val, y_val = data["val"] if data.get("val") is not None else (None, None)
+        optimizer = cfg.optimizer
+        fit_kwargs |= dict(epochs=epochs, lr=cfg.lr, optimizer=cfg.optimizer, weight_decay=cfg.weight_decay,
+                           schedule=cfg.schedule, warmup_frac=cfg.warmup_frac, val_features=x_val, val_labels=y_val,
+                           patience=cfg.patience)
+    else:
+        x, y = x_extra, y_extra
+        lr = {"lora": cfg.ft_lr, "full": FULL_FT_LR, "head": HEAD_FT_LR}.get(strategy)
+        epochs = cfg.ft_epochs if strategy != "base" else 0
+        fit_kwargs |= dict(epochs=epochs, lr=lr)
+    trainable = model.n_params(trainable_only=True)
+    memory = training_state_bytes(model, x[:cfg.batch_size], y[:cfg.batch_size], optimizer=optimizer,
+                                  precision=cfg.precision) if trainable else None
+    cuda_peak = None
+    seconds, samples, best_epoch = 0.0, 0, None
+    if trainable and epochs:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+            torch.cuda.reset_peak_memory_stats(device)
+            before = torch.cuda.memory_allocated(device)
+        t = time.perf_counter()
+        result = fit(model, x, y, **fit_kwargs)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+            cuda_peak = torch.cuda.max_memory_allocated(device) - before
+        seconds, samples, best_epoch = time.perf_counter() - t, result.samples_seen, result.best_epoch
+    del x, y
+    metrics = binary_metrics(predict_logits(model, data["test"][0]).cpu(), data["test"][1].cpu())
+    return dict(strategy=strategy, title=TITLES[strategy], test=metrics, trainable_params=trainable,
+                total_params=model.n_params(), epochs=epochs, best_epoch=best_epoch,
+                lr=fit_kwargs.get("lr"), wall_s=seconds, samples=samples,
+                samples_per_s=samples / seconds if seconds > 0 else None,
+                train_state_bytes=memory, cuda_peak_bytes=cuda_peak)
+
+
+def run_all(base: ResidualMLP, cfg: TrainConfig, data: dict, *, strategies=STRATEGIES, progress: bool = False,
+            log=print) -> list[dict]:
+    rows = []
+    for s in strategies:
+        log(f"strategy {s}: {TITLES[s]} ...")
+        row = run_one(s, base, cfg, data, progress=progress)
+        log(f"  test AUC {row['test']['roc_auc']:.4f}  accuracy {row['test']['accuracy']:.4f}  "
+            f"trainable {row['trainable_params']:,}  {row['wall_s']:.1f}s")
+        rows.append(row)
+    return rows
+
+
+# ---------------------------------------------------------------- outputs
+
+def _mib(n) -> str:
+    return "–" if n is None else f"{n / 2**20:.2f}"
+
+
+def markdown_table(result: dict) -> str:
+    lines = ["| strategy | test ROC AUC | test accuracy | test log loss | trainable params | epochs | samples "
+             "| wall s | samples/s | train-state MiB | CUDA peak MiB |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in result["strategies"]:
+        m = r["test"]
+        rate = "–" if r["samples_per_s"] is None else f"{r['samples_per_s']:,.0f}"
+        mem = None if r["train_state_bytes"] is None else r["train_state_bytes"]["total"]
+        lines.append(f"| {r['title']} | {m['roc_auc']:.4f} | {100 * m['accuracy']:.2f}% | {m['log_loss']:.4f} "
+                     f"| {r['trainable_params']:,} | {r['epochs']} | {r['samples']:,} | {r['wall_s']:.1f} | {rate} "
+                     f"| {_mib(mem)} | {_mib(r['cuda_peak_bytes'])} |")
+    return "\n".join(lines)
+
+
+def write_outputs(out: Path, result: dict) -> list[Path]:
+    out = Path(out)
+    io.write_json(out / "strategies.json", result)
+    d = result["data"]
+    md = [f"# Ways to use the extra rows: {d['source']}", "",
+          f"Same base network and the same {d['extra_rows']:,} extra rows for every strategy; metrics on the "
+          f"{d['test_rows']:,} test rows. Recipe: preset `{result['config']['preset']}`, seed {result['config']['seed']}, "
+          f"device {result['device']}, {result['threads']} thread(s).", "",
+          markdown_table(result), "",
+          "train-state MiB: parameters + gradients + optimizer state + activations saved for backward of one "
+          f"batch of {result['config']['batch_size']:,} rows, counted tensor by tensor. CUDA peak: "
+          "max_memory_allocated during training above what was allocated before (GPU only).", ""]
+    if result.get("base_training"):
+        b = result["base_training"]
+        md.append(f"The base itself was trained here: {b['epochs_run']} epochs on {b['train_rows']:,} rows, "
+                  f"{b['wall_s']:.1f}s, {b['samples']:,} samples.")
+    with io.atomic_path(out / "strategies.md") as tmp:
+        tmp.write_text("\n".join(md) + "\n")
+    return [out / "strategies.json", out / "strategies.md", plot(result, out / "strategies.png")]
+
+
+def plot(result: dict, path: Path) -> Path:
+    from higgs_lora.plots import _figure, _save
+    rows = result["strategies"]
+    names = [r["strategy"] for r in rows]
+    colors = {"lora": "tab:orange", "full": "tab:red", "head": "tab:green", "scratch": "tab:purple",
+              "base": "tab:blue"}
+    fig = _figure(width=13, height=3.8)
+    ax_auc, ax_time, ax_params = fig.subplots(1, 3)
+    aucs = [r["test"]["roc_auc"] for r in rows]
+    ax_auc.bar(names, aucs, color=[colors[n] for n in names])
+    lo, hi = min(aucs), max(aucs)
+    ax_auc.set_ylim(lo - 0.5 * (hi - lo + 1e-3), hi + 0.25 * (hi - lo + 1e-3))
+    for i, a in enumerate(aucs):
+        ax_auc.text(i, a, f"{a:.4f}", ha="center", va="bottom", fontsize=8)
+    ax_auc.set_title("test ROC AUC")
+    ax_time.bar(names, [r["wall_s"] for r in rows], color=[colors[n] for n in names])
+    ax_time.set_title("training wall time (s)")
+    for r in rows:
+        ax_params.scatter(max(r["trainable_params"], 1), r["test"]["roc_auc"], s=60, color=colors[r["strategy"]],
+                          label=r["strategy"])
+    ax_params.set_xscale("log")
+    ax_params.set_xlabel("trainable parameters (base: plotted at 1)")
+    ax_params.set_ylabel("test ROC AUC")
+    ax_params.set_title("accuracy vs trainable parameters")
+    ax_params.legend(fontsize=8)
+    for ax in (ax_auc, ax_time, ax_params):
+        ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+# ---------------------------------------------------------------- the command
+
+def add_parser(subparsers) -> None:
+    from higgs_lora import cli
+    p = subparsers.add_parser(
+        "strategies", help="compare LoRA with full fine-tuning, head-only, from scratch and the untouched base",
+        description="On one base network (trained here with the recipe, or --base MODEL) and the same extra rows, "
+                    "train and measure: adapters (LoRA), full fine-tuning, the head only, a network from scratch "
+                    "on train+extra with the same sample budget, and the base untouched. Writes strategies.json, "
+                    "strategies.md and strategies.png into --out.")
+    cli._data_args(p)
+    p.add_argument("--out", metavar="DIR", required=True, help="output directory")
+    p.add_argument("--force", action="store_true", help="write into a non-empty directory")
+    p.add_argument("--base", metavar="MODEL", help="use this saved base model instead of training one")
+    cli._train_args(p)
+
+
+def command(args, argv) -> None:
+    from higgs_lora import cli, pipeline, steps
+    from higgs_lora.data import Standardizer, split_rows
+    from higgs_lora.train import resolve_device
+    cfg = cli._resolve_config(args)
+    device = resolve_device(cfg.device)
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not args.force)):
+        raise UserError(f"--out {out}: exists and is not an empty directory (use --force to write into it)")
+    base = meta = None
+    if args.base:
+        base, standardizer, meta = io.load_model(args.base)
+    table = steps._table(args)
+    if base is not None:
+        steps._check_features(table, base, meta, args.base)
+        split = steps._split_for_model(table, meta, args)
+    else:
+        split = split_rows(table.rows, train_rows=args.train_rows, test_rows=args.test_rows,
+                           val_fraction=cfg.val_fraction, source=table.source)
+        standardizer = Standardizer.fit(table.features[split.train])
+    if split.extra_rows == 0:
+        raise UserError(f"{table.source}: no extra rows between the train and test rows; nothing to adapt on")
+    out.mkdir(parents=True, exist_ok=True)
+    tensors = lambda rows: pipeline.standardized_tensor(table, rows, standardizer, device)  # noqa: E731
+    data = dict(train=tensors(split.train), extra=tensors(split.extra), test=tensors(split.test),
+                val=tensors(split.val) if split.val_rows else None)
+    base_training = None
+    torch.manual_seed(cfg.seed)
+    if base is None:
+        if cfg.model.n_features != table.n_features:
+            cfg.model = type(cfg.model)(**{**cfg.model.to_dict(), "n_features": table.n_features})
+        base = ResidualMLP.from_config(cfg.model).to(device)
+        pipeline.log(f"training the base: preset {cfg.preset}, {cfg.epochs} epochs on {split.train.stop:,} rows")
+        x_val, y_val = data["val"] if data["val"] is not None else (None, None)
+        t = time.perf_counter()
+        r = fit(base, *data["train"], epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed,
+                phase="base", optimizer=cfg.optimizer, weight_decay=cfg.weight_decay, schedule=cfg.schedule,
+                warmup_frac=cfg.warmup_frac, val_features=x_val, val_labels=y_val, patience=cfg.patience,
+                precision=cfg.precision, compile=cfg.compile, progress=not args.no_progress)
+        base_training = dict(wall_s=time.perf_counter() - t, samples=r.samples_seen, epochs_run=len(r.history),
+                             best_epoch=r.best_epoch, train_rows=split.train.stop - split.train.start)
+        io.save_model(out / "base.safetensors", base.cpu(), standardizer, feature_names=table.feature_names,
+                      kind="base", provenance=dict(data=pipeline.data_summary(table, split) | {"feature_names": None},
+                                                   seed=cfg.seed, preset=cfg.preset))
+        base = base.to(device)
+    base = base.to(device).eval()
+    rows = run_all(base, cfg, data, progress=not args.no_progress, log=pipeline.log)
+    result = dict(config=cfg.to_dict(), device=str(device), threads=torch.get_num_threads(),
+                  data=dict(source=table.source, fingerprint=table.fingerprint, **split.to_dict()),
+                  base=args.base, base_training=base_training, head_layers=list(HEAD_LAYERS),
+                  lora_layers=list(adapters(prepare("lora", base, cfg))), strategies=rows,
+                  command="higgs-lora " + " ".join(argv))
+    paths = write_outputs(out, _finite(result))
+    pipeline.log("\n" + markdown_table(result) + "\n")
+    pipeline.log("wrote " + "  ".join(str(p) for p in paths))
+
+
+def _finite(obj):
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite(v) for v in obj]
+    return obj
