@@ -6,6 +6,8 @@
         --out benchmarks/results/presets_select2.txt                                     # round 2
     .venv/bin/python benchmarks/bench_presets.py select --only N O P --safety 0.95 \
         --out benchmarks/results/presets_select3.txt                                     # round 3
+    .venv/bin/python benchmarks/bench_presets.py select --only Q --safety 0.95 \
+        --out benchmarks/results/presets_select4.txt                                     # round 4
     .venv/bin/python benchmarks/bench_presets.py compare    # notebook vs default, 3 seeds, both data sets
     .venv/bin/python benchmarks/bench_presets.py adapters   # adapter / fine-tuning sweep on the extra rows
 
@@ -173,6 +175,8 @@ def candidates() -> list[tuple[str, dict]]:
         ("N = E with peak lr 5e-3", dict(ladder[4][1], lr=5e-3)),
         ("O = E with peak lr 1e-2", dict(ladder[4][1], lr=1e-2)),
         ("P = J with a constant lr (no cosine)", dict(ladder[4][1], lr=3e-3, schedule="constant")),
+        # fourth round (presets_select4.txt): is the cosine decay still worth it at the chosen peak lr?
+        ("Q = O with a constant lr (no cosine)", dict(ladder[4][1], lr=1e-2, schedule="constant")),
     ]
     return ladder + alts
 
