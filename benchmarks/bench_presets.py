@@ -56,7 +56,6 @@ from higgs_lora.config import ModelConfig, preset  # noqa: E402
 from higgs_lora.data import Standardizer, split_rows  # noqa: E402
 from higgs_lora.data.kde import choose_bandwidth, kde_table, loo_log_likelihood, read_higgs_rows  # noqa: E402
 from higgs_lora.data.simulate import simulated_table  # noqa: E402
-from higgs_lora.lora import add_adapters  # noqa: E402
 from higgs_lora.metrics import binary_metrics  # noqa: E402
 from higgs_lora.model import ResidualMLP  # noqa: E402
 from higgs_lora.train import fit, predict_logits  # noqa: E402
