@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from higgs_lora.cli import main
 from conftest import synthetic_xy
 
-SMALL = ["--train-rows", "1500", "--test-rows", "500", "--epochs", "2", "--ft-epochs", "1", "--batch-size", "256",
+SMALL = ["--preset", "notebook", "--train-rows", "1500", "--test-rows", "500", "--epochs", "2", "--ft-epochs", "1", "--batch-size", "256",
          "--no-progress"]
 
 
@@ -75,7 +75,8 @@ def test_same_seed_gives_identical_metrics(data, tmp_path):
 
 
 def test_steps_in_fresh_processes(data, tmp_path):
-    split = ["--train-rows", "1500", "--test-rows", "500", "--batch-size", "256", "--no-progress"]
+    split = ["--preset", "notebook", "--train-rows", "1500", "--test-rows", "500", "--batch-size", "256",
+             "--no-progress"]
     cli("train", "--data", data, "--out", tmp_path / "t", "--epochs", "2", *split)
     base = tmp_path / "t" / "base.safetensors"
     cli("finetune", base, "--data", data, "--out", tmp_path / "f", "--ft-epochs", "1", *split)
@@ -129,7 +130,8 @@ def test_existing_run_directory_is_not_damaged(data, tmp_path):
 
 
 def test_model_of_another_architecture_and_adapter_of_another_base(data, tmp_path):
-    split = ["--train-rows", "1500", "--test-rows", "500", "--batch-size", "512", "--no-progress"]
+    split = ["--preset", "notebook", "--train-rows", "1500", "--test-rows", "500", "--batch-size", "512",
+             "--no-progress"]
     cli("train", "--data", data, "--out", tmp_path / "a", "--epochs", "1", *split)
     cli("train", "--data", data, "--out", tmp_path / "b", "--epochs", "1", "--width", "64", *split)
     cli("finetune", tmp_path / "a" / "base.safetensors", "--data", data, "--out", tmp_path / "fa", "--ft-epochs", "1",
@@ -147,8 +149,8 @@ def test_model_of_another_architecture_and_adapter_of_another_base(data, tmp_pat
 
 def test_sigkill_mid_training_then_resume_equals_uninterrupted(tmp_path):
     data = write_higgs_csv(tmp_path / "big.csv", 30000, seed=1)
-    args = ["--data", data, "--train-rows", "20000", "--test-rows", "1000", "--epochs", "4", "--batch-size", "128",
-            "--no-progress"]
+    args = ["--data", data, "--preset", "notebook", "--train-rows", "20000", "--test-rows", "1000", "--epochs", "4",
+            "--batch-size", "128", "--no-progress"]
     cli("train", *args, "--out", tmp_path / "ref")
 
     env = dict(os.environ, OMP_NUM_THREADS="1")
@@ -171,7 +173,7 @@ def test_sigkill_mid_training_then_resume_equals_uninterrupted(tmp_path):
 
 def test_sigint_writes_checkpoint_and_says_how_to_resume(tmp_path):
     data = write_higgs_csv(tmp_path / "big.csv", 30000, seed=2)
-    args = ["train", "--data", str(data), "--train-rows", "20000", "--test-rows", "1000", "--epochs", "50",
+    args = ["train", "--data", str(data), "--preset", "notebook", "--train-rows", "20000", "--test-rows", "1000", "--epochs", "50",
             "--batch-size", "128", "--no-progress", "--out", str(tmp_path / "run")]
     proc = subprocess.Popen([sys.executable, "-m", "higgs_lora", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
@@ -202,5 +204,5 @@ def test_run_resume_reuses_finished_phases(data, tmp_path, capsys):
     assert "skipping base training (--resume)" in capsys.readouterr().out
     again = json.loads((out / "metrics.json").read_text())
     assert again["base"] == first["base"]
-    assert main(["run", "--data", str(data), "--out", str(out), "--resume", *SMALL[:-1], "--seed", "5"]) == 1
+    assert main(["run", "--data", str(data), "--out", str(out), "--resume", *SMALL, "--seed", "5"]) == 1
     assert "settings differ" in capsys.readouterr().err

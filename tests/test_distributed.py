@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from test_cli import write_higgs_csv
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-ARGS = ["--train-rows", "4000", "--test-rows", "1000", "--batch-size", "256", "--no-progress"]
+ARGS = ["--preset", "notebook", "--train-rows", "4000", "--test-rows", "1000", "--batch-size", "256", "--no-progress"]
 
 
 def torchrun(nproc, *args, check=True, **kw):
@@ -55,7 +55,7 @@ def test_two_process_failure_exits_nonzero(data, tmp_path):
 
 def test_two_process_kill_and_resume_equals_uninterrupted(tmp_path):
     data = write_higgs_csv(tmp_path / "big.csv", 30000, seed=4)
-    args = ["train", "--data", data, "--train-rows", "20000", "--test-rows", "1000", "--epochs", "4",
+    args = ["train", "--data", data, "--preset", "notebook", "--train-rows", "20000", "--test-rows", "1000", "--epochs", "4",
             "--batch-size", "128", "--no-progress"]
     torchrun(2, *args, "--out", tmp_path / "ref")
     env = dict(os.environ, OMP_NUM_THREADS="1")
