@@ -75,6 +75,18 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, precis
     return binary_metrics(logits.cpu(), y.cpu()), logits
 
 
+def inference_rate(model: torch.nn.Module, x: torch.Tensor, *, precision: str) -> float:
+    """Rows/s of the model on `x` after a warm-up pass (first calls pay for allocations and kernel choice)."""
+    predict_logits(model, x[:16384], precision=precision)
+    if x.device.type == "cuda":
+        torch.cuda.synchronize(x.device)
+    t = time.perf_counter()
+    predict_logits(model, x, precision=precision)
+    if x.device.type == "cuda":
+        torch.cuda.synchronize(x.device)
+    return x.shape[0] / (time.perf_counter() - t)
+
+
 # ---------------------------------------------------------------- run directory
 
 def prepare_run_dir(out: Path, *, force: bool, resume: bool) -> None:
@@ -256,9 +268,7 @@ def run(cfg: TrainConfig, *, data: str | None, out: Path, label_column=0, cache_
     t = time.perf_counter()
     merged = merge_adapters(model)
     timings["merge"] = time.perf_counter() - t
-    t = time.perf_counter()
     merged_logits = predict_logits(merged, x_test)
-    inference_s = time.perf_counter() - t
     diff = (torch.sigmoid(merged_logits) - torch.sigmoid(adapted_logits)).abs().max().item()
     metrics["merge_max_abs_diff"] = diff
     metrics["merged"] = binary_metrics(merged_logits.cpu(), y_test.cpu())
@@ -273,7 +283,8 @@ def run(cfg: TrainConfig, *, data: str | None, out: Path, label_column=0, cache_
     timings["total"] = time.perf_counter() - t_total
     metrics["timings_s"] = timings
     metrics["throughput"] = dict(train_samples_per_s=base_fit_rate, finetune_samples_per_s=ft_rate,
-                                 inference_rows_per_s=x_test.shape[0] / inference_s)
+                                 inference_rows_per_s=inference_rate(merged, x_test, precision="fp32"),
+                                 inference_rows_per_s_bf16=inference_rate(merged, x_test, precision="bf16"))
     # Every rank merged its own copy: they must agree bit for bit, or the ranks drifted apart.
     merged_fingerprints = distributed.gather(io.tensors_fingerprint(merged.state_dict()))
     if len(set(merged_fingerprints)) != 1:

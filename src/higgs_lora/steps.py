@@ -193,7 +193,7 @@ def predict(args) -> None:
                         raise UserError(f"{args.data}: {features.shape[1]} features, but {args.model} expects "
                                         f"{model.config.n_features}")
                     x = torch.from_numpy(standardizer.transform(features)).to(device)
-                    p = torch.sigmoid(predict_logits(model, x)).cpu().numpy()
+                    p = torch.sigmoid(predict_logits(model, x, precision=args.precision)).cpu().numpy()
                     cols = {"probability": pa.array(p)}
                     if labels is not None:
                         cols = {"label": pa.array(labels), **cols}
