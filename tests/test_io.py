@@ -7,7 +7,6 @@ import torch
 
 from higgs_lora import io
 from higgs_lora.data import Standardizer
-from higgs_lora.data.table import HIGGS_FEATURES
 from higgs_lora.errors import UserError
 from higgs_lora.lora import add_adapters
 from higgs_lora.model import ResidualMLP

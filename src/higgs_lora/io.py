@@ -55,9 +55,20 @@ def _umask() -> int:
     return mask
 
 
+def json_safe(obj):
+    """JSON has no NaN or infinity: they become null (e.g. a rate that was not measured)."""
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
 def write_json(path, obj) -> None:
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, default=_json_default) + "\n")
+        tmp.write_text(json.dumps(json_safe(obj), indent=2, default=_json_default, allow_nan=False) + "\n")
 
 
 def _json_default(o):

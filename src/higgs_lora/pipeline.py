@@ -9,7 +9,6 @@ import json
 import os
 import platform
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -292,7 +291,7 @@ def run(cfg: TrainConfig, *, data: str | None, out: Path, label_column=0, cache_
     metrics["distributed"] = dict(world_size=distributed.world()[1], merged_fingerprints=merged_fingerprints)
     if not main:
         return metrics
-    io.write_json(out / "metrics.json", _finite(metrics))
+    io.write_json(out / "metrics.json", metrics)
     with io.atomic_path(out / "test_predictions.npz") as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, labels=table.labels[split.test].astype(np.uint8),
@@ -317,14 +316,3 @@ def _read_history(out: Path) -> list[dict]:
 
 def _short(m: dict) -> str:
     return "  ".join(f"{k} {m[k]:.4f}" for k in ("accuracy", "precision", "recall", "f1", "balanced_accuracy", "roc_auc"))
-
-
-def _finite(obj):
-    """JSON has no NaN: write null for rates that were not measured (e.g. a phase skipped on --resume)."""
-    if isinstance(obj, float) and not np.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_finite(v) for v in obj]
-    return obj

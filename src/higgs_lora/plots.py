@@ -218,7 +218,7 @@ def make_plots(run_dir) -> list[Path]:
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        raise UserError("plots need matplotlib: pip install 'higgs-lora[plots]'") from None
+        raise UserError("plots need matplotlib: pip install matplotlib") from None
     metrics_path = run_dir / "metrics.json"
     metrics = read_json(metrics_path) if metrics_path.exists() else {}
     history = read_history(run_dir / "history.jsonl")

@@ -22,7 +22,6 @@ FULL_FT_LR and HEAD_FT_LR were chosen by the sweep in benchmarks/bench_presets.p
 from __future__ import annotations
 
 import copy
-import math
 import time
 from pathlib import Path
 
@@ -307,16 +306,7 @@ def command(args, argv) -> None:
                   base=args.base, base_training=base_training, head_layers=list(HEAD_LAYERS),
                   lora_layers=list(adapters(prepare("lora", base, cfg))), strategies=rows,
                   command="higgs-lora " + " ".join(argv))
-    paths = write_outputs(out, _finite(result))
+    paths = write_outputs(out, io.json_safe(result))
     pipeline.log("\n" + markdown_table(result) + "\n")
     pipeline.log("wrote " + "  ".join(str(p) for p in paths))
 
-
-def _finite(obj):
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_finite(v) for v in obj]
-    return obj

@@ -133,7 +133,6 @@ def fit(model: torch.nn.Module, features: torch.Tensor, labels: torch.Tensor, *,
     steps_per_epoch = math.ceil(n / batch_size)
     total_steps = steps_per_epoch * epochs
     opt = make_optimizer(model.parameters(), name=optimizer, lr=lr, weight_decay=weight_decay, device=device)
-    trainable = [p for p in model.parameters() if p.requires_grad]
     loss_fn = torch.nn.BCEWithLogitsLoss()  # on logits: numerically stable, unlike sigmoid + BCE
     train_step_model = model
     if world > 1:
@@ -154,7 +153,6 @@ def fit(model: torch.nn.Module, features: torch.Tensor, labels: torch.Tensor, *,
     interrupted = {"flag": False}
     previous_handler = _install_sigint(interrupted)
     steps_done = 0
-    t_fit = time.perf_counter()
     try:
         for epoch in range(start_epoch, epochs):
             if best["bad_epochs"] >= patience > 0:
