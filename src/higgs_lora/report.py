@@ -252,7 +252,7 @@ def _performance_section(metrics: dict) -> list:
 
 def _plots_section(run_dir: Path) -> list:
     if importlib.util.find_spec("matplotlib") is None:
-        return [Note("Plots skipped: matplotlib is not installed (pip install 'higgs-lora[plots]').")]
+        return [Note("Plots skipped: matplotlib is not installed (pip install matplotlib).")]
     plots = run_dir / "plots"
     existing = [plots / n for n in PLOT_FILES if (plots / n).exists()]
     inputs = [run_dir / n for n in ("metrics.json", "history.jsonl", "test_predictions.npz") if (run_dir / n).exists()]
