@@ -4,8 +4,8 @@
     .venv/bin/python benchmarks/bench_e2e.py --rows 1100000         # the CLI's default data size
     .venv/bin/python benchmarks/bench_e2e.py --file HIGGS.csv.gz --json out.json
 
-Without --file it writes (once) bench-data/higgs_sim_<rows>_seed<seed>.csv.gz with higgs_lora's
-simulator, printed like the UCI file. Each run is its own subprocess: wall time and peak RSS (os.wait4)
+Without --file it writes (once) bench-data/higgs_sim_v<version>_<rows>_seed<seed>.csv.gz with
+higgs_lora's simulator, printed like the UCI file. Each run is its own subprocess: wall time and peak RSS (os.wait4)
 of ours in fp32 and in bf16 (`--precision bf16`) and of the reference (TensorFlow, fp32), back to back;
 test accuracy of the base and the adapted network of each; our merged-model inference rows/s. Our runs
 get a fresh, empty --cache-dir, so they parse the CSV as the reference does. The split is the same for
@@ -98,8 +98,7 @@ def main(argv=None) -> int:
         data, rows = args.file, count_rows(args.file)
     else:
         rows = args.rows
-        data = common.simulated_file(common.BENCH_DATA / f"higgs_sim_{rows}_seed{args.seed}.csv.gz", rows=rows,
-                                     seed=args.seed)
+        data = common.simulated_file(rows=rows, seed=args.seed)
     split = split_rows(rows, train_rows=args.train_rows, test_rows=args.test_rows, source=str(data))
     with open(data, "rb") as f:  # into the page cache, so that no run pays for the first read from disk
         while f.read(1 << 24):

@@ -9,7 +9,6 @@ run with the Python of a separate TensorFlow venv (.venv-ref, never a project de
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import platform
 import re
@@ -19,8 +18,6 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_REFERENCE = ROOT.parent / "shared" / "reference" / "notebook_reference.py"
@@ -105,11 +102,13 @@ def parse_reference(output: str, *, epochs: int, ft_epochs: int) -> dict:
     return result
 
 
-def steady_rate(rows: int, epoch_seconds: list[float]) -> float:
-    """Samples/s over the epochs after the first (which pays for tracing, compilation and warm-up)."""
+def epoch_rates(rows: int, epoch_seconds: list[float]) -> dict:
+    """Samples/s over the epochs after the first (which pays for tracing, compilation and warm-up), and of
+    the fastest of them: on a shared machine the best epoch is the least disturbed one."""
     if len(epoch_seconds) < 2:
         raise ValueError("steady-state rate needs at least 2 epochs")
-    return rows * (len(epoch_seconds) - 1) / sum(epoch_seconds[1:])
+    return dict(samples_per_s=rows * (len(epoch_seconds) - 1) / sum(epoch_seconds[1:]),
+                best_epoch_samples_per_s=rows / min(epoch_seconds[1:]), epoch_s=list(epoch_seconds))
 
 
 # ---------------------------------------------------------------- measured subprocesses
@@ -147,47 +146,23 @@ def run_measured(cmd: list[str], *, env: dict | None = None, echo: bool = True) 
 
 # ---------------------------------------------------------------- data files
 
-def simulated_file(path: Path, *, rows: int, seed: int) -> Path:
-    """A HIGGS-format file of `rows` events from higgs_lora's simulator, written once (kept if present)."""
+def simulated_file(*, rows: int, seed: int, suffix: str = ".csv.gz") -> Path:
+    """bench-data/higgs_sim_v<simulator version>_<rows>_seed<seed><suffix>: `rows` events from higgs_lora's
+    simulator in the UCI file's format, written once and reused."""
+    from higgs_lora.data.simulate import SIMULATOR_VERSION, simulate, write_higgs_csv
+    path = BENCH_DATA / f"higgs_sim_v{SIMULATOR_VERSION}_{rows}_seed{seed}{suffix}"
     if path.exists():
         print(f"data: reusing {path}", file=sys.stderr)
         return path
-    from higgs_lora.data import simulate as sim
     t0 = time.perf_counter()
     print(f"data: simulating {rows:,} events (seed {seed}) ...", file=sys.stderr, flush=True)
-    features, labels = sim.simulate(rows, seed=seed)
+    features, labels = simulate(rows, seed=seed)
     t1 = time.perf_counter()
     path.parent.mkdir(parents=True, exist_ok=True)
-    if hasattr(sim, "write_higgs_csv"):
-        sim.write_higgs_csv(path, features, labels)
-    else:
-        write_csv(path, features, labels)
+    write_higgs_csv(path, features, labels)
     print(f"data: simulated in {t1 - t0:.0f}s, wrote {path} ({path.stat().st_size / 1e9:.2f} GB) in "
           f"{time.perf_counter() - t1:.0f}s", file=sys.stderr)
     return path
-
-
-def _format_rows(block: np.ndarray) -> bytes:
-    fmt = ",".join(["%.18e"] * block.shape[1]) + "\n"
-    return ((fmt * block.shape[0]) % tuple(block.ravel())).encode()
-
-
-def write_csv(path: Path, features: np.ndarray, labels: np.ndarray, *, block_rows: int = 20_000) -> None:
-    """Label then features, each printed `%.18e` like the UCI file; gzip (isal, level 1) if the name ends
-    in .gz. Formatted in parallel; written under a temporary name and renamed."""
-    from isal import igzip
-    from higgs_lora.io import atomic_path
-
-    def blocks():
-        for i in range(0, len(labels), block_rows):
-            yield np.column_stack([labels[i:i + block_rows].astype(np.float64),
-                                   features[i:i + block_rows].astype(np.float64)])
-
-    gz = path.name.endswith(".gz")
-    with atomic_path(path) as tmp, multiprocessing.Pool(os.cpu_count()) as pool:
-        with (igzip.open(tmp, "wb", compresslevel=1) if gz else open(tmp, "wb")) as f:
-            for text in pool.imap(_format_rows, blocks()):
-                f.write(text)
 
 
 # ---------------------------------------------------------------- verdicts
