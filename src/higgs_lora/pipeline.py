@@ -134,6 +134,53 @@ def write_history(path: Path, rows: list[dict]) -> None:
         tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
+# ---------------------------------------------------------------- the phases (shared with the single-step commands)
+
+def fit_features(cfg: TrainConfig, table: Table) -> None:
+    """The network's input width follows the data (HIGGS: 28; SUSY: 18; ...)."""
+    if cfg.model.n_features != table.n_features:
+        cfg.model = type(cfg.model)(**{**cfg.model.to_dict(), "n_features": table.n_features})
+
+
+def train_base(cfg: TrainConfig, table: Table, split: Split, standardizer: Standardizer, device: torch.device, *,
+               out: Path, resume: bool, progress: bool, history: list[dict] = ()):
+    """Train a fresh base network on the train rows (validating on the val rows); returns (model, FitResult)."""
+    model = ResidualMLP.from_config(cfg.model).to(device)
+    log(f"base network: {cfg.model.to_dict()}  {model.n_params():,} parameters")
+    x, y = standardized_tensor(table, split.train, standardizer, device)
+    x_val = y_val = None
+    if split.val_rows:
+        x_val, y_val = standardized_tensor(table, split.val, standardizer, device)
+    result = fit(model, x, y, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed, phase="base",
+                 optimizer=cfg.optimizer, weight_decay=cfg.weight_decay, schedule=cfg.schedule,
+                 warmup_frac=cfg.warmup_frac, val_features=x_val, val_labels=y_val, patience=cfg.patience,
+                 precision=cfg.precision, compile=cfg.compile, checkpoint=out / "checkpoints" / "base.safetensors",
+                 resume=resume, progress=progress,
+                 on_epoch=lambda rows: write_history(out / "history.jsonl", [*history, *rows]))
+    if result.best_epoch is not None:
+        log(f"base: keeping epoch {result.best_epoch} (lowest validation loss)")
+    return model, result
+
+
+def adapt(cfg: TrainConfig, model: ResidualMLP) -> ResidualMLP:
+    """Freeze the network and add the configured adapters, saying how many parameters train."""
+    model = add_adapters(model, rank=cfg.rank, scale=cfg.scale, targets=cfg.targets)
+    trainable = model.n_params(trainable_only=True)
+    log(f"adapters: rank {cfg.rank}, scale {cfg.scale} on {len(adapters(model))} layers  "
+        f"trainable {trainable:,}  frozen {model.n_params() - trainable:,}")
+    return model
+
+
+def finetune(cfg: TrainConfig, model: ResidualMLP, table: Table, split: Split, standardizer: Standardizer,
+             device: torch.device, *, out: Path, resume: bool, progress: bool, history: list[dict] = ()):
+    """Train the adapters of `model` on the extra rows; returns the FitResult."""
+    x, y = standardized_tensor(table, split.extra, standardizer, device)
+    return fit(model, x, y, epochs=cfg.ft_epochs, batch_size=cfg.batch_size, lr=cfg.ft_lr, seed=cfg.seed,
+               phase="finetune", precision=cfg.precision, compile=cfg.compile,
+               checkpoint=out / "checkpoints" / "finetune.safetensors", resume=resume, progress=progress,
+               on_epoch=lambda rows: write_history(out / "history.jsonl", [*history, *rows]))
+
+
 # ---------------------------------------------------------------- the whole workflow
 
 def run(cfg: TrainConfig, *, data: str | None, out: Path, label_column=0, cache_dir=None,
@@ -160,8 +207,7 @@ def run(cfg: TrainConfig, *, data: str | None, out: Path, label_column=0, cache_
                       sim_seed=sim_seed, progress=progress)
     split = split_rows(table.rows, train_rows=train_rows, test_rows=test_rows, val_fraction=cfg.val_fraction,
                        source=table.source)
-    if cfg.model.n_features != table.n_features:
-        cfg.model = type(cfg.model)(**{**cfg.model.to_dict(), "n_features": table.n_features})
+    fit_features(cfg, table)
     prepare_run_dir(out, force=force, resume=resume)
     log(f"data: {table.source}  {table.rows:,} rows x {table.n_features} features")
     log(f"split: train {split.train.stop - split.train.start:,}" + (f"  val {split.val_rows:,}" if split.val_rows else "")
@@ -192,24 +238,11 @@ def run(cfg: TrainConfig, *, data: str | None, out: Path, label_column=0, cache_
         history += [r for r in _read_history(out) if r["phase"] == "base"]
         timings["train"], base_fit_rate = 0.0, float("nan")
     else:
-        model = ResidualMLP.from_config(cfg.model).to(device)
-        log(f"base network: {cfg.model.to_dict()}  {model.n_params():,} parameters")
-        x_train, y_train = standardized_tensor(table, split.train, standardizer, device)
-        x_val = y_val = None
-        if split.val_rows:
-            x_val, y_val = standardized_tensor(table, split.val, standardizer, device)
-        result = fit(model, x_train, y_train, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
-                     seed=cfg.seed, phase="base", optimizer=cfg.optimizer, weight_decay=cfg.weight_decay,
-                     schedule=cfg.schedule, warmup_frac=cfg.warmup_frac, val_features=x_val, val_labels=y_val,
-                     patience=cfg.patience, precision=cfg.precision, compile=cfg.compile,
-                     checkpoint=out / "checkpoints" / "base.safetensors", resume=resume, progress=progress,
-                     on_epoch=lambda rows: write_history(out / "history.jsonl", history + rows))
-        del x_train, y_train, x_val, y_val
+        model, result = train_base(cfg, table, split, standardizer, device, out=out, resume=resume,
+                                   progress=progress, history=history)
         history += result.history
         write_history(out / "history.jsonl", history)
         timings["train"], base_fit_rate = result.seconds, result.samples_per_s
-        if result.best_epoch is not None:
-            log(f"base: keeping epoch {result.best_epoch} (lowest validation loss)")
         if main:
             io.save_model(base_path, model.cpu(), standardizer, feature_names=table.feature_names, kind="base",
                           provenance=provenance | {"history": result.history})
@@ -225,13 +258,11 @@ def run(cfg: TrainConfig, *, data: str | None, out: Path, label_column=0, cache_
     log("base test:    " + _short(metrics["base"]))
 
     # ---- freeze, add adapters, fine-tune on the extra rows
-    model = add_adapters(base, rank=cfg.rank, scale=cfg.scale, targets=cfg.targets)
+    model = adapt(cfg, base)
     trainable = model.n_params(trainable_only=True)
-    frozen = model.n_params() - trainable
     metrics["lora"] = dict(rank=cfg.rank, scale=cfg.scale, lora_alpha=cfg.scale * cfg.rank,
-                           targets=list(adapters(model)), trainable_params=trainable, frozen_params=frozen)
-    log(f"adapters: rank {cfg.rank}, scale {cfg.scale} on {len(adapters(model))} layers  "
-        f"trainable {trainable:,}  frozen {frozen:,}")
+                           targets=list(adapters(model)), trainable_params=trainable,
+                           frozen_params=model.n_params() - trainable)
     # B starts at zero, so the adapted network must compute exactly what the base computes.
     start_diff = (predict_logits(model, x_test[:65536]) - base_logits[:65536]).abs().max().item()
     if start_diff != 0.0:
@@ -242,12 +273,8 @@ def run(cfg: TrainConfig, *, data: str | None, out: Path, label_column=0, cache_
         log("fine-tuning skipped (no extra rows or --ft-epochs 0)")
         timings["finetune"], ft_rate = 0.0, float("nan")
     else:
-        x_extra, y_extra = standardized_tensor(table, split.extra, standardizer, device)
-        result = fit(model, x_extra, y_extra, epochs=cfg.ft_epochs, batch_size=cfg.batch_size, lr=cfg.ft_lr,
-                     seed=cfg.seed, phase="finetune", precision=cfg.precision, compile=cfg.compile,
-                     checkpoint=out / "checkpoints" / "finetune.safetensors", resume=resume, progress=progress,
-                     on_epoch=lambda rows: write_history(out / "history.jsonl", history + rows))
-        del x_extra, y_extra
+        result = finetune(cfg, model, table, split, standardizer, device, out=out, resume=resume,
+                          progress=progress, history=history)
         history += result.history
         write_history(out / "history.jsonl", history)
         timings["finetune"], ft_rate = result.seconds, result.samples_per_s

@@ -10,10 +10,9 @@ import torch
 from higgs_lora import distributed, io, pipeline
 from higgs_lora.data import split_rows
 from higgs_lora.errors import UserError
-from higgs_lora.lora import add_adapters, adapters, merge_adapters
+from higgs_lora.lora import adapters, merge_adapters
 from higgs_lora.metrics import binary_metrics, format_metrics
-from higgs_lora.model import ResidualMLP
-from higgs_lora.train import fit, predict_logits, resolve_device
+from higgs_lora.train import predict_logits, resolve_device
 
 log = pipeline.log
 
@@ -69,23 +68,12 @@ def train(cfg, args) -> None:
     table = _table(args)
     split = split_rows(table.rows, train_rows=args.train_rows, test_rows=args.test_rows,
                        val_fraction=cfg.val_fraction, source=table.source)
-    if cfg.model.n_features != table.n_features:
-        cfg.model = type(cfg.model)(**{**cfg.model.to_dict(), "n_features": table.n_features})
+    pipeline.fit_features(cfg, table)
     out = _output_dir(args.out, args.force, args.resume)
     pipeline.print_balance(table, split)
     standardizer = pipeline.Standardizer.fit(table.features[split.train])
-    x, y = pipeline.standardized_tensor(table, split.train, standardizer, device)
-    xv = yv = None
-    if split.val_rows:
-        xv, yv = pipeline.standardized_tensor(table, split.val, standardizer, device)
-    model = ResidualMLP.from_config(cfg.model).to(device)
-    log(f"base network: {cfg.model.to_dict()}  {model.n_params():,} parameters")
-    result = fit(model, x, y, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed, phase="base",
-                 optimizer=cfg.optimizer, weight_decay=cfg.weight_decay, schedule=cfg.schedule,
-                 warmup_frac=cfg.warmup_frac, val_features=xv, val_labels=yv, patience=cfg.patience,
-                 precision=cfg.precision, compile=cfg.compile, checkpoint=out / "checkpoints" / "base.safetensors",
-                 resume=args.resume, progress=not args.no_progress,
-                 on_epoch=lambda rows: pipeline.write_history(out / "history.jsonl", rows))
+    model, result = pipeline.train_base(cfg, table, split, standardizer, device, out=out, resume=args.resume,
+                                        progress=not args.no_progress)
     provenance = dict(data=pipeline.data_summary(table, split) | {"feature_names": None}, seed=cfg.seed,
                       preset=cfg.preset, train=cfg.to_dict(), history=result.history)
     if not distributed.is_main():
@@ -107,16 +95,9 @@ def finetune(cfg, args) -> None:
                         f"test {split.test_rows:,} of {table.rows:,} rows")
     out = _output_dir(args.out, args.force, args.resume)
     pipeline.print_balance(table, split)
-    model = add_adapters(model.to(device), rank=cfg.rank, scale=cfg.scale, targets=cfg.targets)
-    trainable = model.n_params(trainable_only=True)
-    log(f"adapters: rank {cfg.rank}, scale {cfg.scale} on {len(adapters(model))} layers  trainable {trainable:,}  "
-        f"frozen {model.n_params() - trainable:,}")
-    x, y = pipeline.standardized_tensor(table, split.extra, standardizer, device)
-    result = fit(model, x, y, epochs=cfg.ft_epochs, batch_size=cfg.batch_size, lr=cfg.ft_lr, seed=cfg.seed,
-                 phase="finetune", precision=cfg.precision, compile=cfg.compile,
-                 checkpoint=out / "checkpoints" / "finetune.safetensors", resume=args.resume,
-                 progress=not args.no_progress,
-                 on_epoch=lambda rows: pipeline.write_history(out / "history.jsonl", rows))
+    model = pipeline.adapt(cfg, model.to(device))
+    result = pipeline.finetune(cfg, model, table, split, standardizer, device, out=out, resume=args.resume,
+                               progress=not args.no_progress)
     if not distributed.is_main():
         return
     path = io.save_adapter(out / "adapter.safetensors", model, base_fingerprint=meta["fingerprint"],
