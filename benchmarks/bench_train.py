@@ -213,12 +213,12 @@ def main(argv=None) -> int:
     ratios = [dict(name=label, value=rates[a]["samples_per_s"] / rates[b]["samples_per_s"],
                    best_epochs=rates[a]["best_epoch_samples_per_s"] / rates[b]["best_epoch_samples_per_s"],
                    target=target) for label, a, b, target in specs]
-    lines += ["", f"{'ratio':<38} {'steady':>7} {'best ep':>7} {'target':>8}  verdict (steady, best epochs)"]
+    lines += ["", f"{'ratio':<42} {'steady':>7} {'best ep':>7} {'target':>8}  verdict (steady, best epochs)"]
     for r in ratios:
         r["passed"] = None if r["target"] is None else r["value"] >= r["target"]
         verdicts = (f"{'>= ' + format(r['target'], '.2f')}x  {common.verdict(r['passed'])}, "
                     f"{common.verdict(r['best_epochs'] >= r['target'])}" if r["target"] else f"{'-':>8}")
-        lines.append(f"{r['name']:<38} {r['value']:>6.2f}x {r['best_epochs']:>6.2f}x {verdicts}")
+        lines.append(f"{r['name']:<42} {r['value']:>6.2f}x {r['best_epochs']:>6.2f}x {verdicts}")
     print("\n".join(lines))
 
     if args.json:
