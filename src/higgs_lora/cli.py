@@ -82,10 +82,6 @@ def _resolve_config(args):
     return cfg
 
 
-def _label_column(value: str):
-    return int(value) if value.lstrip("-").isdigit() else value
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="higgs-lora", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -236,7 +232,7 @@ def cmd_run(args, argv) -> None:
     from higgs_lora import pipeline
     cfg = _resolve_config(args)
     out = Path(args.out or time.strftime("runs/run-%Y%m%d-%H%M%S"))
-    pipeline.run(cfg, data=args.data, out=out, label_column=_label_column(args.label_column), cache_dir=args.cache_dir,
+    pipeline.run(cfg, data=args.data, out=out, label_column=args.label_column, cache_dir=args.cache_dir,
                  train_rows=args.train_rows, test_rows=args.test_rows, sim_events=args.sim_events,
                  sim_seed=args.sim_seed, force=args.force, resume=args.resume, progress=not args.no_progress,
                  report=not args.no_report, command="higgs-lora " + shlex.join(argv))
@@ -269,7 +265,7 @@ def cmd_predict(args, argv) -> None:
 
 def cmd_prepare(args, argv) -> None:
     from higgs_lora.data.read import prepare
-    s = prepare(args.file, label_column=_label_column(args.label_column), cache_dir=args.cache_dir, progress=True)
+    s = prepare(args.file, label_column=args.label_column, cache_dir=args.cache_dir, progress=True)
     print(f"{args.file}: {s['rows']:,} rows x {s['columns']} columns  signal {s['signal']:,} "
           f"({100 * s['signal_fraction']:.2f}%)  background {s['background']:,}  "
           f"{'loaded from cache' if s['from_cache'] else 'parsed and cached'} in {s['seconds']:.2f}s -> {s['cache_path']}")

@@ -18,13 +18,12 @@ log = pipeline.log
 
 
 def _label_column(value):
-    if value is None or str(value).lower() == "none":
-        return None
-    return int(value) if str(value).lstrip("-").isdigit() else value
+    # The reader takes names and index strings ("0", "-1") as they come from the command line.
+    return None if value is None or str(value).lower() == "none" else value
 
 
 def _table(args):
-    return pipeline.load_data(getattr(args, "data", None), label_column=_label_column(args.label_column),
+    return pipeline.load_data(getattr(args, "data", None), label_column=args.label_column,
                               cache_dir=getattr(args, "cache_dir", None),
                               sim_events=getattr(args, "sim_events", pipeline.DEFAULT_SIM_EVENTS),
                               sim_seed=getattr(args, "sim_seed", pipeline.DEFAULT_SIM_SEED),

@@ -152,6 +152,8 @@ class _Layout:
 
 
 def _load(path: Path, *, label_column, cache_dir, use_cache, progress) -> tuple[Table, dict]:
+    if label_column is None:  # only the streaming reader takes feature-only files
+        raise ValueError("load_table needs a label column; use iter_chunks(label_column=None) for features only")
     t0 = time.perf_counter()
     fingerprint = fingerprint_file(path)
     layout = _layout(path, label_column)
