@@ -108,3 +108,8 @@ def test_atomic_write_gives_normal_permissions(tmp_path):
     finally:
         os.umask(old)
     assert (tmp_path / "g.txt").stat().st_mode & 0o777 == 0o644
+
+
+def test_save_into_a_directory_that_does_not_exist_yet(tmp_path):
+    _, _, path = _saved(tmp_path / "new" / "dir")
+    assert path == tmp_path / "new" / "dir" / "m.safetensors" and io.load_model(path)[0].n_params() == 78_081

@@ -35,6 +35,7 @@ def atomic_path(path: str | os.PathLike):
     """Yield a temporary path beside `path`; on success fsync and rename it over `path`.
     On any failure the temporary is removed and `path` is untouched."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)  # `--out new/dir/model` should just work
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
