@@ -116,7 +116,8 @@ def versions() -> dict:
                 python=platform.python_version())
 
 
-def _paths(path) -> tuple[Path, Path]:
+def model_paths(path) -> tuple[Path, Path]:
+    """NAME.safetensors and NAME.json for NAME, NAME.safetensors or NAME.json."""
     p = Path(path)
     stem = p.with_suffix("") if p.suffix in (".safetensors", ".json") else p
     return stem.with_suffix(".safetensors"), stem.with_suffix(".json")
@@ -135,7 +136,7 @@ def save_model(path, model: ResidualMLP, standardizer: Standardizer, *, feature_
     from higgs_lora.lora import adapters
     if adapters(model):
         raise ValueError("save_model takes a plain network; merge the adapters first or use save_adapter")
-    st_path, js_path = _paths(path)
+    st_path, js_path = model_paths(path)
     state = model_state(model, standardizer)
     with atomic_path(st_path) as tmp:
         save_file(state, str(tmp), metadata={"format": MODEL_FORMAT})
@@ -161,7 +162,7 @@ def _load_tensors(st_path: Path, meta: dict) -> dict[str, torch.Tensor]:
 
 def load_model(path) -> tuple[ResidualMLP, Standardizer, dict]:
     """Load NAME.safetensors + NAME.json; returns (model in eval mode, standardizer, metadata)."""
-    st_path, js_path = _paths(path)
+    st_path, js_path = model_paths(path)
     meta = read_json(js_path)
     if meta.get("format") != MODEL_FORMAT:
         hint = " (it is an adapter: use it with --adapter on its base model)" if meta.get("format") == ADAPTER_FORMAT else ""
@@ -191,7 +192,7 @@ def save_adapter(path, model: ResidualMLP, *, base_fingerprint: str, provenance:
     if not layers:
         raise ValueError("model has no adapters")
     first = next(iter(layers.values()))
-    st_path, js_path = _paths(path)
+    st_path, js_path = model_paths(path)
     state = {k: v.float().cpu().contiguous() for k, v in adapter_state(model).items()}
     with atomic_path(st_path) as tmp:
         save_file(state, str(tmp), metadata={"format": ADAPTER_FORMAT})
@@ -207,7 +208,7 @@ def save_adapter(path, model: ResidualMLP, *, base_fingerprint: str, provenance:
 def load_adapter(path, model: ResidualMLP, *, base_fingerprint: str) -> ResidualMLP:
     """Add the saved adapters to `model` (a base loaded with load_model) and fill them in."""
     from higgs_lora.lora import add_adapters, load_adapter_state
-    st_path, js_path = _paths(path)
+    st_path, js_path = model_paths(path)
     meta = read_json(js_path)
     if meta.get("format") != ADAPTER_FORMAT:
         raise UserError(f"{js_path}: not a higgs-lora adapter file")

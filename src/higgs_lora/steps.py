@@ -2,6 +2,7 @@
 each works on files saved by an earlier step, in a fresh process."""
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -38,8 +39,7 @@ def _split_for_model(table, meta: dict, args):
         train_rows = trained_on["train_rows"] + trained_on.get("val_rows", 0)
         test_rows = trained_on["test_rows"]
         split = split_rows(table.rows, train_rows=train_rows, test_rows=test_rows, source=table.source)
-        return split if not trained_on.get("val_rows") else type(split)(
-            rows=split.rows, train_rows=split.train_rows, test_rows=split.test_rows, val_rows=trained_on["val_rows"])
+        return dataclasses.replace(split, val_rows=trained_on.get("val_rows", 0))
     return split_rows(table.rows, train_rows=train_rows, test_rows=test_rows, source=table.source)
 
 
@@ -53,6 +53,14 @@ def load_with_adapter(model_path, adapter_path=None):
     if adapter_path:
         io.load_adapter(adapter_path, model, base_fingerprint=meta["fingerprint"])
     return model, standardizer, meta
+
+
+def _new_model_path(out, force: bool) -> Path:
+    """The .safetensors path a command will write; refuses to replace an existing model without --force."""
+    path, _ = io.model_paths(out)
+    if path.exists() and not force:
+        raise UserError(f"--out {path}: file exists (use --force to overwrite)")
+    return path
 
 
 def _output_dir(out, force: bool, resume: bool = False) -> Path:
@@ -123,9 +131,7 @@ def evaluate(args) -> None:
 
 
 def merge(args) -> None:
-    out = Path(args.out).with_suffix("") if Path(args.out).suffix in (".safetensors", ".json") else Path(args.out)
-    if out.with_suffix(".safetensors").exists() and not args.force:
-        raise UserError(f"--out {out.with_suffix('.safetensors')}: file exists (use --force to overwrite)")
+    out = _new_model_path(args.out, args.force)
     model, standardizer, meta = load_with_adapter(args.model, args.adapter)
     merged = merge_adapters(model)
     log(f"merged {len(adapters(model))} adapters -> {merged.n_params():,} parameters")
@@ -208,9 +214,7 @@ def export(args) -> None:
 def import_keras(args) -> None:
     from higgs_lora.data import default_feature_names
     from higgs_lora.keras_import import import_keras as do_import
-    out = Path(args.out).with_suffix("") if Path(args.out).suffix in (".safetensors", ".json") else Path(args.out)
-    if out.with_suffix(".safetensors").exists() and not args.force:
-        raise UserError(f"--out {out.with_suffix('.safetensors')}: file exists (use --force to overwrite)")
+    out = _new_model_path(args.out, args.force)
     model, standardizer = do_import(args.file, stats_path=args.stats)
     path = io.save_model(out, model, standardizer, feature_names=default_feature_names(model.config.n_features),
                          kind="imported", provenance=dict(keras_file=str(args.file), stats=str(args.stats)))
