@@ -235,7 +235,8 @@ def run(cfg: TrainConfig, *, data: str | None, out: Path, label_column=0, cache_
     base_path = out / "base.safetensors"
     if resume and base_path.exists() and (out / "base.json").exists():
         log(f"base: {base_path} exists, skipping base training (--resume)")
-        history += [r for r in _read_history(out) if r["phase"] == "base"]
+        from higgs_lora.plots import read_history
+        history += [r for r in read_history(out / "history.jsonl") if r["phase"] == "base"]
         timings["train"], base_fit_rate = 0.0, float("nan")
     else:
         model, result = train_base(cfg, table, split, standardizer, device, out=out, resume=resume,
@@ -334,11 +335,6 @@ def _write_report(out: Path) -> None:
     from higgs_lora.report import write_report
     md, html = write_report(out)
     log(f"report: {md}  {html}")
-
-
-def _read_history(out: Path) -> list[dict]:
-    p = out / "history.jsonl"
-    return [json.loads(line) for line in p.read_text().splitlines() if line.strip()] if p.exists() else []
 
 
 def _short(m: dict) -> str:
