@@ -52,8 +52,32 @@ def test_two_process_failure_exits_nonzero(data, tmp_path):
     assert p.returncode != 0 and "more than the 8,000 rows" in p.stderr
 
 
-def test_two_process_kill_and_resume_equals_uninterrupted(tmp_path):
+def test_two_processes_on_a_shard_directory(data, tmp_path):
+    subprocess.run([sys.executable, "-m", "higgs_lora", "shard", str(data), "--out", str(tmp_path / "shards"),
+                    "--rows-per-shard", "1500"], check=True, capture_output=True)
+    for n in (1, 2):
+        p = torchrun(n, "run", "--data", tmp_path / "shards", "--out", tmp_path / f"w{n}", "--epochs", "3",
+                     "--ft-epochs", "1", "--no-report", *ARGS)
+    # Each rank reads its own half of each part: train rows 0..3,999 and extra rows 4,000..6,999.
+    assert "rank 0: rows 0..1,999 (2,000) from 2 shards part-00000..part-00001" in p.stdout
+    assert "rank 1: rows 2,000..3,999 (2,000) from 2 shards part-00001..part-00002" in p.stdout
+    assert "rank 0: rows 4,000..5,499 (1,500) from 2 shards part-00002..part-00003" in p.stdout
+    assert "rank 1: rows 5,500..6,999 (1,500) from 2 shards part-00003..part-00004" in p.stdout
+    one, two = (json.loads((tmp_path / f"w{n}" / "metrics.json").read_text()) for n in (1, 2))
+    fps = two["distributed"]["merged_fingerprints"]
+    assert two["distributed"]["world_size"] == 2 and len(fps) == 2 and fps[0] == fps[1]
+    for part in ("base", "adapted"):
+        assert abs(one[part]["roc_auc"] - two[part]["roc_auc"]) < 0.02, (part, one[part], two[part])
+    assert sorted(p.name for p in (tmp_path / "w2").iterdir()) == sorted(p.name for p in (tmp_path / "w1").iterdir())
+
+
+@pytest.mark.parametrize("layout", ["file", "shards"])
+def test_two_process_kill_and_resume_equals_uninterrupted(tmp_path, layout):
     data = write_higgs_csv(tmp_path / "big.csv", 30000, seed=4)
+    if layout == "shards":
+        subprocess.run([sys.executable, "-m", "higgs_lora", "shard", str(data), "--out", str(tmp_path / "shards"),
+                        "--rows-per-shard", "4000"], check=True, capture_output=True)
+        data = tmp_path / "shards"
     args = ["train", "--data", data, "--preset", "notebook", "--train-rows", "20000", "--test-rows", "1000", "--epochs", "4",
             "--batch-size", "128", "--no-progress"]
     torchrun(2, *args, "--out", tmp_path / "ref")

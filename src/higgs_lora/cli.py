@@ -16,7 +16,8 @@ EPILOG = "Run 'higgs-lora COMMAND --help' for a command's options. Docs: README.
 def _data_args(p: argparse.ArgumentParser, *, required: bool = False) -> None:
     g = p.add_argument_group("data")
     g.add_argument("--data", metavar="PATH", required=required,
-                   help="CSV (.csv, .csv.gz) or Parquet table, label first by default"
+                   help="CSV (.csv, .csv.gz) or Parquet table, label first by default; or a directory of shards "
+                        "(Parquet/CSV files or `higgs-lora shard` output), streamed from disk, never loaded whole"
                         + ("" if required else "; without it: the built-in simulated data set"))
     g.add_argument("--label-column", default="0", metavar="NAME|INDEX", help="label column (default: 0, the first)")
     g.add_argument("--cache-dir", metavar="DIR", help="where parsed tables are cached (default: beside the data, "
@@ -153,10 +154,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="overwrite an existing output file")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda (default: auto)")
 
-    p = sub.add_parser("prepare", help="read a data file once and cache it; print rows, columns, class balance")
-    p.add_argument("file", metavar="FILE")
+    p = sub.add_parser("prepare", help="read a data file (or every file of a shard directory) once and cache it; "
+                                       "print rows, columns, class balance")
+    p.add_argument("file", metavar="FILE|DIR")
     p.add_argument("--label-column", default="0", metavar="NAME|INDEX", help="label column (default: 0)")
     p.add_argument("--cache-dir", metavar="DIR", help="cache directory")
+
+    p = sub.add_parser("shard", help="split a big table file into a directory of array shards, streamed",
+                       description="Stream FILE (CSV, .csv.gz or Parquet, any size) into DIR/part-00000, part-00001, "
+                                   "...: each holds features.npy (float32), labels.npy (uint8) and meta.json. "
+                                   "Training reads such a directory (--data DIR) window by window, each torchrun "
+                                   "process only its own shards. DIR appears complete or not at all.")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--out", required=True, metavar="DIR", help="new directory for the shards")
+    p.add_argument("--rows-per-shard", type=int, default=1_000_000, metavar="N",
+                   help="rows per shard (default: 1,000,000, about 113 MB with 28 features)")
+    p.add_argument("--label-column", default="0", metavar="NAME|INDEX", help="label column (default: 0)")
 
     p = sub.add_parser("simulate", help="write a HIGGS-format file from the built-in toy Monte Carlo")
     p.add_argument("--events", type=int, required=True, metavar="N", help="number of events")
@@ -265,10 +278,28 @@ def cmd_predict(args, argv) -> None:
 
 def cmd_prepare(args, argv) -> None:
     from higgs_lora.data.read import prepare
+    if Path(args.file).is_dir():
+        from higgs_lora.data.split import class_balance
+        from higgs_lora.data.shards import open_shards
+        t = time.perf_counter()
+        shards = open_shards(args.file, label_column=args.label_column, cache_dir=args.cache_dir, progress=True)
+        b = class_balance(shards.labels)
+        print(f"{args.file}: {len(shards.shards)} shards, {b['rows']:,} rows x {shards.n_features} features  "
+              f"signal {b['signal']:,} ({100 * b['signal_fraction']:.2f}%)  background {b['background']:,}  "
+              f"ready in {time.perf_counter() - t:.2f}s")
+        return
     s = prepare(args.file, label_column=args.label_column, cache_dir=args.cache_dir, progress=True)
     print(f"{args.file}: {s['rows']:,} rows x {s['columns']} columns  signal {s['signal']:,} "
           f"({100 * s['signal_fraction']:.2f}%)  background {s['background']:,}  "
           f"{'loaded from cache' if s['from_cache'] else 'parsed and cached'} in {s['seconds']:.2f}s -> {s['cache_path']}")
+
+
+def cmd_shard(args, argv) -> None:
+    from higgs_lora.data.shards import write_shards
+    t = time.perf_counter()
+    parts = write_shards(args.file, args.out, rows_per_shard=args.rows_per_shard, label_column=args.label_column,
+                         progress=True)
+    print(f"wrote {len(parts)} shards to {args.out} in {time.perf_counter() - t:.1f}s")
 
 
 def cmd_simulate(args, argv) -> None:
@@ -311,6 +342,7 @@ def cmd_report(args, argv) -> None:
 
 
 COMMANDS = {"run": cmd_run, "train": cmd_train, "finetune": cmd_finetune, "evaluate": cmd_evaluate,
-            "merge": cmd_merge, "predict": cmd_predict, "prepare": cmd_prepare, "simulate": cmd_simulate,
+            "merge": cmd_merge, "predict": cmd_predict, "prepare": cmd_prepare, "shard": cmd_shard,
+            "simulate": cmd_simulate,
             "export": cmd_export, "import-keras": cmd_import_keras, "report": cmd_report,
             "strategies": cmd_strategies}

@@ -18,11 +18,12 @@ import torch
 from higgs_lora import distributed, io
 from higgs_lora.config import TrainConfig
 from higgs_lora.data import Split, Standardizer, Table, class_balance, format_balance, split_rows
+from higgs_lora.data.shards import ShardSet, ShardStream
 from higgs_lora.errors import UserError
 from higgs_lora.lora import add_adapters, adapters, merge_adapters
 from higgs_lora.metrics import binary_metrics
 from higgs_lora.model import ResidualMLP
-from higgs_lora.train import fit, predict_logits, resolve_device
+from higgs_lora.train import TensorData, fit, predict_logits, resolve_device
 
 DEFAULT_SIM_EVENTS = 1_100_000
 DEFAULT_SIM_SEED = 2014
@@ -37,11 +38,18 @@ def log(msg: str = "") -> None:
 # ---------------------------------------------------------------- data
 
 def load_data(path: str | None, *, label_column=0, cache_dir=None, sim_events: int = DEFAULT_SIM_EVENTS,
-              sim_seed: int = DEFAULT_SIM_SEED, progress: bool = True) -> Table:
+              sim_seed: int = DEFAULT_SIM_SEED, progress: bool = True) -> Table | ShardSet:
+    """The simulated data without a path; a directory of shards (read piece by piece, never whole);
+    else a table file, read whole (through the cache)."""
     if path is None:
         from higgs_lora.data.simulate import simulated_table
         log(f"data: no --data given, simulating {sim_events:,} events (seed {sim_seed}) with the built-in toy Monte Carlo")
         return simulated_table(sim_events, seed=sim_seed)
+    if Path(path).is_dir():
+        from higgs_lora.data.shards import open_shards
+        shards = open_shards(path, label_column=label_column, cache_dir=cache_dir, progress=progress)
+        log(f"data: {len(shards.shards)} shards in {path}, streamed from disk")
+        return shards
     from higgs_lora.data.read import load_table
     return load_table(path, label_column=label_column, cache_dir=cache_dir, progress=progress)
 
@@ -50,6 +58,45 @@ def standardized_tensor(table: Table, rows: slice, standardizer: Standardizer, d
     x = torch.from_numpy(standardizer.transform(table.features[rows])).to(device)
     y = torch.from_numpy(np.asarray(table.labels[rows], dtype=np.float32)).to(device)
     return x, y
+
+
+# A table in memory and a shard directory differ only here: the first becomes tensors, the second a stream.
+
+def fit_standardizer(table: Table | ShardSet, rows: slice, device: torch.device) -> Standardizer:
+    if isinstance(table, ShardSet):
+        from higgs_lora.data.shards import fit_standardizer as fit_streamed
+        return fit_streamed(table, rows, device=device)
+    return Standardizer.fit(table.features[rows])
+
+
+def training_data(table: Table | ShardSet, rows: slice, standardizer: Standardizer, device: torch.device, *,
+                  batch_size: int):
+    """The batches of a part for fit(): tensors on the device, or a stream of this rank's shards."""
+    if isinstance(table, ShardSet):
+        stream = ShardStream(table, rows, standardizer, device, batch_size=batch_size)
+        for line in distributed.gather(stream.describe()):
+            log("  " + line)
+        return stream
+    return TensorData(*standardized_tensor(table, rows, standardizer, device), batch_size=batch_size)
+
+
+def predict_part(model: torch.nn.Module, table: Table | ShardSet, rows: slice, standardizer: Standardizer,
+                 device: torch.device, *, precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and float labels of every row of a part, in order."""
+    if isinstance(table, ShardSet):
+        from higgs_lora.data.shards import predict_part as predict_streamed
+        return predict_streamed(model, table, rows, standardizer, device, precision=precision)
+    x, y = standardized_tensor(table, rows, standardizer, device)
+    return predict_logits(model, x, precision=precision), y
+
+
+def head_tensor(table: Table | ShardSet, rows: slice, standardizer: Standardizer, device: torch.device, n: int):
+    """The first n rows of a part, standardized (for checks and speed measurements)."""
+    head = slice(rows.start, min(rows.stop, rows.start + n))
+    if isinstance(table, ShardSet):
+        from higgs_lora.data.shards import head_tensor as head_streamed
+        return head_streamed(table, head, standardizer, device, n)
+    return standardized_tensor(table, head, standardizer, device)[0]
 
 
 def data_summary(table: Table, split: Split) -> dict:
@@ -69,9 +116,11 @@ def print_balance(table: Table, split: Split) -> None:
 
 # ---------------------------------------------------------------- evaluation
 
-def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, precision: str = "fp32"):
-    logits = predict_logits(model, x, precision=precision)
-    return binary_metrics(logits.cpu(), y.cpu()), logits
+def evaluate(model: torch.nn.Module, table: Table | ShardSet, rows: slice, standardizer: Standardizer,
+             device: torch.device, *, precision: str = "fp32"):
+    """(metrics, logits, labels) of a part."""
+    logits, y = predict_part(model, table, rows, standardizer, device, precision=precision)
+    return binary_metrics(logits.cpu(), y.cpu()), logits, y
 
 
 def inference_rate(model: torch.nn.Module, x: torch.Tensor, *, precision: str) -> float:
@@ -147,13 +196,11 @@ def train_base(cfg: TrainConfig, table: Table, split: Split, standardizer: Stand
     """Train a fresh base network on the train rows (validating on the val rows); returns (model, FitResult)."""
     model = ResidualMLP.from_config(cfg.model).to(device)
     log(f"base network: {cfg.model.to_dict()}  {model.n_params():,} parameters")
-    x, y = standardized_tensor(table, split.train, standardizer, device)
-    x_val = y_val = None
-    if split.val_rows:
-        x_val, y_val = standardized_tensor(table, split.val, standardizer, device)
-    result = fit(model, x, y, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed, phase="base",
+    data = training_data(table, split.train, standardizer, device, batch_size=cfg.batch_size)
+    val = training_data(table, split.val, standardizer, device, batch_size=cfg.batch_size) if split.val_rows else None
+    result = fit(model, data, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed, phase="base",
                  optimizer=cfg.optimizer, weight_decay=cfg.weight_decay, schedule=cfg.schedule,
-                 warmup_frac=cfg.warmup_frac, val_features=x_val, val_labels=y_val, patience=cfg.patience,
+                 warmup_frac=cfg.warmup_frac, val_features=val, patience=cfg.patience,
                  precision=cfg.precision, compile=cfg.compile, checkpoint=out / "checkpoints" / "base.safetensors",
                  resume=resume, progress=progress,
                  on_epoch=lambda rows: write_history(out / "history.jsonl", [*history, *rows]))
@@ -174,8 +221,8 @@ def adapt(cfg: TrainConfig, model: ResidualMLP) -> ResidualMLP:
 def finetune(cfg: TrainConfig, model: ResidualMLP, table: Table, split: Split, standardizer: Standardizer,
              device: torch.device, *, out: Path, resume: bool, progress: bool, history: list[dict] = ()):
     """Train the adapters of `model` on the extra rows; returns the FitResult."""
-    x, y = standardized_tensor(table, split.extra, standardizer, device)
-    return fit(model, x, y, epochs=cfg.ft_epochs, batch_size=cfg.batch_size, lr=cfg.ft_lr, seed=cfg.seed,
+    data = training_data(table, split.extra, standardizer, device, batch_size=cfg.batch_size)
+    return fit(model, data, epochs=cfg.ft_epochs, batch_size=cfg.batch_size, lr=cfg.ft_lr, seed=cfg.seed,
                phase="finetune", precision=cfg.precision, compile=cfg.compile,
                checkpoint=out / "checkpoints" / "finetune.safetensors", resume=resume, progress=progress,
                on_epoch=lambda rows: write_history(out / "history.jsonl", [*history, *rows]))
@@ -214,8 +261,7 @@ def run(cfg: TrainConfig, *, data: str | None, out: Path, label_column=0, cache_
         + f"  extra {split.extra_rows:,}  test {split.test_rows:,}")
     print_balance(table, split)
 
-    standardizer = Standardizer.fit(table.features[split.train])
-    x_test, y_test = standardized_tensor(table, split.test, standardizer, device)
+    standardizer = fit_standardizer(table, split.train, device)
     timings["load"] = time.perf_counter() - t
 
     run_config = dict(train=cfg.to_dict(), data=dict(path=data, source=table.source, label_column=label_column,
@@ -254,7 +300,7 @@ def run(cfg: TrainConfig, *, data: str | None, out: Path, label_column=0, cache_
     base, _, base_meta = io.load_model(base_path)
     base = base.to(device)
     t = time.perf_counter()
-    metrics["base"], base_logits = evaluate(base, x_test, y_test, precision="fp32")
+    metrics["base"], base_logits, y_test = evaluate(base, table, split.test, standardizer, device)
     timings["evaluate"] += time.perf_counter() - t
     log("base test:    " + _short(metrics["base"]))
 
@@ -265,7 +311,8 @@ def run(cfg: TrainConfig, *, data: str | None, out: Path, label_column=0, cache_
                            targets=list(adapters(model)), trainable_params=trainable,
                            frozen_params=model.n_params() - trainable)
     # B starts at zero, so the adapted network must compute exactly what the base computes.
-    start_diff = (predict_logits(model, x_test[:65536]) - base_logits[:65536]).abs().max().item()
+    head = head_tensor(table, split.test, standardizer, device, 65536)
+    start_diff = (predict_logits(model, head) - base_logits[:head.shape[0]]).abs().max().item()
     if start_diff != 0.0:
         raise RuntimeError(f"adapted network differs from the base before training (max |diff| {start_diff})")
 
@@ -285,7 +332,7 @@ def run(cfg: TrainConfig, *, data: str | None, out: Path, label_column=0, cache_
         log(f"saved {adapter_path}")
 
     t = time.perf_counter()
-    metrics["adapted"], adapted_logits = evaluate(model, x_test, y_test, precision="fp32")
+    metrics["adapted"], adapted_logits, _ = evaluate(model, table, split.test, standardizer, device)
     timings["evaluate"] += time.perf_counter() - t
     log("adapted test: " + _short(metrics["adapted"]))
     from higgs_lora.report import comparison_table
@@ -295,11 +342,11 @@ def run(cfg: TrainConfig, *, data: str | None, out: Path, label_column=0, cache_
     t = time.perf_counter()
     merged = merge_adapters(model)
     timings["merge"] = time.perf_counter() - t
-    merged_logits = predict_logits(merged, x_test)
+    merged_logits, _ = predict_part(merged, table, split.test, standardizer, device)
     diff = (torch.sigmoid(merged_logits) - torch.sigmoid(adapted_logits)).abs().max().item()
     metrics["merge_max_abs_diff"] = diff
     metrics["merged"] = binary_metrics(merged_logits.cpu(), y_test.cpu())
-    log(f"merge: {merged.n_params():,} parameters; max |p_merged - p_adapted| on {x_test.shape[0]:,} test rows = {diff:.3g}")
+    log(f"merge: {merged.n_params():,} parameters; max |p_merged - p_adapted| on {split.test_rows:,} test rows = {diff:.3g}")
     if not diff <= MERGE_TOLERANCE:
         raise UserError(f"merge check failed: merged and adapted predictions differ by {diff:.3g} > {MERGE_TOLERANCE}")
     if main:
@@ -309,9 +356,10 @@ def run(cfg: TrainConfig, *, data: str | None, out: Path, label_column=0, cache_
 
     timings["total"] = time.perf_counter() - t_total
     metrics["timings_s"] = timings
+    x_speed = head_tensor(table, split.test, standardizer, device, 1 << 20)
     metrics["throughput"] = dict(train_samples_per_s=base_fit_rate, finetune_samples_per_s=ft_rate,
-                                 inference_rows_per_s=inference_rate(merged, x_test, precision="fp32"),
-                                 inference_rows_per_s_bf16=inference_rate(merged, x_test, precision="bf16"))
+                                 inference_rows_per_s=inference_rate(merged, x_speed, precision="fp32"),
+                                 inference_rows_per_s_bf16=inference_rate(merged, x_speed, precision="bf16"))
     # Every rank merged its own copy: they must agree bit for bit, or the ranks drifted apart.
     merged_fingerprints = distributed.gather(io.tensors_fingerprint(merged.state_dict()))
     if len(set(merged_fingerprints)) != 1:

@@ -23,7 +23,9 @@ def _label_column(value):
     return None if value is None or str(value).lower() == "none" else value
 
 
-def _table(args):
+def _table(args, *, shards_ok: bool = True):
+    if not shards_ok and getattr(args, "data", None) and Path(args.data).is_dir():
+        raise UserError(f"--data {args.data}: a directory of shards; this command needs one table file")
     return pipeline.load_data(getattr(args, "data", None), label_column=args.label_column,
                               cache_dir=getattr(args, "cache_dir", None),
                               sim_events=getattr(args, "sim_events", pipeline.DEFAULT_SIM_EVENTS),
@@ -78,7 +80,7 @@ def train(cfg, args) -> None:
     pipeline.fit_features(cfg, table)
     out = _output_dir(args.out, args.force, args.resume)
     pipeline.print_balance(table, split)
-    standardizer = pipeline.Standardizer.fit(table.features[split.train])
+    standardizer = pipeline.fit_standardizer(table, split.train, device)
     model, result = pipeline.train_base(cfg, table, split, standardizer, device, out=out, resume=args.resume,
                                         progress=not args.no_progress)
     provenance = dict(data=pipeline.data_summary(table, split) | {"feature_names": None}, seed=cfg.seed,
@@ -122,8 +124,8 @@ def evaluate(args) -> None:
     rows = slice(0, table.rows) if args.part == "all" else getattr(split, args.part)
     if rows.stop <= rows.start:
         raise UserError(f"{table.source}: the {args.part} part is empty")
-    x, y = pipeline.standardized_tensor(table, rows, standardizer, device)
-    m = binary_metrics(predict_logits(model.to(device), x).cpu(), y.cpu())
+    logits, y = pipeline.predict_part(model.to(device), table, rows, standardizer, device)
+    m = binary_metrics(logits.cpu(), y.cpu())
     log(f"{args.part} ({rows.stop - rows.start:,} rows): {format_metrics(m)}")
     if args.json:
         io.write_json(args.json, dict(model=str(args.model), adapter=args.adapter, data=table.source, part=args.part,
@@ -140,10 +142,10 @@ def merge(args) -> None:
         table = _table(args)
         _check_features(table, model, meta, args.model)
         split = _split_for_model(table, meta, args)
-        x, _ = pipeline.standardized_tensor(table, split.test, standardizer, device)
-        diff = (torch.sigmoid(predict_logits(merged.to(device), x)) -
-                torch.sigmoid(predict_logits(model.to(device), x))).abs().max().item()
-        log(f"max |p_merged - p_adapted| on {x.shape[0]:,} test rows = {diff:.3g}")
+        p_merged = torch.sigmoid(pipeline.predict_part(merged.to(device), table, split.test, standardizer, device)[0])
+        p_adapted = torch.sigmoid(pipeline.predict_part(model.to(device), table, split.test, standardizer, device)[0])
+        diff = (p_merged - p_adapted).abs().max().item()
+        log(f"max |p_merged - p_adapted| on {split.test_rows:,} test rows = {diff:.3g}")
         if not diff <= pipeline.MERGE_TOLERANCE:
             raise UserError(f"merge check failed: {diff:.3g} > {pipeline.MERGE_TOLERANCE}")
     path = io.save_model(out, merged.cpu(), standardizer, feature_names=meta["feature_names"], kind="merged",
@@ -158,6 +160,8 @@ def predict(args) -> None:
         raise UserError(f"--out {out}: use a .csv or .parquet file name")
     if out.exists() and not args.force:
         raise UserError(f"--out {out}: file exists (use --force to overwrite)")
+    if Path(args.data).is_dir():
+        raise UserError(f"--data {args.data}: a directory; predict streams one file (run it once per shard)")
     if args.chunk_rows < 1:
         raise UserError(f"--chunk-rows must be >= 1, got {args.chunk_rows}")
     device = resolve_device(args.device)

@@ -266,7 +266,7 @@ def command(args, argv) -> None:
     base = meta = None
     if args.base:
         base, standardizer, meta = io.load_model(args.base)
-    table = steps._table(args)
+    table = steps._table(args, shards_ok=False)
     if base is not None:
         steps._check_features(table, base, meta, args.base)
         split = steps._split_for_model(table, meta, args)

@@ -1,10 +1,12 @@
 """The training loop, written out: used for base training and for adapter fine-tuning alike.
 
-Data live as one contiguous tensor on the device; each epoch draws a permutation from a generator
-seeded by (seed, phase, epoch) and gathers batches by index. Because the permutation is a pure
-function of those three numbers and the learning rate a pure function of the global step, a
-checkpoint only needs the weights, the optimizer's moments and the position (epoch, step) to
-continue bit-for-bit: a run killed and resumed ends with the weights of one never interrupted.
+The loop asks a data source for the batches of an epoch. TensorData (below) holds a part as one
+contiguous tensor on the device, draws a permutation per epoch from a generator seeded by (seed,
+phase, epoch) and gathers batches by index; ShardStream (data/shards.py) reads a part larger than
+memory from shard files, a window at a time. Both orders are pure functions of (seed, phase, epoch,
+step), and the learning rate is a pure function of the global step, so a checkpoint only needs the
+weights, the optimizer's moments and the position (epoch, step) to continue bit-for-bit: a run
+killed and resumed ends with the weights of one never interrupted.
 
 Checkpoints are a single safetensors file (tensors) whose metadata holds the JSON state, written
 atomically, so a kill at any instant leaves either the previous checkpoint or the new one.
@@ -107,13 +109,37 @@ def predict_logits(model: torch.nn.Module, features: torch.Tensor, *, batch_size
     return out
 
 
+class TensorData:
+    """A part held as one tensor on the device. Every rank draws the same permutation each epoch and
+    takes its slice of each global batch, so the global batch is --batch-size for any world size."""
+
+    def __init__(self, features: torch.Tensor, labels: torch.Tensor, *, batch_size: int):
+        if features.shape[0] != labels.shape[0]:
+            raise ValueError(f"features {tuple(features.shape)} and labels {tuple(labels.shape)} do not match")
+        self.features, self.labels, self.batch_size = features, labels, batch_size
+        self.rows = features.shape[0]
+        self.steps_per_epoch = math.ceil(self.rows / batch_size)
+
+    def batches(self, *, seed: int, phase: str, epoch: int, first_step: int = 0):
+        rank, world = distributed.world()
+        perm = epoch_permutation(self.rows, seed=seed, phase=phase, epoch=epoch, device=self.features.device)
+        for step in range(first_step, self.steps_per_epoch):
+            idx = perm[step * self.batch_size:(step + 1) * self.batch_size][rank::world]
+            yield self.features.index_select(0, idx), self.labels.index_select(0, idx)
+
+    def loss_and_accuracy(self, model: torch.nn.Module, *, precision: str) -> tuple[float, float]:
+        logits = predict_logits(model, self.features, precision=precision)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, self.labels).item()
+        return loss, ((logits > 0) == (self.labels > 0.5)).float().mean().item()
+
+
 def _autocast(device: torch.device, precision: str):
     if precision == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
-def fit(model: torch.nn.Module, features: torch.Tensor, labels: torch.Tensor, *,
+def fit(model: torch.nn.Module, features, labels: torch.Tensor | None = None, *,
         epochs: int, batch_size: int, lr: float, seed: int, phase: str = "base",
         optimizer: str = "adam", weight_decay: float = 0.0, schedule: str = "constant", warmup_frac: float = 0.0,
         val_features: torch.Tensor | None = None, val_labels: torch.Tensor | None = None, patience: int = 0,
@@ -121,21 +147,25 @@ def fit(model: torch.nn.Module, features: torch.Tensor, labels: torch.Tensor, *,
         checkpoint: Path | None = None, resume: bool = False,
         on_epoch=None, progress: bool = True, verbose: bool = True,
         stop_after_steps: int | None = None) -> FitResult:
-    """Train `model` in place on standardized features [n, d] and labels [n] (same device as the model).
+    """Train `model` in place on standardized features [n, d] and labels [n] (same device as the model),
+    or on a data source (TensorData, ShardStream) passed as `features` with labels=None; likewise
+    `val_features`/`val_labels`.
 
     `progress` draws the per-step bar; `verbose` prints the one-line epoch summaries.
     Returns the per-epoch history. With a validation set and patience > 0, keeps the weights of the
     epoch with the lowest validation loss and stops after `patience` epochs without improvement.
     `stop_after_steps` simulates a kill in tests (raises Interrupted after that many steps).
     """
-    n = features.shape[0]
+    data = features if labels is None else TensorData(features, labels, batch_size=batch_size)
+    val_data = val_features if val_labels is None else TensorData(val_features, val_labels, batch_size=batch_size)
+    n = data.rows
     if n == 0:
         raise UserError(f"{phase}: no rows to train on")
-    device = features.device
+    device = next(model.parameters()).device
     rank, world = distributed.world()
     main_rank = rank == 0
     progress, verbose = progress and main_rank, verbose and main_rank
-    steps_per_epoch = math.ceil(n / batch_size)
+    steps_per_epoch = data.steps_per_epoch
     total_steps = steps_per_epoch * epochs
     opt = make_optimizer(model.parameters(), name=optimizer, lr=lr, weight_decay=weight_decay, device=device)
     loss_fn = torch.nn.BCEWithLogitsLoss()  # on logits: numerically stable, unlike sigmoid + BCE
@@ -151,9 +181,14 @@ def fit(model: torch.nn.Module, features: torch.Tensor, labels: torch.Tensor, *,
     start_epoch, start_step, carry = 0, 0, None
     best = dict(loss=float("inf"), epoch=None, state=None, bad_epochs=0)
     if resume and checkpoint is not None and checkpoint.exists():
-        start_epoch, start_step, carry, best, result.history = _load_checkpoint(checkpoint, model, opt, phase)
+        start_epoch, start_step, carry, best, result.history, saved_world = _load_checkpoint(
+            checkpoint, model, opt, phase)
         if verbose:
             print(f"[{phase}] resuming from {checkpoint} at epoch {start_epoch + 1}, step {start_step}")
+        if verbose and saved_world != world and not isinstance(data, TensorData):
+            # A stream's order depends on how the rows are divided among ranks: still correct, not identical.
+            print(f"[{phase}] note: the checkpoint was written by {saved_world} processes, this run has {world}; "
+                  "the rest of the epoch sees its rows in another order than an uninterrupted run would")
 
     interrupted = {"flag": False}
     previous_handler = _install_sigint(interrupted)
@@ -163,7 +198,6 @@ def fit(model: torch.nn.Module, features: torch.Tensor, labels: torch.Tensor, *,
             if best["bad_epochs"] >= patience > 0:
                 break
             model.train()
-            perm = epoch_permutation(n, seed=seed, phase=phase, epoch=epoch, device=device)
             # Running sums stay on the device: no host sync per step.
             loss_sum = torch.zeros((), device=device, dtype=torch.float64)
             correct = torch.zeros((), device=device, dtype=torch.int64)
@@ -175,42 +209,40 @@ def fit(model: torch.nn.Module, features: torch.Tensor, labels: torch.Tensor, *,
                 elapsed_before = carry["seconds"]
             bar = tqdm(total=n, initial=seen, unit="ev", unit_scale=True, disable=not progress, leave=False,
                        desc=f"{phase} {epoch + 1}/{epochs}", dynamic_ncols=True)
-            for step in range(first_step, steps_per_epoch):
-                stop = interrupted["flag"] or (stop_after_steps is not None and steps_done >= stop_after_steps)
-                if world > 1 and step % 8 == 0:  # ranks agree on where to stop: same step everywhere
-                    stop = distributed.any_rank(stop, device)
-                elif world > 1:
-                    stop = False
-                if stop:
-                    sums = distributed.all_reduce_(torch.stack([loss_sum, correct.double(),
-                                                                torch.tensor(float(seen), device=device, dtype=torch.float64)]))
-                    state = dict(loss_sum=sums[0].item(), correct=int(sums[1].item()), seen=int(sums[2].item()),
-                                 seconds=elapsed_before + time.perf_counter() - t_epoch)
-                    if checkpoint is not None and main_rank:
-                        _save_checkpoint(checkpoint, model, opt, phase=phase, epoch=epoch, step=step, carry=state,
-                                         best=best, history=result.history)
-                    bar.close()
-                    where = f"a checkpoint was written to {checkpoint}" if checkpoint else "no checkpoint was kept"
-                    raise Interrupted(f"{phase} training stopped at epoch {epoch + 1}, step {step}; {where}")
-                # Each rank takes its slice of the global batch: the global batch is the same for any world size.
-                idx = perm[step * batch_size:(step + 1) * batch_size][rank::world]
-                xb, yb = features.index_select(0, idx), labels.index_select(0, idx)
-                for group in opt.param_groups:
-                    group["lr"] = learning_rate(epoch * steps_per_epoch + step, total_steps=total_steps, lr=lr,
-                                                schedule=schedule, warmup_frac=warmup_frac)
-                with _autocast(device, precision):
-                    logits = train_step_model(xb).float()
-                loss = loss_fn(logits, yb)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                loss_sum += loss.detach() * yb.shape[0]
-                correct += ((logits.detach() > 0) == (yb > 0.5)).sum()
-                seen += yb.shape[0]
-                steps_done += 1
-                bar.update(yb.shape[0])
-                if step % 50 == 0 and progress:
-                    bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+            with contextlib.closing(data.batches(seed=seed, phase=phase, epoch=epoch, first_step=first_step)) as steps:
+                for step, (xb, yb) in enumerate(steps, start=first_step):
+                    stop = interrupted["flag"] or (stop_after_steps is not None and steps_done >= stop_after_steps)
+                    if world > 1 and step % 8 == 0:  # ranks agree on where to stop: same step everywhere
+                        stop = distributed.any_rank(stop, device)
+                    elif world > 1:
+                        stop = False
+                    if stop:
+                        sums = distributed.all_reduce_(torch.stack([
+                            loss_sum, correct.double(), torch.tensor(float(seen), device=device, dtype=torch.float64)]))
+                        state = dict(loss_sum=sums[0].item(), correct=int(sums[1].item()), seen=int(sums[2].item()),
+                                     seconds=elapsed_before + time.perf_counter() - t_epoch)
+                        if checkpoint is not None and main_rank:
+                            _save_checkpoint(checkpoint, model, opt, phase=phase, epoch=epoch, step=step,
+                                             carry=state, best=best, history=result.history)
+                        bar.close()
+                        where = f"a checkpoint was written to {checkpoint}" if checkpoint else "no checkpoint was kept"
+                        raise Interrupted(f"{phase} training stopped at epoch {epoch + 1}, step {step}; {where}")
+                    for group in opt.param_groups:
+                        group["lr"] = learning_rate(epoch * steps_per_epoch + step, total_steps=total_steps, lr=lr,
+                                                    schedule=schedule, warmup_frac=warmup_frac)
+                    with _autocast(device, precision):
+                        logits = train_step_model(xb).float()
+                    loss = loss_fn(logits, yb)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    loss_sum += loss.detach() * yb.shape[0]
+                    correct += ((logits.detach() > 0) == (yb > 0.5)).sum()
+                    seen += yb.shape[0]
+                    steps_done += 1
+                    bar.update(yb.shape[0] * world)  # the bar counts the rows of all ranks
+                    if step % 50 == 0 and progress:
+                        bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
             bar.close()
             sums = distributed.all_reduce_(torch.stack([loss_sum, correct.double(),
                                                         torch.tensor(float(seen), device=device, dtype=torch.float64)]))
@@ -221,10 +253,8 @@ def fit(model: torch.nn.Module, features: torch.Tensor, labels: torch.Tensor, *,
                        samples_per_s=(seen - (carry["seen"] if carry is not None and epoch == start_epoch else 0))
                        / max(1e-9, seconds - elapsed_before))
             carry = None
-            if val_features is not None and val_features.shape[0]:
-                val_logits = predict_logits(model, val_features, precision=precision)
-                row["val_loss"] = loss_fn(val_logits, val_labels).item()
-                row["val_accuracy"] = ((val_logits > 0) == (val_labels > 0.5)).float().mean().item()
+            if val_data is not None and val_data.rows:
+                row["val_loss"], row["val_accuracy"] = val_data.loss_and_accuracy(model, precision=precision)
                 if row["val_loss"] < best["loss"]:
                     best.update(loss=row["val_loss"], epoch=epoch + 1, bad_epochs=0,
                                 state={k: v.detach().clone() for k, v in model.state_dict().items()})
@@ -274,7 +304,7 @@ def _save_checkpoint(path: Path, model, opt, *, phase, epoch, step, carry, best,
                 scalars[f"{idx}.{k}"] = v
     if best["state"] is not None:
         tensors.update({f"best.{k}": v.detach().cpu().contiguous() for k, v in best["state"].items()})
-    meta = dict(format=CHECKPOINT_FORMAT, phase=phase, epoch=epoch, step=step, carry=carry,
+    meta = dict(format=CHECKPOINT_FORMAT, phase=phase, epoch=epoch, step=step, carry=carry, world=distributed.world()[1],
                 best=dict(loss=best["loss"], epoch=best["epoch"], bad_epochs=best["bad_epochs"]),
                 param_groups=opt_state["param_groups"], optim_scalars=scalars, history=history,
                 torch_rng=torch.get_rng_state().numpy().tobytes().hex())
@@ -313,4 +343,4 @@ def _load_checkpoint(path: Path, model, opt, phase):
     if carry is not None:
         carry = dict(carry, loss_sum=torch.tensor(carry["loss_sum"], dtype=torch.float64),
                      correct=torch.tensor(carry["correct"], dtype=torch.int64))
-    return meta["epoch"], meta["step"], carry, best, meta["history"]
+    return meta["epoch"], meta["step"], carry, best, meta["history"], meta.get("world", 1)
