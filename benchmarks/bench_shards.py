@@ -8,7 +8,7 @@ then a run on more data than the process is allowed to hold.
    for one epoch under an address-space limit (ulimit -v) smaller than its features; the in-memory run
    on the single file gets the same limit, for contrast (it is expected to fail: out of memory).
 
-    .venv/bin/python benchmarks/bench_shards.py [--rows 11000000] [--repeat 4] [--limit-gib 1.5]
+    .venv/bin/python benchmarks/bench_shards.py [--rows 11000000] [--repeat 4] [--limit-gib 2]
 """
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def main() -> None:
     p.add_argument("--rows", type=int, default=11_000_000, help="rows of the simulated file (default: 11,000,000)")
     p.add_argument("--rows-per-shard", type=int, default=1_000_000)
     p.add_argument("--repeat", type=int, default=4, help="K: how many times part 2 lists the shards (default: 4)")
-    p.add_argument("--limit-gib", type=float, default=1.5, help="address-space limit of part 2 (default: 1.5 GiB)")
+    p.add_argument("--limit-gib", type=float, default=2.0, help="address-space limit of part 2 (default: 2 GiB; libraries alone map ~1.2 GiB)")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     p.add_argument("--work", type=Path, help="where the shards go (default: a temporary folder in bench-data/)")
     args = p.parse_args()

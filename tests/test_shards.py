@@ -122,7 +122,7 @@ def test_stream_each_rank_reads_its_own_rows_once_per_epoch(parquet_dir, tmp_pat
     part = slice(500, 9500)
     reads = []
     original = ShardSet.read
-    monkeypatch.setattr(ShardSet, "read", lambda self, a, b: reads.append((a, b)) or original(self, a, b))
+    monkeypatch.setattr(ShardSet, "read", lambda self, a, b, **kw: reads.append((a, b)) or original(self, a, b, **kw))
     streams = [ShardStream(shards, part, identity(), torch.device("cpu"), batch_size=256, window_rows=1000,
                            block_rows=300, rank=r, world=2) for r in range(2)]
     epochs = [_epoch_ids(s) for s in streams]

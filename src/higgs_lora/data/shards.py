@@ -92,11 +92,13 @@ class ShardSet:
             self._labels = labels
         return self._labels
 
-    def read(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
-        """Raw features float32 [stop - start, n] and labels uint8 of global rows start..stop-1, checked."""
+    def read(self, start: int, stop: int, out: tuple[np.ndarray, np.ndarray] | None = None):
+        """Raw features float32 [stop - start, n] and labels uint8 of global rows start..stop-1, checked;
+        into `out` (features, labels) when given."""
         n = self.n_features
-        features = np.empty((stop - start, n), dtype=np.float32)
-        labels = np.empty(stop - start, dtype=np.uint8)
+        if out is None:
+            out = np.empty((stop - start, n), dtype=np.float32), np.empty(stop - start, dtype=np.uint8)
+        features, labels = out
         i = max(0, int(np.searchsorted(self._starts, start, side="right")) - 1)
         pos = start
         while pos < stop:
@@ -316,12 +318,12 @@ def fit_standardizer(shards: ShardSet, rows: slice, *, device: torch.device) -> 
     lo, hi = shards.rank_range(rows)
     n = rows.stop - rows.start
     total = torch.zeros(shards.n_features, dtype=torch.float64)
-    for a in range(lo, hi, WINDOW_ROWS):
-        total += torch.from_numpy(shards.read(a, min(hi, a + WINDOW_ROWS))[0].sum(axis=0, dtype=np.float64))
+    for a in range(lo, hi, BLOCK_ROWS):  # blocks, not windows: the float64 temporaries stay ~15 MB
+        total += torch.from_numpy(shards.read(a, min(hi, a + BLOCK_ROWS))[0].sum(axis=0, dtype=np.float64))
     mean = _all_reduce_cpu(total, device) / n
     sq = torch.zeros(shards.n_features, dtype=torch.float64)
-    for a in range(lo, hi, WINDOW_ROWS):
-        d = shards.read(a, min(hi, a + WINDOW_ROWS))[0].astype(np.float64) - mean.numpy()
+    for a in range(lo, hi, BLOCK_ROWS):
+        d = shards.read(a, min(hi, a + BLOCK_ROWS))[0].astype(np.float64) - mean.numpy()
         sq += torch.from_numpy(np.einsum("ij,ij->j", d, d))
     std = np.sqrt(_all_reduce_cpu(sq, device).numpy() / n)
     std[std == 0] = 1.0
@@ -410,12 +412,20 @@ class ShardStream:
         return windows
 
     def _load(self, blocks, key: int):
-        parts = [self.shards.read(a, b) for a, b in blocks]
-        x = np.concatenate([p[0] for p in parts]) if len(parts) > 1 else parts[0][0]
-        y = np.concatenate([p[1] for p in parts]) if len(parts) > 1 else parts[0][1]
-        perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(key)).numpy()
-        x = self.standardizer.transform(x[perm])
-        return torch.from_numpy(x).to(self.device), torch.from_numpy(y[perm].astype(np.float32)).to(self.device)
+        # Two window-sized buffers at the peak (read, shuffled), one after: the blocks are read straight
+        # into place, shuffled by one gather, and standardized in place.
+        rows = sum(b - a for a, b in blocks)
+        raw = np.empty((rows, self.shards.n_features), dtype=np.float32), np.empty(rows, dtype=np.uint8)
+        pos = 0
+        for a, b in blocks:
+            self.shards.read(a, b, out=(raw[0][pos:pos + b - a], raw[1][pos:pos + b - a]))
+            pos += b - a
+        perm = torch.randperm(rows, generator=torch.Generator().manual_seed(key)).numpy()
+        x = np.take(raw[0], perm, axis=0)
+        y = raw[1][perm].astype(np.float32)
+        del raw
+        self.standardizer.transform(x, out=x)
+        return torch.from_numpy(x).to(self.device), torch.from_numpy(y).to(self.device)
 
     def batches(self, *, seed: int, phase: str, epoch: int, first_step: int = 0):
         """Yield (features, labels) of steps first_step.. of the epoch; the next window is read ahead."""
