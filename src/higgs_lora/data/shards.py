@@ -58,10 +58,6 @@ class ArrayShard:
     start: int              # global index of its first row
 
 
-def is_shard_dir(path) -> bool:
-    return Path(path).is_dir()
-
-
 class ShardSet:
     """The shards of a directory as one table: rows, n_features, feature_names, source, fingerprint,
     labels (all of them, 1 byte a row, loaded on first use) and read(start, stop) for features."""
