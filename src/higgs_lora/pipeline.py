@@ -92,11 +92,8 @@ def predict_part(model: torch.nn.Module, table: Table | ShardSet, rows: slice, s
 
 def head_tensor(table: Table | ShardSet, rows: slice, standardizer: Standardizer, device: torch.device, n: int):
     """The first n rows of a part, standardized (for checks and speed measurements)."""
-    head = slice(rows.start, min(rows.stop, rows.start + n))
-    if isinstance(table, ShardSet):
-        from higgs_lora.data.shards import head_tensor as head_streamed
-        return head_streamed(table, head, standardizer, device, n)
-    return standardized_tensor(table, head, standardizer, device)[0]
+    features, _ = table.read(rows.start, min(rows.stop, rows.start + n))
+    return torch.from_numpy(standardizer.transform(features)).to(device)
 
 
 def data_summary(table: Table, split: Split) -> dict:

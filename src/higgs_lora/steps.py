@@ -12,7 +12,7 @@ from higgs_lora import distributed, io, pipeline
 from higgs_lora.data import split_rows
 from higgs_lora.errors import UserError
 from higgs_lora.lora import adapters, merge_adapters
-from higgs_lora.metrics import binary_metrics, format_metrics
+from higgs_lora.metrics import format_metrics
 from higgs_lora.train import predict_logits, resolve_device
 
 log = pipeline.log
@@ -124,8 +124,7 @@ def evaluate(args) -> None:
     rows = slice(0, table.rows) if args.part == "all" else getattr(split, args.part)
     if rows.stop <= rows.start:
         raise UserError(f"{table.source}: the {args.part} part is empty")
-    logits, y = pipeline.predict_part(model.to(device), table, rows, standardizer, device)
-    m = binary_metrics(logits.cpu(), y.cpu())
+    m = pipeline.evaluate(model.to(device), table, rows, standardizer, device)[0]
     log(f"{args.part} ({rows.stop - rows.start:,} rows): {format_metrics(m)}")
     if args.json:
         io.write_json(args.json, dict(model=str(args.model), adapter=args.adapter, data=table.source, part=args.part,

@@ -634,11 +634,7 @@ def _write_entry_in(root: Path, name: str, *, features, labels, meta) -> Path:
     tmp = root / f".tmp-{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         tmp.mkdir()
-        np.save(tmp / "features.npy", features)
-        np.save(tmp / "labels.npy", labels)
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-        for f in ("features.npy", "labels.npy", "meta.json", "."):
-            _fsync(tmp / f)
+        write_arrays(tmp, features=features, labels=labels, meta=meta)
         if entry.exists():  # damaged (else it had been used) or just written by a concurrent process
             trash = root / f".tmp-trash-{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
             with contextlib.suppress(FileNotFoundError):
@@ -650,7 +646,7 @@ def _write_entry_in(root: Path, name: str, *, features, labels, meta) -> Path:
             if not entry.exists():
                 raise
             shutil.rmtree(tmp, ignore_errors=True)  # a concurrent process has just put the same entry there
-        _fsync(root)
+        fsync(root)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -658,7 +654,17 @@ def _write_entry_in(root: Path, name: str, *, features, labels, meta) -> Path:
     return entry
 
 
-def _fsync(path: Path) -> None:
+def write_arrays(folder: Path, *, features: np.ndarray, labels: np.ndarray, meta: dict) -> None:
+    """features.npy, labels.npy and meta.json into the existing `folder`, each fsynced: the layout of a
+    cache entry and of an array shard (data/shards.py)."""
+    np.save(folder / "features.npy", features)
+    np.save(folder / "labels.npy", labels)
+    (folder / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    for f in ("features.npy", "labels.npy", "meta.json", "."):
+        fsync(folder / f)
+
+
+def fsync(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

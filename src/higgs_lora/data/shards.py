@@ -246,7 +246,7 @@ def write_shards(path, out, *, rows_per_shard: int, label_column=0, progress: bo
     """Stream the table in `path` into cached array shards of `rows_per_shard` rows in directory `out`,
     never holding more than one shard. The directory is built under a temporary name and renamed at
     the end: it is complete or absent."""
-    from higgs_lora.data.read import iter_chunks
+    from higgs_lora.data.read import fsync, iter_chunks
     out = Path(out)
     if rows_per_shard < 1:
         raise UserError(f"--rows-per-shard must be >= 1, got {rows_per_shard}")
@@ -271,7 +271,7 @@ def write_shards(path, out, *, rows_per_shard: int, label_column=0, progress: bo
                     buf_x, buf_y, held = [], [], 0
         if held:
             written.append(_write_array_shard(tmp, len(written), buf_x, buf_y, names))
-        _fsync(tmp)
+        fsync(tmp)
         os.rename(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -285,25 +285,14 @@ def _names_of(path, label_column) -> list[str]:
 
 
 def _write_array_shard(root: Path, index: int, xs, ys, names) -> Path:
+    from higgs_lora.data.read import write_arrays
     folder = root / f"part-{index:05d}"
     folder.mkdir()
     features, labels = np.concatenate(xs), np.concatenate(ys)
-    np.save(folder / "features.npy", np.ascontiguousarray(features, dtype=np.float32))
-    np.save(folder / "labels.npy", labels.astype(np.uint8))
-    (folder / "meta.json").write_text(json.dumps(dict(format=SHARD_FORMAT, rows=len(labels), n_features=features.shape[1],
-                                                      feature_names=names, signal=int(np.count_nonzero(labels))),
-                                                 indent=2) + "\n")
-    for f in ("features.npy", "labels.npy", "meta.json", "."):
-        _fsync(folder / f)
+    write_arrays(folder, features=features, labels=labels,
+                 meta=dict(format=SHARD_FORMAT, rows=len(labels), n_features=features.shape[1], feature_names=names,
+                           signal=int(np.count_nonzero(labels))))
     return folder
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # ------------------------------------------------------------------------------------------- using
@@ -331,17 +320,27 @@ def _all_reduce_cpu(t: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 
 @torch.inference_mode()
+def _predict_range(model, shards: ShardSet, lo: int, hi: int, standardizer: Standardizer, device: torch.device, *,
+                   precision: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and float labels of global rows lo..hi-1, a window at a time."""
+    from higgs_lora.train import predict_logits
+    logits = torch.empty(hi - lo, dtype=torch.float32, device=device)
+    labels = torch.empty(hi - lo, dtype=torch.float32, device=device)
+    for a in range(lo, hi, WINDOW_ROWS):
+        b = min(hi, a + WINDOW_ROWS)
+        x, y = shards.read(a, b)
+        x = torch.from_numpy(standardizer.transform(x, out=x)).to(device)
+        logits[a - lo:b - lo] = predict_logits(model, x, precision=precision)
+        labels[a - lo:b - lo] = torch.from_numpy(y)
+    return logits, labels
+
+
 def predict_part(model, shards: ShardSet, rows: slice, standardizer: Standardizer, device: torch.device, *,
                  precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor]:
     """Logits and labels (float) of global rows `rows`, in order, on every rank: each rank predicts its
     own range window by window, then the ranks exchange their logits."""
-    from higgs_lora.train import predict_logits
     lo, hi = shards.rank_range(rows)
-    logits = torch.empty(hi - lo, dtype=torch.float32, device=device)
-    for a in range(lo, hi, WINDOW_ROWS):
-        b = min(hi, a + WINDOW_ROWS)
-        x = torch.from_numpy(standardizer.transform(shards.read(a, b)[0])).to(device)
-        logits[a - lo:b - lo] = predict_logits(model, x, precision=precision)
+    logits, _ = _predict_range(model, shards, lo, hi, standardizer, device, precision=precision)
     logits = _gather_ranges(logits, rows, shards, device)
     labels = torch.from_numpy(shards.labels[rows].astype(np.float32)).to(device)
     return logits, labels
@@ -358,12 +357,6 @@ def _gather_ranges(local: torch.Tensor, rows: slice, shards: ShardSet, device) -
     parts = [torch.empty_like(padded) for _ in range(world)]
     dist.all_gather(parts, padded)
     return torch.cat([p[:s] for p, s in zip(parts, sizes)])
-
-
-def head_tensor(shards: ShardSet, rows: slice, standardizer: Standardizer, device: torch.device, n: int):
-    """The first `n` rows of a part, standardized, as a tensor (for checks and speed measurements)."""
-    stop = min(rows.stop, rows.start + n)
-    return torch.from_numpy(standardizer.transform(shards.read(rows.start, stop)[0])).to(device)
 
 
 def _key(*parts) -> int:
@@ -461,18 +454,12 @@ class ShardStream:
                 for f in loaded.values():
                     f.cancel()
 
-    @torch.inference_mode()
     def loss_and_accuracy(self, model, *, precision: str) -> tuple[float, float]:
         """Mean loss and accuracy over the whole part, each rank on its own rows, summed across ranks."""
-        from higgs_lora.train import predict_logits
-        sums = torch.zeros(3, dtype=torch.float64, device=self.device)
-        for a in range(self.lo, self.hi, self.window_rows):
-            x, y = self.shards.read(a, min(self.hi, a + self.window_rows))
-            x = torch.from_numpy(self.standardizer.transform(x)).to(self.device)
-            y = torch.from_numpy(y.astype(np.float32)).to(self.device)
-            logits = predict_logits(model, x, precision=precision)
-            sums[0] += torch.nn.functional.binary_cross_entropy_with_logits(logits, y, reduction="sum").double()
-            sums[1] += ((logits > 0) == (y > 0.5)).sum()
-            sums[2] += y.shape[0]
+        logits, y = _predict_range(model, self.shards, self.lo, self.hi, self.standardizer, self.device,
+                                   precision=precision)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, y, reduction="sum")
+        sums = torch.stack([loss.double(), ((logits > 0) == (y > 0.5)).sum().double(),
+                            torch.tensor(float(y.shape[0]), dtype=torch.float64, device=self.device)])
         sums = distributed.all_reduce_(sums)
         return (sums[0] / sums[2]).item(), (sums[1] / sums[2]).item()

@@ -34,6 +34,10 @@ class Table:
     def n_features(self) -> int:
         return self.features.shape[1]
 
+    def read(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        """Features and labels of rows start..stop-1 (views), as ShardSet.read gives them from disk."""
+        return self.features[start:stop], self.labels[start:stop]
+
 
 def default_feature_names(n_features: int) -> list[str]:
     return list(HIGGS_FEATURES) if n_features == len(HIGGS_FEATURES) else [f"f{i}" for i in range(n_features)]
