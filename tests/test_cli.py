@@ -147,8 +147,12 @@ def test_model_of_another_architecture_and_adapter_of_another_base(data, tmp_pat
     assert p.returncode == 1 and "do not match the architecture" in p.stderr and len(_lines(p)) == 1
 
 
-def test_sigkill_mid_training_then_resume_equals_uninterrupted(tmp_path):
+@pytest.mark.parametrize("layout", ["file", "shards"])
+def test_sigkill_mid_training_then_resume_equals_uninterrupted(tmp_path, layout):
     data = write_higgs_csv(tmp_path / "big.csv", 30000, seed=1)
+    if layout == "shards":  # the streamed loop, killed the same way (multi-window resume: test_shards.py)
+        cli("shard", data, "--out", tmp_path / "shards", "--rows-per-shard", "4000")
+        data = tmp_path / "shards"
     args = ["--data", data, "--preset", "notebook", "--train-rows", "20000", "--test-rows", "1000", "--epochs", "4",
             "--batch-size", "128", "--no-progress"]
     cli("train", *args, "--out", tmp_path / "ref")
