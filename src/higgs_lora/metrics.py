@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import torch
-from torchmetrics.functional import classification as C
 
 METRIC_NAMES = ["accuracy", "precision", "recall", "f1", "balanced_accuracy", "specificity", "sensitivity",
                 "roc_auc", "log_loss"]
@@ -13,6 +12,8 @@ def binary_metrics(logits: torch.Tensor, labels: torch.Tensor, threshold: float 
     """logits [n] (pre-sigmoid), labels [n] in {0, 1} -> plain-float metrics plus the confusion matrix.
 
     A row is predicted signal when p > threshold, as Keras' BinaryAccuracy/Precision/Recall count it."""
+    # Imported here: torchmetrics pulls in scipy, ~1.2 s and ~100 MB that train/predict/export never need.
+    from torchmetrics.functional import classification as C
     if logits.ndim != 1 or logits.shape != labels.shape:
         raise ValueError(f"expected logits and labels of equal shape [n], got {tuple(logits.shape)} and {tuple(labels.shape)}")
     logits = logits.float()
