@@ -53,16 +53,25 @@ def test_two_process_failure_exits_nonzero(data, tmp_path):
 
 
 def test_two_processes_on_a_shard_directory(data, tmp_path):
-    subprocess.run([sys.executable, "-m", "higgs_lora", "shard", str(data), "--out", str(tmp_path / "shards"),
-                    "--rows-per-shard", "1500"], check=True, capture_output=True)
+    # Parquet shards: each rank parses (caches) half of them, then reads only the rows it trains on.
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from higgs_lora.data.read import load_table
+    table = load_table(data, use_cache=False)
+    (tmp_path / "shards").mkdir()
+    for i, start in enumerate(range(0, table.rows, 1500)):
+        cols = {"label": table.labels[start:start + 1500]}
+        cols |= {f"f{j}": table.features[start:start + 1500, j] for j in range(28)}
+        pq.write_table(pa.table(cols), tmp_path / "shards" / f"part-{i}.parquet")
     for n in (1, 2):
-        p = torchrun(n, "run", "--data", tmp_path / "shards", "--out", tmp_path / f"w{n}", "--epochs", "3",
-                     "--ft-epochs", "1", "--no-report", *ARGS)
+        p = torchrun(n, "run", "--data", tmp_path / "shards", "--cache-dir", tmp_path / f"cache{n}", "--out",
+                     tmp_path / f"w{n}", "--epochs", "3", "--ft-epochs", "1", "--no-report", *ARGS)
+    assert len(list((tmp_path / "cache2").iterdir())) == 6  # every shard cached once
     # Each rank reads its own half of each part: train rows 0..3,999 and extra rows 4,000..6,999.
-    assert "rank 0: rows 0..1,999 (2,000) from 2 shards part-00000..part-00001" in p.stdout
-    assert "rank 1: rows 2,000..3,999 (2,000) from 2 shards part-00001..part-00002" in p.stdout
-    assert "rank 0: rows 4,000..5,499 (1,500) from 2 shards part-00002..part-00003" in p.stdout
-    assert "rank 1: rows 5,500..6,999 (1,500) from 2 shards part-00003..part-00004" in p.stdout
+    assert "rank 0: rows 0..1,999 (2,000) from 2 shards part-0.parquet..part-1.parquet" in p.stdout
+    assert "rank 1: rows 2,000..3,999 (2,000) from 2 shards part-1.parquet..part-2.parquet" in p.stdout
+    assert "rank 0: rows 4,000..5,499 (1,500) from 2 shards part-2.parquet..part-3.parquet" in p.stdout
+    assert "rank 1: rows 5,500..6,999 (1,500) from 2 shards part-3.parquet..part-4.parquet" in p.stdout
     one, two = (json.loads((tmp_path / f"w{n}" / "metrics.json").read_text()) for n in (1, 2))
     fps = two["distributed"]["merged_fingerprints"]
     assert two["distributed"]["world_size"] == 2 and len(fps) == 2 and fps[0] == fps[1]

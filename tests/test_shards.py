@@ -57,6 +57,15 @@ def test_parquet_directory_reads_as_one_table(parquet_dir, tmp_path):
     assert again.fingerprint == shards.fingerprint
 
 
+def test_shards_are_ordered_by_number_in_their_names(tmp_path):
+    x, y = write_parquet_shards(tmp_path / "s", [50] * 12)  # part-000 .. part-011: rename to unpadded numbers
+    for i in range(12):
+        (tmp_path / "s" / f"part-{i:03d}.parquet").rename(tmp_path / "s" / f"part-{i}.parquet")
+    shards = open_shards(tmp_path / "s", cache_dir=tmp_path / "cache")
+    assert [s.name for s in shards.shards][:3] == ["part-0.parquet", "part-1.parquet", "part-2.parquet"]
+    np.testing.assert_array_equal(shards.read(0, 600)[0], x)  # part-10 after part-9, not after part-1
+
+
 def test_shard_command_round_trip(tmp_path):
     data = write_higgs_csv(tmp_path / "h.csv", 2500, seed=5)
     cli("shard", data, "--out", tmp_path / "s", "--rows-per-shard", "1000")

@@ -1,6 +1,6 @@
 """Data sets larger than memory: a directory of shards, read block by block, each rank its own rows.
 
-A shard directory holds, in file-name order, either cached array shards (a folder with features.npy
+A shard directory holds, in natural name order (part-2 before part-10), either cached array shards (a folder with features.npy
 float32 [rows, n], labels.npy uint8 [rows] and meta.json, as `higgs-lora shard` writes them and as the
 read cache stores them) or table files (.parquet, .csv, .csv.gz), which are parsed once into the read
 cache, one at a time, and then read like array shards. Together the shards form one table whose rows
@@ -25,6 +25,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -150,7 +151,7 @@ def open_shards(directory, *, label_column=0, cache_dir=None, progress: bool = F
     directory = Path(directory)
     if not directory.is_dir():
         raise UserError(f"{directory}: not a directory")
-    entries = sorted(p for p in directory.iterdir() if not p.name.startswith("."))
+    entries = sorted((p for p in directory.iterdir() if not p.name.startswith(".")), key=_natural)
     tables = [p for p in entries if p.is_file() and p.name.lower().endswith(TABLE_SUFFIXES)]
     arrays = [p for p in entries if p.is_dir() and (p / "features.npy").exists()]
     if not tables and not arrays:
@@ -168,7 +169,7 @@ def open_shards(directory, *, label_column=0, cache_dir=None, progress: bool = F
                 cached[p] = _cache(p, label_column=label_column, cache_dir=cache_dir, progress=False)
     shards, names, start = [], None, 0
     h = hashlib.sha256()
-    for p in sorted([*tables, *arrays]):
+    for p in sorted([*tables, *arrays], key=_natural):
         folder = cached.get(p, p)
         shard, shard_names, fp = _open_array_shard(folder, name=p.name, start=start)
         if names is None:
@@ -184,6 +185,11 @@ def open_shards(directory, *, label_column=0, cache_dir=None, progress: bool = F
     if not shards:
         raise UserError(f"{directory}: the shards hold no rows")
     return ShardSet(shards, feature_names=names, source=str(directory), fingerprint=h.hexdigest()[:32])
+
+
+def _natural(path: Path) -> list:
+    """Sort key: numbers inside names compare as numbers, so part-2 comes before part-10."""
+    return [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", path.name)]
 
 
 def _cache(path: Path, *, label_column, cache_dir, progress) -> Path:
