@@ -93,6 +93,12 @@ def test_bad_shards_are_named(tmp_path):
         open_shards(tmp_path / "a", cache_dir=tmp_path / "cache")
     with pytest.raises(UserError, match="no shards"):
         open_shards(tmp_path / "b")
+    (tmp_path / "b" / "events.root").write_bytes(b"root")
+    with pytest.raises(UserError, match="ROOT files: convert them to Parquet.*found events.root"):
+        open_shards(tmp_path / "b")
+    (tmp_path / "a" / "_SUCCESS").write_text("")  # what Spark leaves beside its Parquet files
+    (tmp_path / "a" / "part-005.parquet").unlink()
+    assert open_shards(tmp_path / "a", cache_dir=tmp_path / "cache").ignored == ["_SUCCESS"]
 
     x, y = synthetic_xy(300)
     write_shards_from_arrays(tmp_path / "c", x, y)

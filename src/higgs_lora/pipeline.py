@@ -48,7 +48,8 @@ def load_data(path: str | None, *, label_column=0, cache_dir=None, sim_events: i
     if Path(path).is_dir():
         from higgs_lora.data.shards import open_shards
         shards = open_shards(path, label_column=label_column, cache_dir=cache_dir, progress=progress)
-        log(f"data: {len(shards.shards)} shards in {path}, streamed from disk")
+        log(f"data: {len(shards.shards)} shards in {path}, streamed from disk"
+            + (f" (not shards, ignored: {', '.join(shards.ignored)})" if shards.ignored else ""))
         return shards
     from higgs_lora.data.read import load_table
     return load_table(path, label_column=label_column, cache_dir=cache_dir, progress=progress)

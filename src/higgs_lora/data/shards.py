@@ -67,6 +67,7 @@ class ShardSet:
         self.shards, self.feature_names, self.source, self.fingerprint = shards, feature_names, source, fingerprint
         self._starts = np.array([s.start for s in shards], dtype=np.int64)
         self._labels = None
+        self.ignored: list[str] = []  # entries of the directory that are not shards (_SUCCESS, README, ...)
 
     @property
     def rows(self) -> int:
@@ -154,9 +155,11 @@ def open_shards(directory, *, label_column=0, cache_dir=None, progress: bool = F
     entries = sorted((p for p in directory.iterdir() if not p.name.startswith(".")), key=_natural)
     tables = [p for p in entries if p.is_file() and p.name.lower().endswith(TABLE_SUFFIXES)]
     arrays = [p for p in entries if p.is_dir() and (p / "features.npy").exists()]
+    ignored = [p.name for p in entries if p not in tables and p not in arrays]
     if not tables and not arrays:
         raise UserError(f"{directory}: no shards (expected .parquet/.csv/.csv.gz files, or folders with "
-                        "features.npy and labels.npy as `higgs-lora shard` writes them)")
+                        "features.npy and labels.npy as `higgs-lora shard` writes them; ROOT files: convert them "
+                        "to Parquet first, e.g. with uproot)" + (f"; found {', '.join(ignored[:5])}" if ignored else ""))
     cached: dict[Path, Path] = {}
     if tables:
         rank, world = distributed.world()
@@ -167,24 +170,26 @@ def open_shards(directory, *, label_column=0, cache_dir=None, progress: bool = F
         for p in tables:  # the entries other ranks built: found in the cache at once
             if p not in cached:
                 cached[p] = _cache(p, label_column=label_column, cache_dir=cache_dir, progress=False)
-    shards, names, start = [], None, 0
+    shards, names, first, start = [], None, None, 0
     h = hashlib.sha256()
     for p in sorted([*tables, *arrays], key=_natural):
         folder = cached.get(p, p)
         shard, shard_names, fp = _open_array_shard(folder, name=p.name, start=start)
         if names is None:
-            names = shard_names
+            names, first = shard_names, p.name
         elif shard.n_features != len(names):
-            raise UserError(f"{p}: {shard.n_features} features, but {shards[0].name} has {len(names)}")
+            raise UserError(f"{p}: {shard.n_features} features, but {first} has {len(names)}")
         elif shard_names != names:
-            raise UserError(f"{p}: feature names {shard_names} differ from those of {shards[0].name}: {names}")
+            raise UserError(f"{p}: feature names {shard_names} differ from those of {first}: {names}")
         if shard.rows:
             shards.append(shard)
         start += shard.rows
         h.update(f"{p.name}:{fp};".encode())
     if not shards:
         raise UserError(f"{directory}: the shards hold no rows")
-    return ShardSet(shards, feature_names=names, source=str(directory), fingerprint=h.hexdigest()[:32])
+    shard_set = ShardSet(shards, feature_names=names, source=str(directory), fingerprint=h.hexdigest()[:32])
+    shard_set.ignored = ignored
+    return shard_set
 
 
 def _natural(path: Path) -> list:
