@@ -63,11 +63,12 @@ class ShardSet:
     """The shards of a directory as one table: rows, n_features, feature_names, source, fingerprint,
     labels (all of them, 1 byte a row, loaded on first use) and read(start, stop) for features."""
 
-    def __init__(self, shards: list[ArrayShard], *, feature_names: list[str], source: str, fingerprint: str):
+    def __init__(self, shards: list[ArrayShard], *, feature_names: list[str], source: str, fingerprint: str,
+                 ignored: list[str] = ()):
         self.shards, self.feature_names, self.source, self.fingerprint = shards, feature_names, source, fingerprint
+        self.ignored = list(ignored)  # entries of the directory that are not shards (_SUCCESS, README, ...)
         self._starts = np.array([s.start for s in shards], dtype=np.int64)
         self._labels = None
-        self.ignored: list[str] = []  # entries of the directory that are not shards (_SUCCESS, README, ...)
 
     @property
     def rows(self) -> int:
@@ -83,10 +84,7 @@ class ShardSet:
             labels = np.empty(self.rows, dtype=np.uint8)
             for s in self.shards:
                 _pread(s.labels_path, s.labels_offset, labels[s.start:s.start + s.rows])
-                bad = np.flatnonzero(labels[s.start:s.start + s.rows] > 1)
-                if len(bad):
-                    raise UserError(f"{s.labels_path}: row {bad[0] + 1}: label is {labels[s.start + bad[0]]}; "
-                                    "labels must be 0 or 1")
+                _check_labels(s, 0, labels[s.start:s.start + s.rows])
             self._labels = labels
         return self._labels
 
@@ -102,10 +100,11 @@ class ShardSet:
         while pos < stop:
             s = self.shards[i]
             a, b = pos - s.start, min(stop, s.start + s.rows) - s.start
-            out = slice(pos - start, pos - start + b - a)
-            _pread(s.features_path, s.features_offset + a * n * 4, features[out])
-            _pread(s.labels_path, s.labels_offset + a, labels[out])
-            _check_rows(s, a, features[out], labels[out])
+            dst = slice(pos - start, pos - start + b - a)
+            _pread(s.features_path, s.features_offset + a * n * 4, features[dst])
+            _pread(s.labels_path, s.labels_offset + a, labels[dst])
+            _check_labels(s, a, labels[dst])
+            _check_features(s, a, features[dst])
             pos += b - a
             i += 1
         return features, labels
@@ -121,11 +120,15 @@ class ShardSet:
         return [s.name for s in self.shards if s.start < stop and s.start + s.rows > start]
 
 
-def _check_rows(s: ArrayShard, first: int, features: np.ndarray, labels: np.ndarray) -> None:
-    # Cheap beside training on the rows (one pass), and a shard written by another tool may hold anything.
+# Checked on every read: cheap beside training on the rows, and a shard written by another tool may hold anything.
+
+def _check_labels(s: ArrayShard, first: int, labels: np.ndarray) -> None:
     bad = np.flatnonzero(labels > 1)
     if len(bad):
         raise UserError(f"{s.labels_path}: row {first + bad[0] + 1}: label is {labels[bad[0]]}; labels must be 0 or 1")
+
+
+def _check_features(s: ArrayShard, first: int, features: np.ndarray) -> None:
     finite = np.isfinite(features)
     if not finite.all():
         r, c = np.argwhere(~finite)[0]
@@ -187,9 +190,8 @@ def open_shards(directory, *, label_column=0, cache_dir=None, progress: bool = F
         h.update(f"{p.name}:{fp};".encode())
     if not shards:
         raise UserError(f"{directory}: the shards hold no rows")
-    shard_set = ShardSet(shards, feature_names=names, source=str(directory), fingerprint=h.hexdigest()[:32])
-    shard_set.ignored = ignored
-    return shard_set
+    return ShardSet(shards, feature_names=names, source=str(directory), fingerprint=h.hexdigest()[:32],
+                    ignored=ignored)
 
 
 def _natural(path: Path) -> list:
@@ -225,9 +227,8 @@ def _open_array_shard(folder: Path, *, name: str, start: int) -> tuple[ArrayShar
             raise UserError(f"{meta_path}: unreadable ({e})") from None
         if len(names) != n:
             raise UserError(f"{meta_path}: {len(names)} feature names for {n} columns")
-    st_f, st_l = fpath.stat(), lpath.stat()
-    fp = f"{st_f.st_size}:{st_f.st_mtime_ns}:{st_l.st_size}:{st_l.st_mtime_ns}"
-    return shard, names, fp
+    from higgs_lora.data.read import fingerprint_file  # size, mtime and both ends, as for any data file
+    return shard, names, f"{fingerprint_file(fpath)}:{fingerprint_file(lpath)}"
 
 
 def _npy_header(path: Path, dtype, ndim: int) -> tuple[tuple[int, ...], int]:
@@ -264,14 +265,14 @@ def write_shards(path, out, *, rows_per_shard: int, label_column=0, progress: bo
     if out.exists():
         raise UserError(f"--out {out}: exists; choose a new directory")
     out.parent.mkdir(parents=True, exist_ok=True)
+    names = _names_of(path, label_column)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    written, names = [], None
+    written = []
     try:
         tmp.mkdir()
         buf_x, buf_y, held = [], [], 0
         chunks = iter_chunks(path, label_column=label_column, chunk_rows=min(rows_per_shard, 1 << 20),
                              progress=progress)
-        names = _names_of(path, label_column)
         for features, labels in chunks:
             while len(features):
                 take = min(rows_per_shard - held, len(features))
