@@ -63,9 +63,13 @@ def resolve_device(device: str) -> torch.device:
     return dev
 
 
+def seed_key(*parts) -> int:
+    """A generator seed that is a pure function of `parts` (seed, phase, epoch, ...): no state to checkpoint."""
+    return int.from_bytes(hashlib.sha256(":".join(map(str, parts)).encode()).digest()[:8], "little") >> 1
+
+
 def epoch_permutation(n: int, *, seed: int, phase: str, epoch: int, device: torch.device) -> torch.Tensor:
-    key = int.from_bytes(hashlib.sha256(f"{seed}:{phase}:{epoch}".encode()).digest()[:8], "little") >> 1
-    g = torch.Generator(device="cpu").manual_seed(key)
+    g = torch.Generator(device="cpu").manual_seed(seed_key(seed, phase, epoch))
     # Drawn on the CPU so that CPU and GPU runs see the same order; one small transfer per epoch.
     return torch.randperm(n, generator=g).to(device)
 

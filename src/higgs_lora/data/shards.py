@@ -39,6 +39,7 @@ from higgs_lora import distributed
 from higgs_lora.data.standardize import Standardizer
 from higgs_lora.data.table import default_feature_names
 from higgs_lora.errors import UserError
+from higgs_lora.train import predict_logits, seed_key
 
 SHARD_FORMAT = "higgs-lora-shard"
 TABLE_SUFFIXES = (".parquet", ".pq", ".csv", ".csv.gz")
@@ -335,7 +336,6 @@ def _all_reduce_cpu(t: torch.Tensor, device: torch.device) -> torch.Tensor:
 def _predict_range(model, shards: ShardSet, lo: int, hi: int, standardizer: Standardizer, device: torch.device, *,
                    precision: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits and float labels of global rows lo..hi-1, a window at a time."""
-    from higgs_lora.train import predict_logits
     logits = torch.empty(hi - lo, dtype=torch.float32, device=device)
     labels = torch.empty(hi - lo, dtype=torch.float32, device=device)
     for a in range(lo, hi, WINDOW_ROWS):
@@ -371,10 +371,6 @@ def _gather_ranges(local: torch.Tensor, rows: slice, shards: ShardSet, device) -
     return torch.cat([p[:s] for p, s in zip(parts, sizes)])
 
 
-def _key(*parts) -> int:
-    return int.from_bytes(hashlib.sha256(":".join(map(str, parts)).encode()).digest()[:8], "little") >> 1
-
-
 class ShardStream:
     """Training batches of one part of a ShardSet for fit(): this rank's rows, a window at a time."""
 
@@ -399,7 +395,7 @@ class ShardStream:
                 + (names[0] if len(names) == 1 else f"{len(names)} shards {names[0]}..{names[-1]}"))
 
     def _windows(self, *, seed, phase, epoch) -> list[list[tuple[int, int]]]:
-        g = torch.Generator().manual_seed(_key(seed, phase, epoch, self.rank, self.world))
+        g = torch.Generator().manual_seed(seed_key(seed, phase, epoch, self.rank, self.world))
         order = [self.blocks[i] for i in torch.randperm(len(self.blocks), generator=g).tolist()]
         windows, current, held = [], [], 0
         for block in order:
@@ -433,7 +429,7 @@ class ShardStream:
         windows = self._windows(seed=seed, phase=phase, epoch=epoch)
         ends = np.cumsum([sum(b - a for a, b in w) for w in windows])
         m, steps = self.hi - self.lo, self.steps_per_epoch
-        keys = [_key(seed, phase, epoch, self.rank, self.world, "window", i) for i in range(len(windows))]
+        keys = [seed_key(seed, phase, epoch, self.rank, self.world, "window", i) for i in range(len(windows))]
         with ThreadPoolExecutor(max_workers=1) as pool:
             loaded = {}  # window index -> future of its tensors; at most the current two are kept
 
