@@ -155,6 +155,11 @@ def test_stream_each_rank_reads_its_own_rows_once_per_epoch(parquet_dir, tmp_pat
     assert _epoch_ids(streams[0], epoch=1) != epochs[0]
     assert _epoch_ids(streams[0], first_step=13) == epochs[0][13:]
     assert "part-000.parquet..part-002.parquet" in streams[0].describe()
+    # Reading ahead in a thread or when needed changes when rows are read, never which rows a step gets.
+    for read_ahead in (True, False):
+        again = ShardStream(shards, part, identity(), torch.device("cpu"), batch_size=256, window_rows=1000,
+                            block_rows=300, rank=0, world=2, read_ahead=read_ahead)
+        assert _epoch_ids(again) == epochs[0] and _epoch_ids(again, first_step=13) == epochs[0][13:]
 
 
 def test_stream_standardizer_and_predictions_match_in_memory(parquet_dir, tmp_path):
