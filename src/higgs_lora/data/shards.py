@@ -13,8 +13,8 @@ shards (a shard on a boundary is shared by two neighbours), and ranks differ by 
 
 Training order (ShardStream): the rank's range is cut into blocks of 65,536 rows; each epoch shuffles
 the blocks (seeded by seed, phase, epoch, rank), groups them into windows of >= `window_rows` rows and
-shuffles the rows inside each window. That mixes rows from all over the rank's range (shards written
-class by class still give mixed batches) while reading 256 KiB-and-up contiguous pieces. Every rank
+visits the rows of each window in a shuffled order. That mixes rows from all over the rank's range
+(shards written class by class still give mixed batches) while reading 7 MB contiguous pieces. Every rank
 takes the same number of steps per epoch, ceil(part rows / --batch-size), with its rows spread evenly
 over them, so DDP's collectives line up and every row is used once per epoch. The order is a pure
 function of (seed, phase, epoch, rank, world size, step): a resumed run continues bit for bit.
