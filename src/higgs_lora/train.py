@@ -161,6 +161,8 @@ def fit(model: torch.nn.Module, features, labels: torch.Tensor | None = None, *,
     `stop_after_steps` simulates a kill in tests (raises Interrupted after that many steps).
     """
     data = features if labels is None else TensorData(features, labels, batch_size=batch_size)
+    if data.batch_size != batch_size:  # the source cuts the batches; the learning-rate schedule counts them
+        raise ValueError(f"the data source was made for batch size {data.batch_size}, fit() was given {batch_size}")
     val_data = val_features if val_labels is None else TensorData(val_features, val_labels, batch_size=batch_size)
     n = data.rows
     if n == 0:

@@ -405,7 +405,7 @@ class ShardStream:
         if rank is None:
             rank, world = distributed.world()
         self.shards, self.standardizer, self.device = shards, standardizer, device
-        self.rank, self.world, self.window_rows = rank, world, window_rows
+        self.rank, self.world, self.window_rows, self.batch_size = rank, world, window_rows, batch_size
         self.rows = rows.stop - rows.start
         self.lo, self.hi = shards.rank_range(rows, rank, world)
         self.steps_per_epoch = math.ceil(self.rows / batch_size)
