@@ -17,6 +17,12 @@ class ModelConfig:
     width: int = 128
     n_blocks: int = 2
     head_width: int = 64
+    # --- the default model's pieces (model.py); these defaults are the notebook's network, so model
+    # files written before these fields existed load unchanged.
+    embedding: str = "none"          # none | piecewise | periodic: an encoding of each feature beside it
+    embedding_size: int = 0          # bins (piecewise) or frequencies (periodic) per feature
+    frequency_scale: float = 0.1     # periodic: std of the initial frequencies
+    dropout: float = 0.0             # inside each residual block, after its first ReLU (training only)
 
     def __post_init__(self):
         for name in ("n_features", "width", "head_width"):
@@ -24,6 +30,15 @@ class ModelConfig:
                 raise UserError(f"model {name} must be >= 1, got {getattr(self, name)}")
         if self.n_blocks < 0:
             raise UserError(f"model n_blocks must be >= 0, got {self.n_blocks}")
+        if self.embedding not in ("none", "piecewise", "periodic"):
+            raise UserError(f"model embedding must be none, piecewise or periodic, got {self.embedding!r}")
+        if (self.embedding == "none") != (self.embedding_size == 0) or self.embedding_size < 0:
+            raise UserError(f"model embedding_size must be >= 1 with an embedding and 0 without one, "
+                            f"got {self.embedding_size} with embedding {self.embedding!r}")
+        if not 0 <= self.dropout < 1:
+            raise UserError(f"model dropout must be in [0, 1), got {self.dropout}")
+        if not self.frequency_scale > 0:
+            raise UserError(f"model frequency_scale must be > 0, got {self.frequency_scale}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -52,6 +67,7 @@ class TrainConfig:
     warmup_frac: float = 0.0
     val_fraction: float = 0.0        # carved from the end of the train rows; 0 = none (notebook)
     patience: int = 0                # early stopping on validation loss; 0 = off
+    label_smoothing: float = 0.0     # targets pulled toward 1/2 by this/2 (0 = the notebook's plain loss)
     # adapter fine-tuning
     ft_epochs: int = 3
     ft_lr: float = 5e-4
@@ -77,6 +93,7 @@ class TrainConfig:
             (self.lr > 0, f"--lr must be > 0, got {self.lr}"),
             (self.ft_lr > 0, f"--ft-lr must be > 0, got {self.ft_lr}"),
             (self.rank >= 1, f"--rank must be >= 1, got {self.rank}"),
+            (0 <= self.label_smoothing < 1, f"--label-smoothing must be in [0, 1), got {self.label_smoothing}"),
             (0 <= self.val_fraction < 1, f"--val-fraction must be in [0, 1), got {self.val_fraction}"),
             (self.optimizer in ("adam", "adamw"), f"--optimizer must be adam or adamw, got {self.optimizer!r}"),
             (self.schedule in ("constant", "cosine"), f"--schedule must be constant or cosine, got {self.schedule!r}"),

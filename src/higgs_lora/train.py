@@ -147,7 +147,7 @@ def fit(model: torch.nn.Module, features, labels: torch.Tensor | None = None, *,
         epochs: int, batch_size: int, lr: float, seed: int, phase: str = "base",
         optimizer: str = "adam", weight_decay: float = 0.0, schedule: str = "constant", warmup_frac: float = 0.0,
         val_features: torch.Tensor | None = None, val_labels: torch.Tensor | None = None, patience: int = 0,
-        precision: str = "fp32", compile: bool = False,
+        precision: str = "fp32", compile: bool = False, label_smoothing: float = 0.0,
         checkpoint: Path | None = None, resume: bool = False,
         on_epoch=None, progress: bool = True, verbose: bool = True,
         stop_after_steps: int | None = None) -> FitResult:
@@ -238,7 +238,8 @@ def fit(model: torch.nn.Module, features, labels: torch.Tensor | None = None, *,
                                                     schedule=schedule, warmup_frac=warmup_frac)
                     with _autocast(device, precision):
                         logits = train_step_model(xb).float()
-                    loss = loss_fn(logits, yb)
+                    # Label smoothing: targets pulled toward 1/2 by label_smoothing/2 (0 = the plain loss).
+                    loss = loss_fn(logits, yb if not label_smoothing else yb * (1 - label_smoothing) + 0.5 * label_smoothing)
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
