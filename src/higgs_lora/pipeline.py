@@ -199,6 +199,7 @@ def train_base(cfg: TrainConfig, table: Table, split: Split, standardizer: Stand
     result = fit(model, data, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed, phase="base",
                  optimizer=cfg.optimizer, weight_decay=cfg.weight_decay, schedule=cfg.schedule,
                  warmup_frac=cfg.warmup_frac, val_features=val, patience=cfg.patience,
+                 label_smoothing=cfg.label_smoothing,
                  precision=cfg.precision, compile=cfg.compile, checkpoint=out / "checkpoints" / "base.safetensors",
                  resume=resume, progress=progress,
                  on_epoch=lambda rows: write_history(out / "history.jsonl", [*history, *rows]))

@@ -160,6 +160,8 @@ def fit(model: torch.nn.Module, features, labels: torch.Tensor | None = None, *,
     epoch with the lowest validation loss and stops after `patience` epochs without improvement.
     `stop_after_steps` simulates a kill in tests (raises Interrupted after that many steps).
     """
+    if not 0 <= label_smoothing < 1:
+        raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
     data = features if labels is None else TensorData(features, labels, batch_size=batch_size)
     if data.batch_size != batch_size:  # the source cuts the batches; the learning-rate schedule counts them
         raise ValueError(f"the data source was made for batch size {data.batch_size}, fit() was given {batch_size}")
