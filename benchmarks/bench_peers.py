@@ -50,7 +50,8 @@ from higgs_lora.data import Standardizer, split_rows  # noqa: E402
 from higgs_lora.data.kde import kde_table, read_higgs_rows  # noqa: E402
 from higgs_lora.data.simulate import simulated_table  # noqa: E402
 from higgs_lora.model import ResidualMLP  # noqa: E402
-from higgs_lora.train import fit, predict_logits  # noqa: E402
+from higgs_lora.runtime import predict_logits  # noqa: E402
+from higgs_lora.train import TensorData, fit  # noqa: E402
 
 torch.set_num_threads(int(THREADS))
 
@@ -154,8 +155,9 @@ def run_xgboost(d: dict, *, seed: int, threads: int) -> dict:
 # ---------------------------------------------------------------- networks
 
 def run_network(cfg, d: dict, *, label: str, curve: bool = True) -> dict:
-    x, y = (torch.from_numpy(a) for a in d["train"])
+    train = TensorData(*(torch.from_numpy(a) for a in d["train"]), batch_size=cfg.batch_size)
     val = [torch.from_numpy(a) for a in d["val"]] if d["val"] is not None and cfg.val_fraction > 0 else (None, None)
+    val_part = TensorData(*val, batch_size=cfg.batch_size) if val[0] is not None else None
     torch.manual_seed(cfg.seed)
     model = ResidualMLP.from_config(cfg.model)
     states = []
@@ -165,11 +167,7 @@ def run_network(cfg, d: dict, *, label: str, curve: bool = True) -> dict:
         if curve:  # the clock is read first; the copy is not training time, and is tiny
             stamp = (time.perf_counter() - t, time.process_time() - c)
             states.append((stamp, copy.deepcopy(model.state_dict())))
-    r = fit(model, x, y, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed,
-            optimizer=cfg.optimizer, weight_decay=cfg.weight_decay, schedule=cfg.schedule,
-            warmup_frac=cfg.warmup_frac, val_features=val[0], val_labels=val[1], patience=cfg.patience,
-            precision=cfg.precision, label_smoothing=getattr(cfg, "label_smoothing", 0.0),
-            on_epoch=on_epoch, progress=False, verbose=False)
+    r = fit(model, train, cfg.base_recipe(), val=val_part, on_epoch=on_epoch, progress=False, verbose=False)
     wall, cpu = time.perf_counter() - t, time.process_time() - c
     xt, yt = torch.from_numpy(d["test"][0]), d["test"][1]
 

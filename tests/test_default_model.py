@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from higgs_lora import io
+from higgs_lora import weights
 from higgs_lora.config import ModelConfig, preset
 from higgs_lora.data import Standardizer
 from higgs_lora.errors import UserError
@@ -109,9 +109,9 @@ def test_adapters_reach_every_linear_layer_and_merge_exactly(kw):
 def test_save_load_round_trip(tmp_path, kw):
     model = _model(**kw, dropout=0.1)
     st = Standardizer(mean=np.arange(N_FEATURES, dtype=np.float32), std=np.ones(N_FEATURES, np.float32))
-    io.save_model(tmp_path / "m", model, st, feature_names=[f"f{i}" for i in range(N_FEATURES)])
+    weights.save_model(tmp_path / "m", model, st, feature_names=[f"f{i}" for i in range(N_FEATURES)])
     assert json.loads((tmp_path / "m.json").read_text())["model"] == model.config.to_dict()
-    loaded, _, _ = io.load_model(tmp_path / "m")
+    loaded, _, _ = weights.load_model(tmp_path / "m")
     assert loaded.config == model.config
     x = torch.randn(100, N_FEATURES)
     with torch.no_grad():
@@ -122,28 +122,31 @@ def test_model_file_without_the_new_fields_still_loads(tmp_path):
     # A file written before the embedding fields existed: its JSON lists only the four sizes.
     model = _model()
     st = Standardizer(mean=np.zeros(N_FEATURES, np.float32), std=np.ones(N_FEATURES, np.float32))
-    io.save_model(tmp_path / "old", model, st, feature_names=[f"f{i}" for i in range(N_FEATURES)])
+    weights.save_model(tmp_path / "old", model, st, feature_names=[f"f{i}" for i in range(N_FEATURES)])
     meta = json.loads((tmp_path / "old.json").read_text())
     meta["model"] = {k: meta["model"][k] for k in ("n_features", "width", "n_blocks", "head_width")}
     (tmp_path / "old.json").write_text(json.dumps(meta))
-    loaded, _, _ = io.load_model(tmp_path / "old")
+    loaded, _, _ = weights.load_model(tmp_path / "old")
     assert loaded.config == ModelConfig() and loaded.embedding is None
 
 
 def test_label_smoothing_moves_the_targets_toward_one_half():
-    from higgs_lora.train import fit
+    from higgs_lora.config import Recipe
+    from higgs_lora.train import TensorData, fit
     x, y = torch.randn(256, N_FEATURES), (torch.rand(256) > 0.5).float()
     losses = {}
     for ls in (0.0, 0.2):
         model = _model(seed=5)
-        r = fit(model, x, y, epochs=1, batch_size=256, lr=1e-9, seed=0, label_smoothing=ls, progress=False,
-                verbose=False)
+        r = fit(model, TensorData(x, y, batch_size=256), Recipe(epochs=1, lr=1e-9, seed=0, label_smoothing=ls),
+                progress=False, verbose=False)
         losses[ls] = r.history[0]["loss"]
         with torch.no_grad():
             logits = _model(seed=5)(x)
         expected = torch.nn.functional.binary_cross_entropy_with_logits(logits, y * (1 - ls) + 0.5 * ls)
         assert losses[ls] == pytest.approx(expected.item(), rel=1e-5)
     assert losses[0.0] != losses[0.2]
+    with pytest.raises(UserError, match="label smoothing"):
+        Recipe(epochs=1, lr=1e-3, label_smoothing=1.0)
 
 
 # ---------------------------------------------------------------- ONNX
