@@ -263,7 +263,9 @@ def part_peers(args) -> tuple[list[str], list[dict]]:
 
 # ---------------------------------------------------------------- part: select (validation rows only)
 
-# Each candidate: overrides of the default preset (TrainConfig fields, and "model" for ModelConfig fields).
+# Each candidate: overrides (TrainConfig fields, and "model" for ModelConfig fields) of R0, which is the
+# default preset as it was when the rounds ran (batch 4096, peak lr 1e-2; today's default is U1), in fp32.
+R0_BASE = dict(batch_size=4096, lr=1e-2)
 CANDIDATES = {
     "R0": ("fp32 default recipe, plain network", dict()),
     "R1": ("R0 + piecewise-linear encoding, 8 bins", dict(model=dict(embedding="piecewise", embedding_size=8))),
@@ -325,6 +327,7 @@ def part_select(args) -> tuple[list[str], list[dict]]:
                   f"{'candidate':<52} {'ep':>3} {'cost/ep' if not args.epochs else 'cpu/ep':>7} {'seed':>5} {'cpu s':>6} {'wall s':>6} {'val AUC':>8} "
                   f"{'val acc':>8} {'val loss':>8} {'min-val-loss ep':>15}"]
         for key, (desc, overrides) in chosen.items():
+            overrides = {**R0_BASE, **overrides}
             cfg0 = network_cfg("default", seed=0, precision=args.precision, overrides=overrides)
             per_epoch = float("nan") if args.epochs else seconds_per_epoch(cfg0, d)
             epochs = args.epochs or max(1, int(args.safety * budget / per_epoch))
