@@ -53,7 +53,10 @@ class ModelConfig:
             raise ConfigError(f"model frequency_scale must be > 0, got {self.frequency_scale}")
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        # The optional pieces are written only where they differ from their defaults: a notebook network's
+        # model file reads exactly as before, also by versions that predate these fields.
+        return {k: v for k, v in dataclasses.asdict(self).items()
+                if k not in _OPTIONAL_MODEL_FIELDS or v != _OPTIONAL_MODEL_FIELDS[k]}
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
@@ -62,6 +65,10 @@ class ModelConfig:
         if unknown:
             raise ConfigError(f"unknown model hyperparameters {sorted(unknown)}")
         return cls(**d)
+
+
+_OPTIONAL_MODEL_FIELDS = {f.name: f.default for f in dataclasses.fields(ModelConfig)
+                          if f.name in ("embedding", "embedding_size", "frequency_scale", "dropout")}
 
 
 @dataclass(frozen=True)
