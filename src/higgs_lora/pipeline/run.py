@@ -5,7 +5,6 @@ fine-tune on the extra rows -> evaluate -> compare -> merge -> verify -> save ->
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,13 +15,13 @@ import torch
 from higgs_lora import distributed, io
 from higgs_lora.config import TrainConfig
 from higgs_lora.distributed import log
-from higgs_lora.errors import ConfigError
 from higgs_lora.lora import adapters
 from higgs_lora.metrics import binary_metrics, format_metrics
 from higgs_lora.pipeline import phases
 from higgs_lora.pipeline.data import DataSpec, Prepared, prepare_data
 from higgs_lora.pipeline.rundir import machine_info, prepare_run_dir, write_history
 from higgs_lora.runtime import resolve_device
+from higgs_lora.train.checkpoint import refuse_changed_settings as refuse_changed_settings_in
 from higgs_lora.weights import load_model, save_adapter, save_model, tensors_fingerprint
 
 SHORT_METRICS = ("accuracy", "precision", "recall", "f1", "balanced_accuracy", "roc_auc")
@@ -86,14 +85,18 @@ def run(cfg: TrainConfig, spec: DataSpec, *, out: Path, force: bool = False, res
 # ---------------------------------------------------------------- the steps, in order
 
 def refuse_changed_settings(r: RunState) -> None:
-    """--resume continues only the run that was started: same recipe. Checked before any work."""
+    """--resume continues only the run that was started: same recipe and data (the device may change).
+    Checked before any work, from config.json; each phase's checkpoint checks again (with the data's
+    fingerprint and the split) when it resumes."""
     if not (r.resume and (r.out / "config.json").exists()):
         return
-    previous = io.read_json(r.out / "config.json").get("train", {})
-    now = json.loads(json.dumps(r.cfg.to_dict()))
-    changed = sorted(k for k in now if k != "device" and previous.get(k) != now[k])
-    if changed:
-        raise ConfigError(f"--resume: settings differ from the run in {r.out}: {', '.join(changed)}")
+    previous = io.read_json(r.out / "config.json")
+    old = dict(train=dict(previous.get("train", {})), data=dict(previous.get("data", {})))
+    new = dict(train=r.cfg.to_dict(), data=r.spec.to_dict())
+    for d in (old, new):
+        d["train"].pop("device", None)
+        d["data"].pop("source", None)
+    refuse_changed_settings_in(f"the run in {r.out}", old, new)
 
 
 def prepare(r: RunState) -> None:
@@ -158,8 +161,9 @@ def adapt_and_finetune(r: RunState) -> None:
         log("fine-tuning skipped (no extra rows or --ft-epochs 0)")
         r.timings["finetune"], r.rates["finetune"] = 0.0, float("nan")
     else:
-        result = phases.finetune(cfg, r.adapted, r.data, checkpoint=r.out / "checkpoints" / "finetune.safetensors",
-                                 resume=r.resume, progress=r.progress, on_epoch=_history_writer(r))
+        result = phases.finetune(cfg, r.adapted, r.data, base_fingerprint=r.base_meta["fingerprint"],
+                                 checkpoint=r.out / "checkpoints" / "finetune.safetensors", resume=r.resume,
+                                 progress=r.progress, on_epoch=_history_writer(r))
         r.history += result.history
         write_history(r.out / "history.jsonl", r.history)
         r.timings["finetune"], r.rates["finetune"] = result.seconds, result.samples_per_s

@@ -77,8 +77,9 @@ def finetune(cfg: TrainConfig, spec: DataSpec, *, model_path, out, force: bool =
     out = prepare_run_dir(Path(out), force=force, resume=resume)
     data.log_balance()
     model = phases.adapt(cfg, loaded.model.to(device))
-    result = phases.finetune(cfg, model, data, checkpoint=out / "checkpoints" / "finetune.safetensors",
-                             resume=resume, progress=progress)
+    result = phases.finetune(cfg, model, data, base_fingerprint=loaded.meta["fingerprint"],
+                             checkpoint=out / "checkpoints" / "finetune.safetensors", resume=resume,
+                             progress=progress)
     if not distributed.is_main():
         return None
     path = save_adapter(out / "adapter.safetensors", model, base_fingerprint=loaded.meta["fingerprint"],
