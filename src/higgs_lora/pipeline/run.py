@@ -19,7 +19,7 @@ from higgs_lora.lora import adapters
 from higgs_lora.metrics import binary_metrics, format_metrics
 from higgs_lora.pipeline import phases
 from higgs_lora.pipeline.data import DataSpec, Prepared, prepare_data
-from higgs_lora.pipeline.rundir import machine_info, prepare_run_dir, write_history
+from higgs_lora.pipeline.rundir import machine_info, prepare_run_dir, release_dir, write_history
 from higgs_lora.runtime import resolve_device
 from higgs_lora.train.checkpoint import refuse_changed_settings as refuse_changed_settings_in
 from higgs_lora.weights import load_model, save_adapter, save_model, tensors_fingerprint
@@ -65,20 +65,23 @@ def run(cfg: TrainConfig, spec: DataSpec, *, out: Path, force: bool = False, res
     r = RunState(cfg=cfg, spec=spec, out=Path(out), force=force, resume=resume, progress=progress, command=command,
                  device=distributed.local_device(resolve_device(cfg.device)))
     refuse_changed_settings(r)
-    prepare(r)
-    write_config(r)
-    train_or_reuse_base(r)
-    evaluate_saved_base(r)
-    adapt_and_finetune(r)
-    evaluate_adapted(r)
-    merge_and_verify(r)
-    r.timings["total"] = time.perf_counter() - t_total
-    measure(r)
-    if r.main:
-        write_outputs(r)
-        if report:
-            write_report(r.out)
-        log(f"done in {r.timings['total']:.1f}s -> {r.out}")
+    try:
+        prepare(r)  # locks the run directory
+        write_config(r)
+        train_or_reuse_base(r)
+        evaluate_saved_base(r)
+        adapt_and_finetune(r)
+        evaluate_adapted(r)
+        merge_and_verify(r)
+        r.timings["total"] = time.perf_counter() - t_total
+        measure(r)
+        if r.main:
+            write_outputs(r)
+            if report:
+                write_report(r.out)
+            log(f"done in {r.timings['total']:.1f}s -> {r.out}")
+    finally:
+        release_dir(r.out)
     return r.metrics
 
 
