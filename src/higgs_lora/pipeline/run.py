@@ -16,7 +16,7 @@ from higgs_lora import distributed, io
 from higgs_lora.config import TrainConfig
 from higgs_lora.distributed import log
 from higgs_lora.lora import adapters
-from higgs_lora.metrics import binary_metrics, format_metrics
+from higgs_lora.metrics import ROC_POINTS, binary_metrics, format_metrics, roc_curve
 from higgs_lora.pipeline import phases
 from higgs_lora.pipeline.data import DataSpec, Prepared, prepare_data
 from higgs_lora.pipeline.rundir import machine_info, prepare_run_dir, release_dir, write_history
@@ -219,12 +219,18 @@ def measure(r: RunState) -> None:
 
 
 def write_outputs(r: RunState) -> None:
+    """metrics.json, and the test predictions with their ROC curves (what the plots draw)."""
     io.write_json(r.out / "metrics.json", r.metrics)
+    labels = r.data.source.labels[r.data.split.test].astype(np.uint8)
+    arrays = dict(labels=labels)
+    for key, logits in (("base", r.base_logits), ("adapted", r.adapted_logits)):
+        arrays[key] = torch.sigmoid(logits).cpu().numpy().astype(np.float32)
+        if labels.min() != labels.max():
+            fpr, tpr, _ = roc_curve(labels=labels, scores=arrays[key], max_points=ROC_POINTS)
+            arrays |= {f"roc_{key}_fpr": fpr, f"roc_{key}_tpr": tpr}
     with io.atomic_path(r.out / "test_predictions.npz") as tmp:
         with open(tmp, "wb") as f:
-            np.savez(f, labels=r.data.source.labels[r.data.split.test].astype(np.uint8),
-                     base=torch.sigmoid(r.base_logits).cpu().numpy().astype(np.float32),
-                     adapted=torch.sigmoid(r.adapted_logits).cpu().numpy().astype(np.float32))
+            np.savez(f, **arrays)
 
 
 def write_report(out: Path) -> None:
