@@ -64,7 +64,8 @@ def test_formulations_agree_and_freeze_the_base():
     b = LoRALinear(torch.nn.Linear(16, 8), rank=4, scale=0.5, formulation="reform")
     b.load_state_dict(a.state_dict())
     with torch.no_grad():
-        a.lora_B.normal_(); b.lora_B.copy_(a.lora_B)
+        a.lora_B.normal_()
+        b.lora_B.copy_(a.lora_B)
     x = torch.randn(32, 16)
     torch.testing.assert_close(a(x), b(x))
     a(x).sum().backward()

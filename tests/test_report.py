@@ -9,7 +9,6 @@ import io
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -329,7 +328,8 @@ def test_browser_check_catches_an_undecodable_image(full_run, tmp_path):
     broken = tmp_path / "broken"
     broken.mkdir()
     junk = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"not a png" * 40).decode()
-    text = re.sub(r"data:image/png;base64,[^\"]+", "data:image/png;base64," + junk, html_path.read_text(encoding="utf-8"), count=1)
+    text = re.sub(r"data:image/png;base64,[^\"]+", "data:image/png;base64," + junk, html_path.read_text(encoding="utf-8"),
+                  count=1)
     (broken / "report.html").write_text(text, encoding="utf-8")
     done = subprocess.run([sys.executable, str(REPO / "scripts" / "check_report_browser.py"), str(broken),
                            "--screenshot", str(tmp_path / "shot.png")], capture_output=True, text=True, timeout=300)

@@ -96,7 +96,9 @@ def fit(model: torch.nn.Module, data, recipe: Recipe, *, val=None, checkpoint: C
             first_step = start_step if epoch == start_epoch else 0
             if carry is not None and epoch == start_epoch:
                 if main_rank:  # the carried sums are global; add them once
-                    loss_sum += carry["loss_sum"]; correct += carry["correct"]; seen = carry["seen"]
+                    loss_sum += carry["loss_sum"]
+                    correct += carry["correct"]
+                    seen = carry["seen"]
                 elapsed_before = carry["seconds"]
             bar = tqdm(total=n, initial=seen, unit="ev", unit_scale=True, disable=not progress, leave=False,
                        desc=f"{phase} {epoch + 1}/{epochs}", dynamic_ncols=True)
@@ -155,7 +157,8 @@ def fit(model: torch.nn.Module, data, recipe: Recipe, *, val=None, checkpoint: C
                 save_state(path, model, opt, phase=phase, epoch=epoch + 1, step=0, carry=None, best=best,
                            history=result.history, settings=checkpoint.settings)
             if verbose:
-                val_text = f"  val_loss {row['val_loss']:.4f}  val_acc {row['val_accuracy']:.4f}" if row["val_loss"] is not None else ""
+                val_text = "" if row["val_loss"] is None else \
+                    f"  val_loss {row['val_loss']:.4f}  val_acc {row['val_accuracy']:.4f}"
                 print(f"[{phase}] epoch {epoch + 1}/{epochs}  loss {row['loss']:.4f}  acc {row['accuracy']:.4f}{val_text}  "
                       f"{row['seconds']:.1f}s  {row['samples_per_s']:,.0f} ev/s", flush=True)
             if on_epoch is not None and main_rank:
