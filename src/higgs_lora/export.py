@@ -22,8 +22,9 @@ import torch
 
 from higgs_lora.data.standardize import Standardizer
 from higgs_lora.errors import UserError
-from higgs_lora.io import atomic_path, versions, write_json
+from higgs_lora.io import atomic_path, write_json
 from higgs_lora.lora import adapters, merge_adapters
+from higgs_lora.runtime import versions
 from higgs_lora.model import ResidualMLP, dense_layer_names
 
 ALLOWED_OPS = frozenset({"Gemm", "Relu", "Add", "Sigmoid"})

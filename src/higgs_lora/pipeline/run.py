@@ -20,7 +20,7 @@ from higgs_lora.metrics import ROC_POINTS, binary_metrics, format_metrics, roc_c
 from higgs_lora.pipeline import phases
 from higgs_lora.pipeline.data import DataSpec, Prepared, prepare_data
 from higgs_lora.pipeline.rundir import machine_info, prepare_run_dir, release_dir, write_history
-from higgs_lora.runtime import resolve_device
+from higgs_lora.runtime import resolve_device, versions
 from higgs_lora.train.checkpoint import refuse_changed_settings as refuse_changed_settings_in
 from higgs_lora.weights import load_model, save_adapter, save_model, tensors_fingerprint
 
@@ -120,7 +120,7 @@ def write_config(r: RunState) -> None:
     if r.main:
         io.write_json(r.out / "config.json", dict(
             train=r.cfg.to_dict(), data=dict(r.spec.to_dict(), source=r.data.source.source), command=r.command,
-            versions=io.versions(), machine=machine_info(r.device)))
+            versions=versions(), machine=machine_info(r.device)))
 
 
 def train_or_reuse_base(r: RunState) -> None:
