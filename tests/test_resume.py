@@ -3,6 +3,7 @@ fingerprint and the split, and resuming with other settings is refused with one 
 difference, old -> new (run, train, finetune; one process and two)."""
 import json
 
+import numpy as np
 import pytest
 
 from higgs_lora.cli import main
@@ -76,6 +77,24 @@ def test_run_resume_refuses_other_settings(data, tmp_path, capsys):
     assert "train.scale 0.1 -> 0.5" in line and "data.test_rows 500 -> 400" in line
     # config.json tells what the run was started with, before any work.
     assert json.loads((out / "config.json").read_text())["train"]["scale"] == 0.1
+    # The same file name with other rows in it: refused once the data is read.
+    moved = tmp_path / "data.csv"
+    write_higgs_csv(moved, 3000, seed=5)
+    assert main(["run", "--data", str(moved), "--out", str(tmp_path / "r2"), "--no-report", *SMALL]) == 0
+    write_higgs_csv(moved, 3000, seed=7)
+    line = refused(capsys, "run", "--data", moved, "--out", tmp_path / "r2", "--no-report", "--resume", *SMALL)
+    assert "data.fingerprint " in line and "train." not in line
+
+
+def test_run_resume_on_data_with_other_feature_count(tmp_path, capsys):
+    # The network's input width follows the data: not a difference to refuse.
+    x = np.random.default_rng(0).normal(size=(3000, 11))
+    y = (x[:, 0] + x[:, 1] > 0).astype(np.float64)
+    np.savetxt(tmp_path / "d.csv", np.column_stack([y, x]), delimiter=",")
+    argv = ["run", "--data", str(tmp_path / "d.csv"), "--out", str(tmp_path / "run"), "--no-report", *SMALL]
+    assert main(argv) == 0
+    assert main([*argv, "--resume"]) == 0
+    assert "skipping base training" in capsys.readouterr().out
 
 
 def test_two_process_resume_refuses_other_settings(data, tmp_path):

@@ -67,6 +67,7 @@ def run(cfg: TrainConfig, spec: DataSpec, *, out: Path, force: bool = False, res
     refuse_changed_settings(r)
     try:
         prepare(r)  # locks the run directory
+        refuse_other_data(r)
         write_config(r)
         train_or_reuse_base(r)
         evaluate_saved_base(r)
@@ -98,7 +99,9 @@ def refuse_changed_settings(r: RunState) -> None:
     new = dict(train=r.cfg.to_dict(), data=r.spec.to_dict())
     for d in (old, new):
         d["train"].pop("device", None)
-        d["data"].pop("source", None)
+        d["train"]["model"] = {k: v for k, v in d["train"].get("model", {}).items() if k != "n_features"}  # the data's
+        for k in ("source", "fingerprint"):  # known once the data is read: refuse_other_data
+            d["data"].pop(k, None)
     refuse_changed_settings_in(f"the run in {r.out}", old, new)
 
 
@@ -116,11 +119,22 @@ def prepare(r: RunState) -> None:
                         standardizer="train rows only, population std, zero std -> 1")
 
 
+def refuse_other_data(r: RunState) -> None:
+    """--resume on other rows than the run started with (same path, new content) is refused too."""
+    if not (r.resume and (r.out / "config.json").exists()):
+        return
+    old = io.read_json(r.out / "config.json").get("data", {}).get("fingerprint")
+    if old is not None:
+        refuse_changed_settings_in(f"the run in {r.out}", dict(data=dict(fingerprint=old)),
+                                   dict(data=dict(fingerprint=r.data.source.fingerprint)))
+
+
 def write_config(r: RunState) -> None:
     if r.main:
         io.write_json(r.out / "config.json", dict(
-            train=r.cfg.to_dict(), data=dict(r.spec.to_dict(), source=r.data.source.source), command=r.command,
-            versions=versions(), machine=machine_info(r.device)))
+            train=r.cfg.to_dict(), data=dict(r.spec.to_dict(), source=r.data.source.source,
+                                             fingerprint=r.data.source.fingerprint),
+            command=r.command, versions=versions(), machine=machine_info(r.device)))
 
 
 def train_or_reuse_base(r: RunState) -> None:
