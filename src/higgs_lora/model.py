@@ -14,7 +14,7 @@ only what the `input` layer reads; every trained matrix is still an nn.Linear th
     clamp((x_j - edge_t) / (edge_{t+1} - edge_t), 0, 1). Exports as Gemm + Relu (clamp = relu(z) - relu(z-1)).
   - "periodic": sin and cos of 2*pi*f*x_j for `embedding_size` trained frequencies f per feature, drawn
     from N(0, frequency_scale^2). Exports with ONNX Sin and Cos.
-The network sees standardized features; the statistics travel beside it (see io.py).
+The network sees standardized features; the statistics travel beside it (see weights.py).
 """
 from __future__ import annotations
 
