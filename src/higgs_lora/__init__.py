@@ -15,5 +15,16 @@ __all__ = list(_LAZY)
 def __getattr__(name):
     if name in _LAZY:
         import importlib
-        return getattr(importlib.import_module(_LAZY[name]), name)
+        value = globals()[name] = getattr(importlib.import_module(_LAZY[name]), name)  # once: next time a plain lookup
+        return value
     raise AttributeError(f"module 'higgs_lora' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted([*globals(), *_LAZY])
+
+
+def load_all() -> None:
+    """Import every public name now (tools that read the namespace, like pdoc, do not call __getattr__)."""
+    for name in _LAZY:
+        __getattr__(name)
