@@ -19,7 +19,9 @@ from higgs_lora import merge_adapters  # noqa: E402
 from higgs_lora.data.standardize import Standardizer  # noqa: E402
 from higgs_lora.model import ResidualMLP  # noqa: E402
 from higgs_lora.sklearn import ResidualMLPClassifier  # noqa: E402
-from higgs_lora.train import fit, predict_logits  # noqa: E402
+from higgs_lora.runtime import predict_logits  # noqa: E402
+from higgs_lora.train import TensorData, fit  # noqa: E402
+from higgs_lora.config import Recipe  # noqa: E402
 
 # Checks of check_estimator that cannot apply to this estimator, with the reason. None today: the
 # estimator is binary-only and says so with the tag scikit-learn provides (multi_class=False), and it
@@ -45,7 +47,7 @@ def test_same_network_as_the_training_loop_it_wraps():
     torch.manual_seed(7)
     model = ResidualMLP(n_features=28)
     xt = torch.from_numpy(std.transform(x))
-    fit(model, xt, torch.from_numpy(y.astype(np.float32)), epochs=4, batch_size=256, lr=1e-3, seed=7,
+    fit(model, TensorData(xt, torch.from_numpy(y.astype(np.float32)), batch_size=256), Recipe(epochs=4, lr=1e-3, seed=7),
         progress=False, verbose=False)
     np.testing.assert_allclose(clf.decision_function(x), predict_logits(model, xt).numpy(), rtol=1e-4, atol=1e-4)
     assert [h["epoch"] for h in clf.history_] == [1, 2, 3, 4]
@@ -102,7 +104,7 @@ def test_adapt_freezes_the_base_trains_adapters_and_merges():
     assert after > before + 0.05, (before, after)
     assert [h["phase"] for h in clf.history_].count("finetune") == 6
     merged = merge_adapters(clf.model_)
-    xt = clf._tensor(x_new)
+    xt = torch.from_numpy(clf.standardizer_.transform(x_new))
     np.testing.assert_allclose(predict_logits(merged, xt).numpy(), clf.decision_function(x_new), atol=1e-4)
 
 

@@ -61,18 +61,19 @@ def check_mlflow_run(client, run_id, run_dir):
     assert Path(local).read_bytes() == (run_dir / "merged.json").read_bytes()
 
 
-def test_mlflow_default_is_a_sqlite_store_in_the_run_directory(run_dir, monkeypatch):
+def test_cli_run_tracks_to_a_sqlite_store_in_the_run_directory(tmp_path, monkeypatch):
     pytest.importorskip("mlflow", reason="the mlflow extra is not installed")
     from mlflow.tracking import MlflowClient
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    tracker = track_run_dir(run_dir, kind="mlflow")
-    assert not tracker.failed
+    monkeypatch.chdir(tmp_path)
+    run_dir = tmp_path / "run"
+    assert main(["run", "--out", str(run_dir), *SMALL, "--track", "mlflow"]) == 0
     client = MlflowClient(tracking_uri=f"sqlite:///{run_dir / 'mlflow.db'}")
     (experiment,) = [e for e in client.search_experiments() if e.name == "higgs-lora"]
     (run,) = client.search_runs([experiment.experiment_id])
-    assert run.info.run_id == tracker.run_id and run.info.run_name == "run"
-    check_mlflow_run(client, tracker.run_id, run_dir)
-    assert (run_dir / "mlartifacts").is_dir()  # artifacts beside the database, not in the working directory
+    assert run.info.run_name == "run"
+    check_mlflow_run(client, run.info.run_id, run_dir)
+    assert (run_dir / "mlartifacts").is_dir() and not (tmp_path / "mlruns").exists()  # nothing in the cwd
 
 
 def free_port() -> int:
@@ -116,24 +117,27 @@ def mlflow_server(tmp_path):
         log.close()
 
 
-def test_mlflow_tracking_server(run_dir, mlflow_server, monkeypatch):
+def test_api_run_tracks_to_a_tracking_server(tmp_path, mlflow_server, monkeypatch):
+    import higgs_lora as hl
     from mlflow.tracking import MlflowClient
     uri, artifacts = mlflow_server
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    tracker = track_run_dir(run_dir, kind="mlflow", run_name="shared-server")
-    assert not tracker.failed and tracker.uri == uri
+    run_dir = tmp_path / "shared-server"
+    hl.run(out=run_dir, events=4000, train_rows=1500, test_rows=500, track="mlflow", progress=False,
+           recipe=hl.recipe("notebook", epochs=2, ft_epochs=1, batch_size=256))
     assert not (run_dir / "mlflow.db").exists()  # the server stores it all
     client = MlflowClient(tracking_uri=uri)
-    assert client.get_run(tracker.run_id).info.run_name == "shared-server"
-    check_mlflow_run(client, tracker.run_id, run_dir)
+    (run,) = client.search_runs([client.get_experiment_by_name("higgs-lora").experiment_id])
+    assert run.info.run_name == "shared-server"
+    check_mlflow_run(client, run.info.run_id, run_dir)
     assert any(p.name == "report.html" for p in artifacts.rglob("*"))  # the server holds the files
 
 
-def test_tensorboard_event_files(run_dir):
+def test_cli_run_writes_tensorboard_event_files(tmp_path):
     pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-    tracker = track_run_dir(run_dir, kind="tensorboard")
-    assert not tracker.failed
+    run_dir = tmp_path / "run"
+    assert main(["run", "--out", str(run_dir), *SMALL, "--track", "tensorboard"]) == 0
     events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"images": 0, "scalars": 0})
     events.Reload()
     tags = events.Tags()
@@ -149,14 +153,15 @@ def test_tensorboard_event_files(run_dir):
     assert image.width > 400 and image.encoded_image_string.startswith(b"\x89PNG")
 
 
-def test_tensorboard_roc_without_plots_is_drawn_from_the_predictions(run_dir):
+def test_a_finished_run_directory_can_be_tracked_afterwards(run_dir):
     pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-    shutil.rmtree(run_dir / "plots")
-    track_run_dir(run_dir, kind="tensorboard")
-    events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"images": 0})
+    shutil.rmtree(run_dir / "plots")  # the ROC figure is drawn from the test predictions, not copied
+    assert not track_run_dir(run_dir, kind="tensorboard").failed
+    events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"images": 0, "scalars": 0})
     events.Reload()
     assert "roc" in events.Tags()["images"]
+    assert [e.step for e in events.Scalars("base/loss")] == [1, 2]
 
 
 def test_server_down_warns_once_quickly_and_the_run_goes_on(run_dir, monkeypatch):

@@ -12,7 +12,7 @@ _LAZY = {
     "LoRALinear": "higgs_lora.lora", "add_adapters": "higgs_lora.lora", "merge_adapters": "higgs_lora.lora",
     # The Python API (docs/python.md): every step of the command line as a function.
     **{name: "higgs_lora.api" for name in (
-        "Data", "Model", "load_data", "split", "recipe", "train", "evaluate", "adapt", "finetune", "merge", "compare",
+        "Data", "Model", "load_data", "split", "recipe", "fit", "evaluate", "adapt", "finetune", "merge", "compare",
         "predict", "predict_file", "plot_roc", "save_model", "load_model", "save_adapter", "export_onnx",
         "import_keras", "run")},
     "Metrics": "higgs_lora.results", "History": "higgs_lora.results", "Comparison": "higgs_lora.results",

@@ -2,7 +2,7 @@
 
     import higgs_lora as hl
     data = hl.load_data(events=200_000)              # or path="HIGGS.csv.gz", or a shard directory
-    base = hl.train(data, recipe="notebook")
+    base = hl.fit(data, recipe="notebook")
     print(hl.evaluate(base, data))
     adapted = hl.finetune(hl.adapt(base, recipe="notebook"), data, recipe="notebook")
     hl.compare(base=hl.evaluate(base, data), adapted=hl.evaluate(adapted, data))
@@ -25,22 +25,22 @@ import torch
 
 from higgs_lora import distributed
 from higgs_lora.config import SIM_EVENTS, SIM_SEED, ModelConfig, TrainConfig, preset
-from higgs_lora.data import Standardizer, split_rows
+from higgs_lora.data import Split, Standardizer, split_rows
 from higgs_lora.errors import ConfigError, UserError
 from higgs_lora.lora import adapters
 from higgs_lora.model import ResidualMLP
-from higgs_lora.pipeline import phases
+from higgs_lora.pipeline import phases, steps
 from higgs_lora.pipeline.data import DataSpec, Prepared, check_features, prepare_data
-from higgs_lora.pipeline.rundir import new_model_path, prepare_run_dir, write_history
+from higgs_lora.pipeline.rundir import new_model_path
 from higgs_lora.results import Comparison, History, Metrics
 from higgs_lora.runtime import predict_logits, resolve_device
-from higgs_lora.tracking import Tracker, make_tracker
+from higgs_lora.train import DataSource
 from higgs_lora.weights import load_adapter, load_model as _load_weights, model_state, save_adapter as _save_adapter_file
 from higgs_lora.weights import save_model as _save_model_file, tensors_fingerprint
 
 PARTS = ("train", "val", "extra", "test", "all")
 
-__all__ = ["Data", "Model", "load_data", "split", "recipe", "train", "evaluate", "adapt", "finetune", "merge",
+__all__ = ["Data", "Model", "load_data", "split", "recipe", "fit", "evaluate", "adapt", "finetune", "merge",
            "compare", "predict", "predict_file", "plot_roc", "save_model", "load_model", "save_adapter", "export_onnx",
            "import_keras", "run"]
 
@@ -52,7 +52,10 @@ class Data(Prepared):
     """Rows ready to train on: the source (a table in memory, or a shard directory streamed from disk),
     its split (first rows train, last rows test, the middle "extra" for adaptation, optional validation
     rows at the end of train) and the standardizer fitted on the train rows."""
-    spec: DataSpec = field(default_factory=DataSpec)
+    source: DataSource          # the rows: TableSource (in memory) or ShardSource (a shard directory)
+    split: Split                # row ranges: train, val, extra, test
+    standardizer: Standardizer  # mean and std of the train rows
+    spec: DataSpec = field(default_factory=DataSpec)  # where the rows came from, as the CLI records it
 
     @property
     def rows(self) -> int:
@@ -170,57 +173,33 @@ def _recipe(value) -> TrainConfig:
     raise ConfigError(f"recipe must be a preset name or a TrainConfig, got {type(value).__name__}")
 
 
-def _tracker(track, out, *, params: dict) -> Tracker:
-    if isinstance(track, Tracker):
-        tracker = track
-    else:
-        if track is not None and out is None:
-            raise ConfigError(f"track={track!r} needs out=: the directory the run's files and tracking go to")
-        tracker = make_tracker(track, out or ".")
-    tracker.start(params=params)
-    return tracker
+def _refuse_track_without_out(track, out) -> None:
+    if track is not None and out is None:
+        raise ConfigError(f"track={track!r} needs out=: the directory the run's files and tracking go to")
 
 
-def _on_epoch(tracker: Tracker, out: Path | None, before: list[dict]):
-    def on_epoch(rows: list[dict]) -> None:
-        tracker.log_epoch(rows[-1])
-        if out is not None:
-            write_history(out / "history.jsonl", [*before, *rows])
-    return on_epoch
-
-
-def train(data: Data, *, recipe="default", out=None, force: bool = False, resume: bool = False,
+def fit(data: Data, *, recipe="default", out=None, force: bool = False, resume: bool = False,
           track=None, progress: bool = True) -> Model:
     """Build a fresh network and train it on the train rows (validating on the val rows), by `recipe`.
 
-    With `out`, behaves like `higgs-lora train --out`: writes out/base.safetensors + .json,
-    out/history.jsonl and a checkpoint per epoch (`resume=True` continues from it).
-    `track` ("mlflow", "tensorboard" or a `higgs_lora.tracking.Tracker`) logs the settings and each epoch;
-    it needs `out`."""
+    With `out`, it is `higgs-lora train --out`: writes out/base.safetensors + .json, out/history.jsonl
+    and a checkpoint per epoch (`resume=True` continues from it), and `track` ("mlflow", "tensorboard"
+    or a `higgs_lora.tracking.Tracker`) logs the settings, each epoch and the files."""
+    _refuse_track_without_out(track, out)
     cfg = _recipe(recipe)
     torch.manual_seed(cfg.seed)
     phases.fit_features(cfg, data.source.n_features)
-    if out is not None:
-        out = prepare_run_dir(Path(out), force=force, resume=resume)
-    tracker = _tracker(track, out, params=dict(train=cfg.to_dict(), data=data.spec.to_dict()))
-    try:
-        network, result = phases.train_base(cfg, data, progress=progress, on_epoch=_on_epoch(tracker, out, []),
-                                            checkpoint=None if out is None else out / "checkpoints" / "base.safetensors",
-                                            resume=resume)
-    except BaseException:
-        tracker.end(failed=True)
-        raise
+    if out is None:
+        network, result = phases.train_base(cfg, data, progress=progress)
+        history, path = History(rows=tuple(result.history), seconds=result.seconds), None
+    else:
+        trained = steps.train_prepared(cfg, data, out=out, force=force, resume=resume, progress=progress, track=track)
+        network, path = trained.model, trained.path
+        history = History(rows=tuple(trained.history), seconds=trained.seconds)
     provenance = dict(data=data.summary() | {"feature_names": None}, seed=cfg.seed, preset=cfg.preset,
-                      train=cfg.to_dict(), history=result.history)
-    model = Model(network=network, standardizer=data.standardizer, feature_names=list(data.source.feature_names),
-                  history=History(rows=tuple(result.history), seconds=result.seconds), provenance=provenance)
-    if out is not None and distributed.is_main():
-        model.path = _save_model_file(out / "base.safetensors", network.cpu(), data.standardizer,
-                                      feature_names=model.feature_names, provenance=provenance)
-        network.to(data.source.device)
-        tracker.log_artifacts()
-    tracker.end()
-    return model
+                      train=cfg.to_dict(), history=list(history.rows))
+    return Model(network=network, standardizer=data.standardizer, feature_names=list(data.source.feature_names),
+                 history=history, provenance=provenance, path=path)
 
 
 def evaluate(model: Model, data: Data, *, part: str = "test", precision: str = "fp32") -> Metrics:
@@ -251,32 +230,27 @@ def adapt(model: Model, *, recipe="default", rank: int | None = None, scale: flo
 def finetune(model: Model, data: Data, *, recipe="default", out=None, force: bool = False, resume: bool = False,
              track=None, progress: bool = True) -> Model:
     """Train the adapters of `model` (from `adapt`) on the extra rows, in place, by the recipe's
-    fine-tuning settings (ft_epochs, ft_lr); returns `model` with its history extended. With `out`, like
-    `higgs-lora finetune --out`: writes out/adapter.safetensors + .json, history and checkpoints."""
+    fine-tuning settings (ft_epochs, ft_lr); returns `model` with its history extended. With `out`, it is
+    `higgs-lora finetune --out`: writes out/adapter.safetensors + .json, the history and checkpoints,
+    and `track` logs as in `fit`."""
+    _refuse_track_without_out(track, out)
     if not model.adapters:
         raise UserError("this model has no adapters to fine-tune; call adapt() first")
-    if data.split.extra_rows == 0:
-        raise UserError(f"{data.source.source}: no extra rows to fine-tune on with train {data.split.train_rows:,} "
-                        f"and test {data.split.test_rows:,} of {data.rows:,} rows")
     cfg = _recipe(recipe)
     torch.manual_seed(cfg.seed)
     check_features(data.source, _loaded(model))
-    if out is not None:
-        out = prepare_run_dir(Path(out), force=force, resume=resume)
-    tracker = _tracker(track, out, params=dict(train=cfg.to_dict(), data=data.spec.to_dict()))
     same = Prepared(source=data.source, split=data.split, standardizer=model.standardizer)
-    try:
-        result = phases.finetune(cfg, model.network.to(data.source.device), same, progress=progress,
-                                 on_epoch=_on_epoch(tracker, out, []), resume=resume,
-                                 checkpoint=None if out is None else out / "checkpoints" / "finetune.safetensors")
-    except BaseException:
-        tracker.end(failed=True)
-        raise
-    model.history = model.history + History(rows=tuple(result.history), seconds=result.seconds)
-    if out is not None and distributed.is_main():
-        save_adapter(model, out / "adapter.safetensors", force=True)
-        tracker.log_artifacts()
-    tracker.end()
+    network = model.network.to(data.source.device)
+    if out is None:
+        steps.check_extra_rows(same)
+        result = phases.finetune(cfg, network, same, progress=progress)
+        rows, seconds = result.history, result.seconds
+    else:
+        trained = steps.finetune_prepared(cfg, network, same, base_fingerprint=model.base_fingerprint,
+                                          base=str(model.path or "in memory"), out=out, force=force, resume=resume,
+                                          progress=progress, track=track)
+        rows, seconds = trained.history, trained.seconds
+    model.history = model.history + History(rows=tuple(rows), seconds=seconds)
     return model
 
 
@@ -319,6 +293,16 @@ def predict(model: Model, features, *, precision: str = "fp32", device: str = "a
     logits = predict_logits(model.network.to(dev), torch.from_numpy(model.standardizer.transform(x)).to(dev),
                             precision=precision)
     return torch.sigmoid(logits).cpu().numpy()
+
+
+def predict_file(model: Model, *, data, out, label_column=0, chunk_rows: int = 1 << 20, precision: str = "fp32",
+                 force: bool = False, device: str = "auto") -> int:
+    """Stream a table file of any size through `model` in chunks into a .csv or .parquet file of
+    probabilities (and labels, when the file has them; `label_column=None`: features only), as
+    `higgs-lora predict`. Returns the number of rows."""
+    return steps.predict_with(model.network, model.standardizer, data=data, out=out, label_column=label_column,
+                              chunk_rows=chunk_rows, precision=precision, force=force, device=device,
+                              name=model.path or "the model")
 
 
 def plot_roc(data: Data, *, part: str = "test", **models: Model):
@@ -401,7 +385,7 @@ def run(path=None, *, out, recipe="default", events: int = SIM_EVENTS, sim_seed:
         cache_dir=None, train_rows: int | None = None, test_rows: int | None = None, force: bool = False,
         resume: bool = False, report: bool = True, track=None, progress: bool = True) -> dict:
     """The whole pipeline into the run directory `out`, exactly as `higgs-lora run`; returns the
-    metrics (as metrics.json holds them). `track` as in `train`."""
+    metrics (as metrics.json holds them). `track` as in `fit`."""
     from higgs_lora.pipeline.run import run as run_pipeline
     spec = DataSpec(path=None if path is None else str(path), label_column=label_column,
                     cache_dir=None if cache_dir is None else str(cache_dir), train_rows=train_rows,

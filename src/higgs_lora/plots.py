@@ -109,6 +109,13 @@ def save_figure(fig, path: Path) -> Path:
 
 
 def plot_training(history: list[dict], path: Path) -> Path | None:
+    fig = training_figure(history)
+    return None if fig is None else save_figure(fig, path)
+
+
+def training_figure(history: list[dict]):
+    """Loss and accuracy per epoch (train, and validation when there is one), a row per phase; None
+    without epochs."""
     from matplotlib.ticker import MaxNLocator
     phases = [(p, t) for p, t in (("base", "base training"), ("finetune", "LoRA fine-tuning"))
               if any(r["phase"] == p for r in history)]
@@ -130,12 +137,20 @@ def plot_training(history: list[dict], path: Path) -> Path | None:
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.grid(alpha=0.3)
             ax.legend()
-    return save_figure(fig, path)
+    return fig
 
 
 def plot_roc(predictions: dict[str, np.ndarray], path: Path) -> Path | None:
+    fig = roc_figure(predictions)
+    return None if fig is None else save_figure(fig, path)
+
+
+def roc_figure(predictions: dict[str, np.ndarray]):
+    """ROC curves and background rejection vs signal efficiency of every model in `predictions`
+    ({"labels": ..., "base": scores, "adapted": scores, or any other name}); None without both classes."""
     labels = predictions.get("labels")
-    models = [(k, name, color) for k, name, color in MODELS if k in predictions]
+    known = {k: (name, color) for k, name, color in MODELS}
+    models = [(k, *known.get(k, (k, None))) for k in predictions if k != "labels"]
     if labels is None or not models or labels.min() == labels.max():
         return None
     fig = new_figure(width=11, height=4.6)
@@ -159,7 +174,7 @@ def plot_roc(predictions: dict[str, np.ndarray], path: Path) -> Path | None:
         ax.grid(alpha=0.3)
         ax.legend(loc="lower right" if ax is ax_roc else "upper right")
     ax_rej.grid(alpha=0.1, which="minor")
-    return save_figure(fig, path)
+    return fig
 
 
 def plot_scores(predictions: dict[str, np.ndarray], path: Path) -> Path | None:

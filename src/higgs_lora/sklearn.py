@@ -29,7 +29,8 @@ from higgs_lora.config import ModelConfig, preset
 from higgs_lora.data.standardize import Standardizer
 from higgs_lora.lora import add_adapters
 from higgs_lora.model import ResidualMLP
-from higgs_lora.train import fit, resolve_device
+from higgs_lora.runtime import resolve_device
+from higgs_lora.train import TensorData, fit
 
 _RECIPE = ("epochs", "batch_size", "lr", "optimizer", "weight_decay", "schedule", "warmup_frac", "precision",
            "rank", "scale", "ft_lr", "ft_epochs")
@@ -116,15 +117,9 @@ class ResidualMLPClassifier(ClassifierMixin, BaseEstimator):
         x = np.ascontiguousarray(X, dtype=np.float32)
         return torch.from_numpy(self.standardizer_.transform(x)).to(self.device_)
 
-    def _train(self, X, y01: np.ndarray, *, epochs: int, lr: float, phase: str, cfg) -> None:
-        x = self._tensor(X)
-        result = fit(self.model_, x, torch.from_numpy(y01).to(self.device_), epochs=epochs,
-                     batch_size=cfg.batch_size, lr=lr, seed=cfg.seed, phase=phase,
-                     optimizer=cfg.optimizer if phase == "base" else "adam",
-                     weight_decay=cfg.weight_decay if phase == "base" else 0.0,
-                     schedule=cfg.schedule if phase == "base" else "constant",
-                     warmup_frac=cfg.warmup_frac if phase == "base" else 0.0,
-                     precision=cfg.precision, progress=False, verbose=False)
+    def _train(self, X, y01: np.ndarray, recipe, *, batch_size: int) -> None:
+        part = TensorData(self._tensor(X), torch.from_numpy(y01).to(self.device_), batch_size=batch_size)
+        result = fit(self.model_, part, recipe, progress=False, verbose=False)
         self.history_ = [*getattr(self, "history_", []), *result.history]
 
     # ------------------------------------------------------------ the estimator
@@ -144,7 +139,7 @@ class ResidualMLPClassifier(ClassifierMixin, BaseEstimator):
             self.model_ = ResidualMLP.from_config(cfg.model).to(self.device_)
         self.history_ = []
         if cfg.epochs:
-            self._train(X, y01, epochs=cfg.epochs, lr=cfg.lr, phase="base", cfg=cfg)
+            self._train(X, y01, cfg.base_recipe(), batch_size=cfg.batch_size)
         return self
 
     def adapt(self, X_new, y_new, *, rank: int | None = None, scale: float | None = None,
@@ -161,8 +156,7 @@ class ResidualMLPClassifier(ClassifierMixin, BaseEstimator):
         rank = cfg.rank if rank is None else rank
         scale = cfg.scale if scale is None else scale
         self.model_ = add_adapters(self.model_, rank=rank, scale=scale, targets=targets)
-        self._train(X_new, y01, epochs=cfg.ft_epochs if epochs is None else epochs,
-                    lr=cfg.ft_lr if lr is None else lr, phase="finetune", cfg=cfg)
+        self._train(X_new, y01, cfg.finetune_recipe(epochs=epochs, lr=lr), batch_size=cfg.batch_size)
         return self
 
     def decision_function(self, X) -> np.ndarray:

@@ -179,32 +179,12 @@ class TensorBoardTracker(Tracker):
         self.writer.flush()
 
     def _log_artifacts(self) -> None:
-        # TensorBoard keeps figures, not files: the ROC curve (drawn from the test predictions).
-        figure = self.roc_figure()
+        # TensorBoard keeps figures, not files: the ROC curves, drawn from the run's test predictions.
+        from higgs_lora.plots import read_predictions, roc_figure
+        figure = roc_figure(read_predictions(self.run_dir / "test_predictions.npz"))
         if figure is not None:
-            self.writer.add_figure("roc", figure, 0)
+            self.writer.add_figure("roc", figure, 0, close=False)
         self.writer.flush()
-
-    def roc_figure(self):
-        import tempfile
-
-        from matplotlib.figure import Figure
-        from matplotlib.image import imread
-
-        from higgs_lora.plots import plot_roc, read_predictions
-        png = self.run_dir / "plots" / "roc.png"
-        with tempfile.TemporaryDirectory() as tmp:
-            if not png.exists():
-                predictions = self.run_dir / "test_predictions.npz"
-                if not predictions.exists() or plot_roc(read_predictions(predictions), Path(tmp) / "roc.png") is None:
-                    return None
-                png = Path(tmp) / "roc.png"
-            image = imread(png)
-        fig = Figure(figsize=(image.shape[1] / 100, image.shape[0] / 100), dpi=100)
-        ax = fig.add_axes((0, 0, 1, 1))
-        ax.imshow(image)
-        ax.axis("off")
-        return fig
 
     def _end(self, failed: bool) -> None:
         self.writer.close()
