@@ -39,7 +39,8 @@ def trained(data):
 
 
 def test_import_stays_light():
-    code = "import sys, higgs_lora as hl; hl.__version__; print('torch' in sys.modules, 'higgs_lora.api' in sys.modules)"
+    code = ("import sys, higgs_lora as hl; hl.__version__; "
+            "print('torch' in sys.modules, 'higgs_lora.api' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False", "False"]
 
@@ -204,7 +205,8 @@ def test_train_with_tracking(data, tmp_path):
     events.Reload()
     assert [(e.step, pytest.approx(e.value)) for e in events.Scalars("base/loss")] == \
         [(r["epoch"], r["loss"]) for r in model.history.rows]
-    assert [json.loads(line)["epoch"] for line in (tmp_path / "tb" / "history.jsonl").read_text().splitlines()] == [1, 2]
+    lines = (tmp_path / "tb" / "history.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
 
 
 def test_run_is_the_cli_run(csv, tmp_path):

@@ -47,7 +47,8 @@ def test_same_network_as_the_training_loop_it_wraps():
     torch.manual_seed(7)
     model = ResidualMLP(n_features=28)
     xt = torch.from_numpy(std.transform(x))
-    fit(model, TensorData(xt, torch.from_numpy(y.astype(np.float32)), batch_size=256), Recipe(epochs=4, lr=1e-3, seed=7),
+    part = TensorData(xt, torch.from_numpy(y.astype(np.float32)), batch_size=256)
+    fit(model, part, Recipe(epochs=4, lr=1e-3, seed=7),
         progress=False, verbose=False)
     np.testing.assert_allclose(clf.decision_function(x), predict_logits(model, xt).numpy(), rtol=1e-4, atol=1e-4)
     assert [h["epoch"] for h in clf.history_] == [1, 2, 3, 4]
@@ -56,7 +57,8 @@ def test_same_network_as_the_training_loop_it_wraps():
 def test_pipeline_cross_val_score_and_grid_search_beat_a_linear_model():
     x, y = synthetic_xy(3000)
     linear = cross_val_score(LogisticRegression(max_iter=1000), x, y, cv=3).mean()
-    ours = cross_val_score(make_pipeline(StandardScaler(), ResidualMLPClassifier(epochs=12, batch_size=256)), x, y, cv=3)
+    pipeline = make_pipeline(StandardScaler(), ResidualMLPClassifier(epochs=12, batch_size=256))
+    ours = cross_val_score(pipeline, x, y, cv=3)
     assert ours.shape == (3,) and ours.mean() > linear + 0.03  # the label needs the product x0 * x1
     search = GridSearchCV(ResidualMLPClassifier(batch_size=256), {"epochs": [1, 6]}, cv=2).fit(x, y)
     assert search.best_params_ == {"epochs": 6}
@@ -91,7 +93,8 @@ def test_dataframe_keeps_feature_names():
 def test_adapt_freezes_the_base_trains_adapters_and_merges():
     x, y = synthetic_xy(3000)
     x_new, _ = synthetic_xy(3000, seed=1)
-    y_new = (x_new[:, 0] * x_new[:, 1] + x_new[:, 2] > np.median(x_new[:, 0] * x_new[:, 1] + x_new[:, 2])).astype(np.uint8)
+    z_new = x_new[:, 0] * x_new[:, 1] + x_new[:, 2]  # the new data's label flips the sign of x2
+    y_new = (z_new > np.median(z_new)).astype(np.uint8)
     clf = ResidualMLPClassifier(preset="default", random_state=0, epochs=8, batch_size=256).fit(x, y)
     base_weights = {k: v.clone() for k, v in clf.model_.state_dict().items()}
     before = clf.score(x_new, y_new)

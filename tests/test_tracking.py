@@ -176,6 +176,14 @@ def test_server_down_warns_once_quickly_and_the_run_goes_on(run_dir, monkeypatch
     ours = [w for w in caught if "tracking failed" in str(w.message)]
     assert len(ours) == 1 and "mlflow" in str(ours[0].message)
     assert tracker.failed and sorted(p.name for p in run_dir.iterdir()) == before
+    # The same through the command line: the training finishes and writes its model.
+    out = run_dir.parent / "trained"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(["train", "--out", str(out), "--sim-events", "4000", "--epochs", "1", "--batch-size", "256",
+                     "--no-progress", "--track", "mlflow"]) == 0
+    assert len([w for w in caught if "tracking failed" in str(w.message)]) == 1
+    assert (out / "base.safetensors").exists() and (out / "history.jsonl").exists()
 
 
 def test_unwritable_event_directory_warns_once(run_dir):

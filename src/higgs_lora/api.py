@@ -35,7 +35,9 @@ from higgs_lora.pipeline.rundir import new_model_path
 from higgs_lora.results import Comparison, History, Metrics
 from higgs_lora.runtime import predict_logits, resolve_device
 from higgs_lora.train import DataSource
-from higgs_lora.weights import load_adapter, load_model as _load_weights, model_state, save_adapter as _save_adapter_file
+from higgs_lora.weights import load_adapter, model_state
+from higgs_lora.weights import load_model as _load_weights
+from higgs_lora.weights import save_adapter as _save_adapter_file
 from higgs_lora.weights import save_model as _save_model_file, tensors_fingerprint
 
 PARTS = ("train", "val", "extra", "test", "all")

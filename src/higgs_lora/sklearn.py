@@ -79,7 +79,8 @@ class ResidualMLPClassifier(ClassifierMixin, BaseEstimator):
         self.preset = preset
         self.width, self.n_blocks, self.head_width = width, n_blocks, head_width
         self.epochs, self.batch_size, self.lr, self.optimizer = epochs, batch_size, lr, optimizer
-        self.weight_decay, self.schedule, self.warmup_frac, self.precision = weight_decay, schedule, warmup_frac, precision
+        self.weight_decay, self.schedule, self.warmup_frac = weight_decay, schedule, warmup_frac
+        self.precision = precision
         self.rank, self.scale, self.ft_lr, self.ft_epochs = rank, scale, ft_lr, ft_epochs
         self.device = device
         self.random_state = random_state
