@@ -135,7 +135,7 @@ def test_adapt_finetune_merge(trained, data):
     assert base.adapters == [] and len(adapted.adapters) == 7 and base.trainable_params == 78081  # base untouched
     assert not np.allclose(hl.predict(base, data.part("test")[0]), hl.predict(adapted, data.part("test")[0]))
     merged = hl.merge(adapted, data=data)
-    assert merged.adapters == [] and merged.network.n_params() == 78081
+    assert merged.adapters == [] and merged.network.n_params() == 78081 and merged.kind == "merged"
     assert 0 <= merged.merge_max_abs_diff <= 1e-5
     x, _ = data.part("test")
     np.testing.assert_allclose(hl.predict(merged, x), hl.predict(adapted, x), atol=1e-5)
@@ -192,6 +192,8 @@ def test_import_keras_matches_keras(tmp_path):
     keras = np.loadtxt(DATA / "notebook_model" / "keras_predictions.txt")
     np.testing.assert_allclose(hl.predict(model, features), keras, atol=1e-6)
     assert hl.save_model(model, tmp_path / "imported").exists()
+    assert json.loads((tmp_path / "imported.json").read_text())["kind"] == "imported"
+    assert hl.load_model(tmp_path / "imported").kind == "imported"
 
 
 def test_train_with_tracking(data, tmp_path):

@@ -125,6 +125,7 @@ class Model:
     history: History = field(default_factory=History)
     base_fingerprint: str | None = None
     merge_max_abs_diff: float | None = None  # set by merge(..., data=...)
+    kind: str = "base"                        # base, merged or imported: what a saved model's JSON says
     provenance: dict = field(default_factory=dict)
     path: Path | None = None
 
@@ -180,8 +181,8 @@ def _refuse_track_without_out(track, out) -> None:
         raise ConfigError(f"track={track!r} needs out=: the directory the run's files and tracking go to")
 
 
-def fit(data: Data, *, recipe="default", out=None, force: bool = False, resume: bool = False,
-          track=None, progress: bool = True) -> Model:
+def fit(data: Data, *, recipe="default", out=None, force: bool = False, resume: bool = False, track=None,
+        progress: bool = True) -> Model:
     """Build a fresh network and train it on the train rows (validating on the val rows), by `recipe`.
 
     With `out`, it is `higgs-lora train --out`: writes out/base.safetensors + .json, out/history.jsonl
@@ -226,7 +227,8 @@ def adapt(model: Model, *, recipe="default", rank: int | None = None, scale: flo
     cfg = dataclasses.replace(_recipe(recipe), **overrides).validate()
     network = phases.adapt(cfg, copy.deepcopy(model.network))
     return dataclasses.replace(model, network=network, base_fingerprint=model.fingerprint, path=None,
-                               history=model.history, merge_max_abs_diff=None)
+                               merge_max_abs_diff=None, feature_names=list(model.feature_names),
+                               provenance=dict(model.provenance))
 
 
 def finetune(model: Model, data: Data, *, recipe="default", out=None, force: bool = False, resume: bool = False,
@@ -271,7 +273,7 @@ def merge(model: Model, *, data: Data | None = None) -> Model:
         diff = phases.merge_difference(merged.to(dev), model.network.to(dev), same)
         phases.refuse_inexact_merge(diff, merged=merged, test_rows=data.split.test_rows)
     return Model(network=merged, standardizer=model.standardizer, feature_names=model.feature_names,
-                 history=model.history, merge_max_abs_diff=diff,
+                 history=model.history, merge_max_abs_diff=diff, kind="merged",
                  provenance=dict(model.provenance, base=model.base_fingerprint))
 
 
@@ -331,9 +333,8 @@ def save_model(model: Model, path, *, force: bool = False) -> Path:
     if model.adapters:
         raise UserError("save_model takes a plain network; merge the adapters first or use save_adapter")
     target = new_model_path(path, force=force)
-    kind = "merged" if model.merge_max_abs_diff is not None or "base" in model.provenance else "base"
     model.path = _save_model_file(target, copy.deepcopy(model.network).cpu(), model.standardizer,
-                                  feature_names=model.feature_names, kind=kind, provenance=model.provenance)
+                                  feature_names=model.feature_names, kind=model.kind, provenance=model.provenance)
     return model.path
 
 
@@ -357,7 +358,7 @@ def load_model(path, *, adapter=None) -> Model:
     provenance = loaded.meta.get("provenance", {})
     return Model(network=loaded.model, standardizer=loaded.standardizer, feature_names=loaded.meta["feature_names"],
                  history=History(rows=tuple(provenance.get("history", ()))), base_fingerprint=base_fingerprint,
-                 provenance=provenance, path=loaded.path)
+                 kind=loaded.meta.get("kind", "base"), provenance=provenance, path=loaded.path)
 
 
 def export_onnx(model: Model, *, out, include_standardization: bool = False) -> Path:
@@ -379,7 +380,7 @@ def import_keras(path, *, stats) -> Model:
     from higgs_lora.keras_import import import_keras as convert
     network, standardizer = convert(path, stats_path=stats)
     return Model(network=network, standardizer=standardizer,
-                 feature_names=default_feature_names(network.config.n_features),
+                 feature_names=default_feature_names(network.config.n_features), kind="imported",
                  provenance=dict(keras_file=str(path), stats=str(stats)))
 
 
