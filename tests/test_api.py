@@ -223,3 +223,13 @@ def test_simulated_data_like_the_cli():
     data = hl.load_data(events=3000, progress=False)
     assert data.source.source.startswith("simulated:") and data.rows == 3000
     assert torch.from_numpy(data.part("train")[0]).shape == (545, 28)
+
+
+def test_a_shard_directory_works_like_its_file(csv, data, tmp_path):
+    assert main(["shard", str(csv), "--out", str(tmp_path / "shards"), "--rows-per-shard", "1000"]) == 0
+    shards = hl.load_data(tmp_path / "shards", train_rows=1500, test_rows=500, progress=False)
+    assert shards.split == data.split
+    np.testing.assert_array_equal(shards.part("test")[0], data.part("test")[0])
+    np.testing.assert_allclose(shards.standardizer.mean, data.standardizer.mean, rtol=1e-6)
+    model = hl.fit(shards, recipe=hl.recipe("notebook", epochs=1, batch_size=256), progress=False)
+    assert hl.evaluate(model, shards) == hl.evaluate(model, data)  # streamed or in memory: the same numbers
