@@ -247,7 +247,7 @@ def finetune(model: Model, data: Data, *, recipe="default", out=None, force: boo
     network = model.network.to(data.source.device)
     if out is None:
         steps.check_extra_rows(same)
-        result = phases.finetune(cfg, network, same, progress=progress)
+        result = phases.finetune(cfg, network, same, base_fingerprint=model.base_fingerprint, progress=progress)
         rows, seconds = result.history, result.seconds
     else:
         trained = steps.finetune_prepared(cfg, network, same, base_fingerprint=model.base_fingerprint,
@@ -312,9 +312,15 @@ def predict_file(model: Model, *, data, out, label_column=0, chunk_rows: int = 1
 def plot_roc(data: Data, *, part: str = "test", **models: Model):
     """ROC curves (and background rejection vs signal efficiency) of `models` on a part, as a matplotlib
     Figure: `plot_roc(data, base=base, adapted=adapted)`, the run report's figure."""
+    from higgs_lora.metrics import ROC_POINTS, roc_auc, roc_curve
     from higgs_lora.plots import roc_figure
     features, labels = data.part(part)
-    return roc_figure({"labels": labels, **{name: predict(m, features) for name, m in models.items()}})
+    curves = {}
+    for name, m in models.items():
+        scores = predict(m, features)
+        fpr, tpr, _ = roc_curve(labels=labels, scores=scores, max_points=ROC_POINTS)
+        curves[name] = (fpr, tpr, roc_auc(labels=labels, scores=scores))
+    return roc_figure(curves)
 
 
 # ---------------------------------------------------------------- files

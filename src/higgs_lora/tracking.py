@@ -26,7 +26,7 @@ from higgs_lora.errors import UserError
 KINDS = ("mlflow", "tensorboard")
 EXPERIMENT = "higgs-lora"
 # What a run directory holds that is not worth uploading: resumable state and the trackers' own files.
-SKIP = {"checkpoints", "mlflow.db", "mlartifacts", "tensorboard", ".write-test"}
+SKIP = {"checkpoints", "mlflow.db", "mlartifacts", "tensorboard", ".write-test", ".lock"}
 EPOCH_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy", "lr", "samples_per_s")
 
 
@@ -180,8 +180,12 @@ class TensorBoardTracker(Tracker):
 
     def _log_artifacts(self) -> None:
         # TensorBoard keeps figures, not files: the ROC curves, drawn from the run's test predictions.
-        from higgs_lora.plots import read_predictions, roc_figure
-        figure = roc_figure(read_predictions(self.run_dir / "test_predictions.npz"))
+        from higgs_lora.io import read_json
+        from higgs_lora.plots import read_predictions, roc_curves, roc_figure
+        metrics = self.run_dir / "metrics.json"
+        curves = roc_curves(read_predictions(self.run_dir / "test_predictions.npz"),
+                            read_json(metrics) if metrics.exists() else {})
+        figure = roc_figure(curves)
         if figure is not None:
             self.writer.add_figure("roc", figure, 0, close=False)
         self.writer.flush()

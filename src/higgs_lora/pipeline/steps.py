@@ -18,7 +18,7 @@ from higgs_lora.lora import adapters
 from higgs_lora.metrics import format_metrics
 from higgs_lora.pipeline import phases
 from higgs_lora.pipeline.data import DataSpec, Prepared, prepare_data
-from higgs_lora.pipeline.rundir import new_file, new_model_path, prepare_run_dir, write_history
+from higgs_lora.pipeline.rundir import new_file, new_model_path, prepare_run_dir, release_dir, write_history
 from higgs_lora.runtime import predict_logits, resolve_device
 from higgs_lora.tracking import Tracker, make_tracker
 from higgs_lora.weights import LoadedModel, load_adapter, load_model, save_adapter, save_model
@@ -60,21 +60,24 @@ def train_prepared(cfg: TrainConfig, data: Prepared, *, out, force: bool = False
     """`train` on data already loaded, split and standardized (the Python API keeps data in memory)."""
     phases.fit_features(cfg, data.source.n_features)
     out = prepare_run_dir(Path(out), force=force, resume=resume)
-    data.log_balance()
-    tracker = _start_tracking(track, out, cfg, data)
-    with _ending(tracker):
-        model, result = phases.train_base(cfg, data, checkpoint=out / "checkpoints" / "base.safetensors",
-                                          resume=resume, progress=progress, on_epoch=_on_epoch(out, tracker))
-        provenance = dict(data=data.summary() | {"feature_names": None}, seed=cfg.seed, preset=cfg.preset,
-                          train=cfg.to_dict(), history=result.history)
-        if not distributed.is_main():
-            return None
-        write_history(out / "history.jsonl", result.history)
-        path = save_model(out / "base.safetensors", model.cpu(), data.standardizer,
-                          feature_names=data.source.feature_names, provenance=provenance)
-        log(f"trained in {result.seconds:.1f}s ({result.samples_per_s:,.0f} samples/s); saved {path}")
-        tracker.log_metrics({"train_samples_per_s": result.samples_per_s, "train_seconds": result.seconds})
-        tracker.log_artifacts()
+    try:
+        data.log_balance()
+        tracker = _start_tracking(track, out, cfg, data)
+        with _ending(tracker):
+            model, result = phases.train_base(cfg, data, checkpoint=out / "checkpoints" / "base.safetensors",
+                                              resume=resume, progress=progress, on_epoch=_on_epoch(out, tracker))
+            provenance = dict(data=data.summary() | {"feature_names": None}, seed=cfg.seed, preset=cfg.preset,
+                              train=cfg.to_dict(), history=result.history)
+            if not distributed.is_main():
+                return None
+            write_history(out / "history.jsonl", result.history)
+            path = save_model(out / "base.safetensors", model.cpu(), data.standardizer,
+                              feature_names=data.source.feature_names, provenance=provenance)
+            tracker.log_metrics({"train_samples_per_s": result.samples_per_s, "train_seconds": result.seconds})
+            tracker.log_artifacts()
+    finally:
+        release_dir(out)
+    log(f"trained in {result.seconds:.1f}s ({result.samples_per_s:,.0f} samples/s); saved {path}")
     return Trained(path, result.seconds, result.samples_per_s, result.history, model.to(data.source.device))
 
 
@@ -104,20 +107,24 @@ def finetune_prepared(cfg: TrainConfig, model: torch.nn.Module, data: Prepared, 
     """`finetune` of a network that has its adapters already, on data already prepared (the Python API)."""
     check_extra_rows(data)
     out = prepare_run_dir(Path(out), force=force, resume=resume)
-    data.log_balance()
-    tracker = _start_tracking(track, out, cfg, data)
-    with _ending(tracker):
-        result = phases.finetune(cfg, model, data, checkpoint=out / "checkpoints" / "finetune.safetensors",
-                                 resume=resume, progress=progress, on_epoch=_on_epoch(out, tracker))
-        if not distributed.is_main():
-            return None
-        write_history(out / "history.jsonl", result.history)
-        path = save_adapter(out / "adapter.safetensors", model, base_fingerprint=base_fingerprint,
-                            provenance=dict(base=base, data=data.source.source, seed=cfg.seed,
-                                            ft_epochs=cfg.ft_epochs, ft_lr=cfg.ft_lr, history=result.history))
-        log(f"fine-tuned in {result.seconds:.1f}s ({result.samples_per_s:,.0f} samples/s); saved {path}")
-        tracker.log_metrics({"finetune_samples_per_s": result.samples_per_s, "finetune_seconds": result.seconds})
-        tracker.log_artifacts()
+    try:
+        data.log_balance()
+        tracker = _start_tracking(track, out, cfg, data)
+        with _ending(tracker):
+            result = phases.finetune(cfg, model, data, base_fingerprint=base_fingerprint,
+                                     checkpoint=out / "checkpoints" / "finetune.safetensors", resume=resume,
+                                     progress=progress, on_epoch=_on_epoch(out, tracker))
+            if not distributed.is_main():
+                return None
+            write_history(out / "history.jsonl", result.history)
+            path = save_adapter(out / "adapter.safetensors", model, base_fingerprint=base_fingerprint,
+                                provenance=dict(base=base, data=data.source.source, seed=cfg.seed,
+                                                ft_epochs=cfg.ft_epochs, ft_lr=cfg.ft_lr, history=result.history))
+            tracker.log_metrics({"finetune_samples_per_s": result.samples_per_s, "finetune_seconds": result.seconds})
+            tracker.log_artifacts()
+    finally:
+        release_dir(out)
+    log(f"fine-tuned in {result.seconds:.1f}s ({result.samples_per_s:,.0f} samples/s); saved {path}")
     return Trained(path, result.seconds, result.samples_per_s, result.history, model)
 
 
