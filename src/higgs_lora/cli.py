@@ -83,6 +83,33 @@ def _resolve_config(args):
     return cfg
 
 
+def _condition_args(p: argparse.ArgumentParser) -> None:
+    from higgs_lora.data.simulate import CONDITION_PRESETS, NOMINAL
+    g = p.add_argument_group("conditions (shifts of the physics and the detector; docs/simulator.md)")
+    g.add_argument("--condition", choices=sorted(CONDITION_PRESETS), metavar="NAME",
+                   help="a named shift: " + ", ".join(sorted(CONDITION_PRESETS)) + " (default: nominal); "
+                        "the options below override it field by field")
+    g.add_argument("--m-h0", type=float, metavar="GEV", help=f"heavy neutral Higgs mass (nominal {NOMINAL.m_h0:g})")
+    g.add_argument("--m-hpm", type=float, metavar="GEV", help=f"charged Higgs mass (nominal {NOMINAL.m_hpm:g}); "
+                   "needs m_h0 > m_hpm + 95.4 and m_hpm > 220.4 (every decay open)")
+    g.add_argument("--jet-energy-scale", type=float, metavar="F", help="multiplies reconstructed jet pT (nominal 1)")
+    g.add_argument("--jet-resolution", type=float, metavar="F", help="multiplies the jet energy resolution (nominal 1)")
+    g.add_argument("--btag-efficiency", type=float, metavar="P",
+                   help=f"tight-tag probability of a true b jet (nominal {NOMINAL.btag_efficiency:g})")
+    g.add_argument("--met-soft-sigma", type=float, metavar="GEV",
+                   help=f"pile-up / soft missing energy per component (nominal {NOMINAL.met_soft_sigma:g} GeV)")
+    g.add_argument("--signal-fraction", type=float, metavar="F",
+                   help=f"fraction of signal events (nominal {NOMINAL.signal_fraction:g})")
+
+
+def _conditions(args):
+    import dataclasses
+    from higgs_lora.data.simulate import CONDITION_PRESETS, NOMINAL
+    base = CONDITION_PRESETS[args.condition] if args.condition else NOMINAL
+    fields = {f.name: getattr(args, f.name) for f in dataclasses.fields(base) if getattr(args, f.name) is not None}
+    return dataclasses.replace(base, **fields)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="higgs-lora", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -176,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=2014, metavar="S", help="seed (default: 2014)")
     p.add_argument("--out", required=True, metavar="FILE", help="output .csv or .csv.gz")
     p.add_argument("--force", action="store_true", help="overwrite an existing file")
+    _condition_args(p)
 
     p = sub.add_parser("export", help="export a model for deployment (ONNX)")
     p.add_argument("model", metavar="MODEL")
@@ -309,11 +337,12 @@ def cmd_simulate(args, argv) -> None:
         raise UserError(f"--events must be >= 1, got {args.events}")
     if out.exists() and not args.force:
         raise UserError(f"--out {out}: file exists (use --force to overwrite)")
+    conditions = _conditions(args)
     t = time.perf_counter()
-    features, labels = simulate(args.events, seed=args.seed)
+    features, labels = simulate(args.events, seed=args.seed, conditions=conditions)
     t_sim = time.perf_counter() - t
     write_higgs_csv(out, features, labels)
-    print(f"simulated {args.events:,} events in {t_sim:.1f}s ({args.events / t_sim:,.0f}/s), "
+    print(f"simulated {args.events:,} events ({conditions.describe()}) in {t_sim:.1f}s ({args.events / t_sim:,.0f}/s), "
           f"signal {labels.mean() * 100:.2f}%, written to {out} in {time.perf_counter() - t - t_sim:.1f}s")
 
 
