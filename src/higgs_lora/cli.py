@@ -60,6 +60,14 @@ def _train_args(p: argparse.ArgumentParser, *, base: bool = True, lora: bool = T
         g.add_argument("--targets", nargs="+", metavar="LAYER",
                        help="layers that get adapters: all (default), blocks, or names like input blocks.0.dense1 "
                             "hidden output")
+        g.add_argument("--rslora", action="store_true", default=None,
+                       help="rank-stabilised scaling lora_alpha/sqrt(r) instead of lora_alpha/r (PEFT's use_rslora)")
+        g.add_argument("--dora", action="store_true", default=None,
+                       help="DoRA: learn a magnitude per output row besides the low-rank direction (PEFT's use_dora)")
+        g.add_argument("--lora-init", choices=["glorot", "pissa"],
+                       help="glorot: A random, B zero (default); pissa: A, B from the top-r singular vectors of W")
+        g.add_argument("--loraplus-lr-ratio", type=float, metavar="X",
+                       help="LoRA+: B learns at X times A's learning rate (default: 1, off)")
     x = p.add_argument_group("execution")
     x.add_argument("--seed", type=int, metavar="S", help="random seed (default: 1234, the notebook's)")
     x.add_argument("--device", metavar="DEV", help="auto (CUDA when present), cpu, cuda, cuda:N (default: auto)")
@@ -71,7 +79,8 @@ def _train_args(p: argparse.ArgumentParser, *, base: bool = True, lora: bool = T
 def _resolve_config(args):
     from higgs_lora.config import ModelConfig, preset
     keys = ["batch_size", "epochs", "lr", "optimizer", "weight_decay", "schedule", "warmup_frac", "val_fraction",
-            "patience", "ft_epochs", "ft_lr", "rank", "scale", "seed", "device", "precision", "compile"]
+            "patience", "ft_epochs", "ft_lr", "rank", "scale", "seed", "device", "precision", "compile",
+            "rslora", "dora", "lora_init", "loraplus_lr_ratio"]
     overrides = {k: getattr(args, k, None) for k in keys}
     if getattr(args, "targets", None):
         overrides["targets"] = tuple(args.targets)

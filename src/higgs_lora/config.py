@@ -58,6 +58,10 @@ class TrainConfig:
     rank: int = 4
     scale: float = 0.1
     targets: tuple[str, ...] = ("all",)
+    rslora: bool = False             # adapter variants (lora.py): scaling lora_alpha/sqrt(r)
+    dora: bool = False               # magnitude and direction
+    lora_init: str = "glorot"        # glorot | pissa
+    loraplus_lr_ratio: float = 1.0   # LoRA+: B's lr / A's lr
     # execution
     seed: int = 1234
     device: str = "auto"
@@ -77,6 +81,8 @@ class TrainConfig:
             (self.lr > 0, f"--lr must be > 0, got {self.lr}"),
             (self.ft_lr > 0, f"--ft-lr must be > 0, got {self.ft_lr}"),
             (self.rank >= 1, f"--rank must be >= 1, got {self.rank}"),
+            (self.lora_init in ("glorot", "pissa"), f"--lora-init must be glorot or pissa, got {self.lora_init!r}"),
+            (self.loraplus_lr_ratio > 0, f"--loraplus-lr-ratio must be > 0, got {self.loraplus_lr_ratio}"),
             (0 <= self.val_fraction < 1, f"--val-fraction must be in [0, 1), got {self.val_fraction}"),
             (self.optimizer in ("adam", "adamw"), f"--optimizer must be adam or adamw, got {self.optimizer!r}"),
             (self.schedule in ("constant", "cosine"), f"--schedule must be constant or cosine, got {self.schedule!r}"),

@@ -196,8 +196,7 @@ def save_adapter(path, model: ResidualMLP, *, base_fingerprint: str, provenance:
     state = {k: v.float().cpu().contiguous() for k, v in adapter_state(model).items()}
     with atomic_path(st_path) as tmp:
         save_file(state, str(tmp), metadata={"format": ADAPTER_FORMAT})
-    meta = dict(format=ADAPTER_FORMAT, format_version=FORMAT_VERSION, rank=first.rank, scale=first.scale,
-                lora_alpha=first.scale * first.rank, targets=list(layers), formulation=first.formulation,
+    meta = dict(format=ADAPTER_FORMAT, format_version=FORMAT_VERSION, **first.options(), targets=list(layers),
                 base_fingerprint=base_fingerprint, model=model.config.to_dict(),
                 trainable_params=sum(v.numel() for v in state.values()), sha256=sha256_file(st_path),
                 versions=versions(), provenance=provenance or {})
@@ -216,7 +215,12 @@ def load_adapter(path, model: ResidualMLP, *, base_fingerprint: str) -> Residual
         raise UserError(f"{js_path}: this adapter was trained on another base model "
                         f"(its base {meta.get('base_fingerprint')}, this base {base_fingerprint})")
     state = _load_tensors(st_path, meta)
-    add_adapters(model, rank=int(meta["rank"]), scale=float(meta["scale"]), targets=meta["targets"],
-                 formulation=meta.get("formulation", "reform"))
+    try:  # adapters saved before the variants existed have none of their fields: plain LoRA
+        add_adapters(model, rank=int(meta["rank"]), scale=float(meta["scale"]), targets=meta["targets"],
+                     formulation=meta.get("formulation", "reform"), rslora=meta.get("rslora", False),
+                     dora=meta.get("dora", False), init=meta.get("init", "glorot"),
+                     loraplus_lr_ratio=float(meta.get("loraplus_lr_ratio", 1.0)))
+    except (KeyError, TypeError, ValueError) as e:
+        raise UserError(f"{js_path}: bad adapter settings ({e})") from None
     load_adapter_state(model, state)
     return model

@@ -20,7 +20,7 @@ from higgs_lora.config import TrainConfig
 from higgs_lora.data import Split, Standardizer, Table, class_balance, format_balance, split_rows
 from higgs_lora.data.shards import ShardSet, ShardStream
 from higgs_lora.errors import UserError
-from higgs_lora.lora import add_adapters, adapters, merge_adapters
+from higgs_lora.lora import add_adapters, adapters, merge_adapters, variant_name
 from higgs_lora.metrics import binary_metrics
 from higgs_lora.model import ResidualMLP
 from higgs_lora.train import TensorData, fit, predict_logits, resolve_device
@@ -209,9 +209,11 @@ def train_base(cfg: TrainConfig, table: Table, split: Split, standardizer: Stand
 
 def adapt(cfg: TrainConfig, model: ResidualMLP) -> ResidualMLP:
     """Freeze the network and add the configured adapters, saying how many parameters train."""
-    model = add_adapters(model, rank=cfg.rank, scale=cfg.scale, targets=cfg.targets)
+    model = add_adapters(model, rank=cfg.rank, scale=cfg.scale, targets=cfg.targets, rslora=cfg.rslora,
+                         dora=cfg.dora, init=cfg.lora_init, loraplus_lr_ratio=cfg.loraplus_lr_ratio)
     trainable = model.n_params(trainable_only=True)
-    log(f"adapters: rank {cfg.rank}, scale {cfg.scale} on {len(adapters(model))} layers  "
+    variant = variant_name(next(iter(adapters(model).values())).options())
+    log(f"adapters ({variant}): rank {cfg.rank}, scale {cfg.scale} on {len(adapters(model))} layers  "
         f"trainable {trainable:,}  frozen {model.n_params() - trainable:,}")
     return model
 

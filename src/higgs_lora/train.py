@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from higgs_lora import distributed
 from higgs_lora.errors import UserError
 from higgs_lora.io import atomic_path
+from higgs_lora.lora import param_groups
 
 CHECKPOINT_FORMAT = "higgs-lora-checkpoint"
 
@@ -85,7 +86,13 @@ def learning_rate(step: int, *, total_steps: int, lr: float, schedule: str, warm
 
 
 def make_optimizer(params, *, name: str, lr: float, weight_decay: float, device: torch.device):
-    params = [p for p in params if p.requires_grad]
+    """`params`: parameters, or groups (dicts with 'params' and an optional 'lr_scale', see lora.param_groups)."""
+    params = list(params)
+    if params and isinstance(params[0], dict):
+        params = [dict(g, params=[p for p in g["params"] if p.requires_grad]) for g in params]
+        params = [dict(g, lr=lr * g.get("lr_scale", 1.0)) for g in params if g["params"]]
+    else:
+        params = [p for p in params if p.requires_grad]
     if not params:
         raise ValueError("nothing to train: every parameter is frozen")
     # The fused kernels exist for CUDA (and recent CPU builds); foreach is the portable fallback.
@@ -173,7 +180,7 @@ def fit(model: torch.nn.Module, features, labels: torch.Tensor | None = None, *,
     progress, verbose = progress and main_rank, verbose and main_rank
     steps_per_epoch = data.steps_per_epoch
     total_steps = steps_per_epoch * epochs
-    opt = make_optimizer(model.parameters(), name=optimizer, lr=lr, weight_decay=weight_decay, device=device)
+    opt = make_optimizer(param_groups(model), name=optimizer, lr=lr, weight_decay=weight_decay, device=device)
     loss_fn = torch.nn.BCEWithLogitsLoss()  # on logits: numerically stable, unlike sigmoid + BCE
     train_step_model = model
     if world > 1:
@@ -233,9 +240,10 @@ def fit(model: torch.nn.Module, features, labels: torch.Tensor | None = None, *,
                         bar.close()
                         where = f"a checkpoint was written to {checkpoint}" if checkpoint else "no checkpoint was kept"
                         raise Interrupted(f"{phase} training stopped at epoch {epoch + 1}, step {step}; {where}")
+                    step_lr = learning_rate(epoch * steps_per_epoch + step, total_steps=total_steps, lr=lr,
+                                            schedule=schedule, warmup_frac=warmup_frac)
                     for group in opt.param_groups:
-                        group["lr"] = learning_rate(epoch * steps_per_epoch + step, total_steps=total_steps, lr=lr,
-                                                    schedule=schedule, warmup_frac=warmup_frac)
+                        group["lr"] = step_lr * group.get("lr_scale", 1.0)   # LoRA+ groups (lora.param_groups)
                     with _autocast(device, precision):
                         logits = train_step_model(xb).float()
                     loss = loss_fn(logits, yb)
