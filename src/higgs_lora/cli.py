@@ -214,13 +214,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="overwrite an existing file")
     _condition_args(p)
 
-    p = sub.add_parser("export", help="export a model for deployment (ONNX)")
-    p.add_argument("model", metavar="MODEL")
-    p.add_argument("--adapter", metavar="ADAPTER", help="adapter to merge in before export")
-    p.add_argument("--format", default="onnx", choices=["onnx"], help="export format (default: onnx)")
-    p.add_argument("--out", required=True, metavar="DIR", help="output directory (model.onnx, preprocess.json)")
+    p = sub.add_parser("export", help="export a model for deployment (ONNX), or an adapter in PEFT's format",
+                       description="--format onnx: MODEL (with --adapter merged in) as DIR/model.onnx + "
+                                   "DIR/preprocess.json. --format peft: the adapter (MODEL --adapter A, or the "
+                                   "adapter file alone as MODEL) as DIR/adapter_config.json + "
+                                   "DIR/adapter_model.safetensors, loadable with peft.PeftModel.from_pretrained.")
+    p.add_argument("model", metavar="MODEL|ADAPTER")
+    p.add_argument("--adapter", metavar="ADAPTER", help="adapter to merge in before export (onnx) or to export (peft)")
+    p.add_argument("--format", default="onnx", choices=["onnx", "peft"], help="export format (default: onnx)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory")
     p.add_argument("--include-standardization", action="store_true",
                    help="bake (x - mean) / std into the graph instead of leaving it to preprocess.json")
+
+    p = sub.add_parser("import-peft", help="convert a PEFT LoRA adapter directory into a higgs-lora adapter",
+                       description="Read DIR/adapter_config.json + DIR/adapter_model.safetensors (PEFT's LoRA format, "
+                                   "e.g. from `export --format peft` or peft's save_pretrained on a ResidualMLP) and "
+                                   "write an adapter bound to MODEL.")
+    p.add_argument("peft_dir", metavar="DIR")
+    p.add_argument("--base", required=True, metavar="MODEL", help="the base model the adapter belongs to")
+    p.add_argument("--out", required=True, metavar="ADAPTER", help="output adapter path (ADAPTER.safetensors + .json)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing adapter file")
 
     p = sub.add_parser("import-keras", help="convert a .keras model saved by the notebook's code")
     p.add_argument("file", metavar="FILE.keras")
@@ -360,6 +373,11 @@ def cmd_export(args, argv) -> None:
     steps.export(args)
 
 
+def cmd_import_peft(args, argv) -> None:
+    from higgs_lora import steps
+    steps.import_peft(args)
+
+
 def cmd_import_keras(args, argv) -> None:
     from higgs_lora import steps
     steps.import_keras(args)
@@ -382,5 +400,5 @@ def cmd_report(args, argv) -> None:
 COMMANDS = {"run": cmd_run, "train": cmd_train, "finetune": cmd_finetune, "evaluate": cmd_evaluate,
             "merge": cmd_merge, "predict": cmd_predict, "prepare": cmd_prepare, "shard": cmd_shard,
             "simulate": cmd_simulate,
-            "export": cmd_export, "import-keras": cmd_import_keras, "report": cmd_report,
+            "export": cmd_export, "import-keras": cmd_import_keras, "import-peft": cmd_import_peft, "report": cmd_report,
             "strategies": cmd_strategies}

@@ -148,7 +148,8 @@ def save_model(path, model: ResidualMLP, standardizer: Standardizer, *, feature_
     return st_path
 
 
-def _load_tensors(st_path: Path, meta: dict) -> dict[str, torch.Tensor]:
+def load_tensors(st_path: Path, meta: dict) -> dict[str, torch.Tensor]:
+    """The tensors of NAME.safetensors, checked against the SHA-256 in its JSON `meta`."""
     if not st_path.exists():
         raise UserError(f"{st_path}: file not found (its JSON is at {st_path.with_suffix('.json')})")
     if meta.get("sha256") and sha256_file(st_path) != meta["sha256"]:
@@ -171,7 +172,7 @@ def load_model(path) -> tuple[ResidualMLP, Standardizer, dict]:
         config = ModelConfig.from_dict(meta["model"])
     except (KeyError, TypeError, UserError) as e:
         raise UserError(f"{js_path}: bad model hyperparameters ({e})") from None
-    state = _load_tensors(st_path, meta)
+    state = load_tensors(st_path, meta)
     model = ResidualMLP.from_config(config)
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     expected["standardizer.mean"] = expected["standardizer.std"] = (config.n_features,)
@@ -214,7 +215,7 @@ def load_adapter(path, model: ResidualMLP, *, base_fingerprint: str) -> Residual
     if meta.get("base_fingerprint") != base_fingerprint:
         raise UserError(f"{js_path}: this adapter was trained on another base model "
                         f"(its base {meta.get('base_fingerprint')}, this base {base_fingerprint})")
-    state = _load_tensors(st_path, meta)
+    state = load_tensors(st_path, meta)
     try:  # adapters saved before the variants existed have none of their fields: plain LoRA
         add_adapters(model, rank=int(meta["rank"]), scale=float(meta["scale"]), targets=meta["targets"],
                      formulation=meta.get("formulation", "reform"), rslora=meta.get("rslora", False),

@@ -202,6 +202,8 @@ def predict(args) -> None:
 
 
 def export(args) -> None:
+    if args.format == "peft":
+        return _export_peft(args)
     from higgs_lora.export import export_onnx
     model, standardizer, meta = load_with_adapter(args.model, args.adapter)
     out = Path(args.out)
@@ -212,6 +214,33 @@ def export(args) -> None:
     path = export_onnx(model, standardizer, feature_names=meta["feature_names"], out_dir=out,
                        include_standardization=args.include_standardization)
     log(f"wrote {path} and {out / 'preprocess.json'}")
+
+
+def _export_peft(args) -> None:
+    from higgs_lora.peft_format import export_adapter
+    adapter = args.adapter
+    if adapter is None:   # the adapter file given alone
+        adapter = args.model
+    else:                 # check it belongs to MODEL, as every other command does
+        load_with_adapter(args.model, adapter)
+    if args.include_standardization:
+        raise UserError("--include-standardization applies to --format onnx only (a PEFT adapter has no inputs)")
+    out = export_adapter(adapter, args.out)
+    log(f"wrote {out / 'adapter_config.json'} and {out / 'adapter_model.safetensors'}")
+
+
+def import_peft(args) -> None:
+    from higgs_lora.peft_format import import_adapter, peft_base_fingerprint
+    out = _new_model_path(args.out, args.force)
+    model, _, meta = io.load_model(args.base)
+    bound = peft_base_fingerprint(args.peft_dir)
+    if bound is not None and bound != meta["fingerprint"]:
+        raise UserError(f"{args.peft_dir}: exported from an adapter of another base model "
+                        f"(its base {bound}, this base {meta['fingerprint']})")
+    import_adapter(args.peft_dir, model)
+    path = io.save_adapter(out, model, base_fingerprint=meta["fingerprint"],
+                           provenance=dict(peft_dir=str(args.peft_dir), base=str(args.base)))
+    log(f"imported {args.peft_dir} ({len(adapters(model))} adapted layers) -> {path}")
 
 
 def import_keras(args) -> None:
