@@ -73,8 +73,8 @@ class StudySettings:
     base_epochs: int = 15
     base_lr: float = 3e-3
     lrs: tuple[float, ...] = (1e-3, 1e-2)
-    lgbm_lrs: tuple[float, ...] = (0.05, 0.2)
-    lgbm_rounds: int = 400
+    lgbm_lrs: tuple[float, ...] = (0.1, 0.3)
+    lgbm_rounds: int = 300
     sample_budget: int = 150_000
     max_epochs: int = 40
     patience: int = 3
@@ -446,4 +446,46 @@ def plot(result: dict, path) -> None:
     axes[0].legend(fontsize=7, ncol=2)
     fig.suptitle("Adapting a nominal base to shifted conditions (orange: adapters; bars: std over seeds)")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, format="png")
+
+
+# ---------------------------------------------------------------- outputs
+
+def machine() -> dict:
+    """The CPU (and GPU) the study ran on: results name it."""
+    import platform
+    name = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import os
+    return dict(cpu=name, cpu_capability=torch.backends.cpu.get_cpu_capability(), cores=os.cpu_count(),
+                torch_threads=torch.get_num_threads(), torch=torch.__version__,
+                cuda=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)
+
+
+OUTPUT_FILES = ("adapt_study.json", "adapt_study.md", "adapt_study.png")
+
+
+def write_outputs(out, result: dict) -> list:
+    from pathlib import Path
+
+    from higgs_lora import io
+    out = Path(out)
+    io.write_json(out / "adapt_study.json", dict(result, summary=summarize(result),
+                                                 crossovers=crossovers(summarize(result))))
+    m = result.get("machine", {})
+    head = [f"# Adaptation study: {', '.join(result['settings']['conditions'])}", "",
+            f"Machine: {m.get('cpu')} ({m.get('cpu_capability')}), {m.get('torch_threads')} PyTorch thread(s); "
+            f"whole study {result['wall_s'] / 60:.1f} min. Network width {result['settings']['width']}, "
+            f"{result['settings']['n_blocks']} blocks, head {result['settings']['head_width']}; base trained on "
+            f"{result['settings']['source_rows']:,} nominal rows; seeds {result['settings']['seeds']}.", ""]
+    with io.atomic_path(out / "adapt_study.md") as tmp:
+        tmp.write_text("\n".join(head) + markdown(result) + "\n")
+    with io.atomic_path(out / "adapt_study.png") as tmp:
+        plot(result, tmp)
+    return [out / f for f in OUTPUT_FILES]

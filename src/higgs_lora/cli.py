@@ -241,6 +241,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="MODEL", help="output model path (MODEL.safetensors + .json)")
     p.add_argument("--force", action="store_true", help="overwrite an existing model file")
 
+    p = sub.add_parser("adapt-study", help="when do adapters pay? base on nominal data, adapted to shifted conditions",
+                       description="Train a base on nominal simulated events; for each target condition and number "
+                                   "of target rows, compare adapters (ranks, rsLoRA, DoRA, PiSSA, LoRA+), full "
+                                   "fine-tuning, head only, fresh networks and LightGBM on the target's test rows, "
+                                   "each with the same validation-based choice of epochs and learning rate. Writes "
+                                   "adapt_study.json, .md and .png into --out (docs/adaptation.md).")
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    p.add_argument("--force", action="store_true", help="write into a non-empty directory")
+    p.add_argument("--quick", action="store_true", help="tiny settings (seconds): for tests and a first look")
+    p.add_argument("--conditions", nargs="+", metavar="NAME", help="target conditions (default: mass-600-450 "
+                   "jes-up pileup-high; see higgs-lora simulate --help)")
+    p.add_argument("--sizes", nargs="+", type=int, metavar="N",
+                   help="target training rows (default: 1000 3000 10000 30000 100000 300000)")
+    p.add_argument("--seeds", nargs="+", type=int, metavar="S", help="seeds (default: 0 1 2)")
+    p.add_argument("--methods", nargs="+", metavar="M", help="methods (default: all; see docs/adaptation.md)")
+    p.add_argument("--threads", type=int, metavar="N", help="PyTorch threads (default: PyTorch's choice)")
+
     p = sub.add_parser("report", help="rebuild plots, report.md and report.html of a run directory")
     p.add_argument("run_dir", metavar="RUN_DIR")
 
@@ -388,6 +405,28 @@ def cmd_strategies(args, argv) -> None:
     strategies.command(args, argv)
 
 
+def cmd_adapt_study(args, argv) -> None:
+    import dataclasses
+
+    import torch
+
+    from higgs_lora import adapt_study, pipeline
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not args.force)):
+        raise UserError(f"--out {out}: exists and is not an empty directory (use --force to write into it)")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise UserError(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    settings = adapt_study.QUICK if args.quick else adapt_study.StudySettings()
+    chosen = {k: tuple(getattr(args, k)) for k in ("conditions", "sizes", "seeds", "methods") if getattr(args, k)}
+    settings = dataclasses.replace(settings, **chosen)
+    result = adapt_study.run_study(settings, log=pipeline.log)
+    result |= dict(machine=adapt_study.machine(), command="higgs-lora " + shlex.join(argv))
+    paths = adapt_study.write_outputs(out, result)
+    pipeline.log("wrote " + "  ".join(str(p) for p in paths))
+
+
 def cmd_report(args, argv) -> None:
     from higgs_lora.report import write_report
     run_dir = Path(args.run_dir)
@@ -400,5 +439,5 @@ def cmd_report(args, argv) -> None:
 COMMANDS = {"run": cmd_run, "train": cmd_train, "finetune": cmd_finetune, "evaluate": cmd_evaluate,
             "merge": cmd_merge, "predict": cmd_predict, "prepare": cmd_prepare, "shard": cmd_shard,
             "simulate": cmd_simulate,
-            "export": cmd_export, "import-keras": cmd_import_keras, "import-peft": cmd_import_peft, "report": cmd_report,
+            "export": cmd_export, "import-keras": cmd_import_keras, "import-peft": cmd_import_peft, "adapt-study": cmd_adapt_study, "report": cmd_report,
             "strategies": cmd_strategies}
