@@ -187,7 +187,10 @@ def load_model(path) -> tuple[ResidualMLP, Standardizer, dict]:
     return model, standardizer, meta
 
 
-def save_adapter(path, model: ResidualMLP, *, base_fingerprint: str, provenance: dict | None = None) -> Path:
+def save_adapter(path, model: ResidualMLP, *, base_fingerprint: str, provenance: dict | None = None,
+                 name: str | None = None, target_condition: str | None = None, metrics: dict | None = None) -> Path:
+    """Write NAME.safetensors (the adapter tensors) then NAME.json. `name` (default: the file's stem) tells
+    adapters of one base apart; `target_condition` says what data they adapt to; `metrics` how they did."""
     from higgs_lora.lora import adapter_state, adapters
     layers = adapters(model)
     if not layers:
@@ -198,6 +201,7 @@ def save_adapter(path, model: ResidualMLP, *, base_fingerprint: str, provenance:
     with atomic_path(st_path) as tmp:
         save_file(state, str(tmp), metadata={"format": ADAPTER_FORMAT})
     meta = dict(format=ADAPTER_FORMAT, format_version=FORMAT_VERSION, **first.options(), targets=list(layers),
+                name=name or st_path.stem, target_condition=target_condition, metrics=metrics,
                 base_fingerprint=base_fingerprint, model=model.config.to_dict(),
                 trainable_params=sum(v.numel() for v in state.values()), sha256=sha256_file(st_path),
                 versions=versions(), provenance=provenance or {})
