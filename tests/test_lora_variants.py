@@ -7,11 +7,12 @@ import math
 import pytest
 import torch
 
-from higgs_lora import io
+from higgs_lora import weights
 from higgs_lora.data.standardize import Standardizer
 from higgs_lora.lora import LoRALinear, add_adapters, adapters, merge_adapters, param_groups, variant_name
 from higgs_lora.model import ResidualMLP, dense_layer_names
-from higgs_lora.train import fit, make_optimizer
+from higgs_lora.config import Recipe
+from higgs_lora.train import TensorData, fit, make_optimizer
 
 VARIANTS = [dict(rslora=r, dora=d, init=i) for r, d, i in itertools.product([False, True], [False, True],
                                                                               ["glorot", "pissa"])]
@@ -164,7 +165,7 @@ def test_loraplus_gives_b_its_own_learning_rate():
     # through fit(): Adam's first step moves each weight by ~lr; B starts at 0, so A gets no gradient yet
     x, y = torch.randn(256, 28), (torch.rand(256) < 0.5).float()
     b_before = {n: m.lora_B.detach().clone() for n, m in adapters(model).items()}
-    fit(model, x, y, epochs=1, batch_size=256, lr=1e-3, seed=0, progress=False, verbose=False)
+    fit(model, TensorData(x, y, batch_size=256), Recipe(epochs=1, lr=1e-3, seed=0), progress=False, verbose=False)
     moved = max((m.lora_B - b_before[n]).abs().max().item() for n, m in adapters(model).items())
     assert moved == pytest.approx(16e-3, rel=0.05)
 
@@ -174,17 +175,17 @@ def test_loraplus_gives_b_its_own_learning_rate():
 def test_save_and_load_adapter_keeps_variant_and_outputs(tmp_path, variant):
     base = _trained_base()
     st = Standardizer(mean=torch.zeros(28).numpy(), std=torch.ones(28).numpy())
-    io.save_model(tmp_path / "base", base, st, feature_names=[f"f{i}" for i in range(28)])
-    loaded, _, meta = io.load_model(tmp_path / "base")
+    weights.save_model(tmp_path / "base", base, st, feature_names=[f"f{i}" for i in range(28)])
+    loaded, _, meta = weights.load_model(tmp_path / "base")
     model = add_adapters(loaded, rank=3, scale=0.5, **variant)
     _train_like(model)
-    io.save_adapter(tmp_path / "adapter", model, base_fingerprint=meta["fingerprint"])
+    weights.save_adapter(tmp_path / "adapter", model, base_fingerprint=meta["fingerprint"])
     saved = json.loads((tmp_path / "adapter.json").read_text())
     for key in ("rslora", "dora", "init", "loraplus_lr_ratio", "scaling", "lora_alpha"):
         assert key in saved
     assert saved["dora"] == variant.get("dora", False) and saved["init"] == variant.get("init", "glorot")
-    again, _, meta2 = io.load_model(tmp_path / "base")
-    io.load_adapter(tmp_path / "adapter", again, base_fingerprint=meta2["fingerprint"])
+    again, _, meta2 = weights.load_model(tmp_path / "base")
+    weights.load_adapter(tmp_path / "adapter", again, base_fingerprint=meta2["fingerprint"])
     x = torch.randn(500, 28)
     with torch.no_grad():
         assert torch.equal(again(x), model(x))

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from higgs_lora import io
+from higgs_lora import weights
 from higgs_lora.adapter_list import list_adapters, table
 from higgs_lora.data.standardize import Standardizer
 from higgs_lora.errors import UserError
@@ -19,8 +19,8 @@ NAMES = [f"f{i}" for i in range(28)]
 def _save_base(path, seed):
     torch.manual_seed(seed)
     st = Standardizer(mean=np.zeros(28, np.float32), std=np.ones(28, np.float32))
-    io.save_model(path, ResidualMLP(width=16, head_width=8), st, feature_names=NAMES)
-    return io.load_model(path)
+    weights.save_model(path, ResidualMLP(width=16, head_width=8), st, feature_names=NAMES)
+    return weights.load_model(path)
 
 
 def _save_adapter(path, base, meta, *, seed, name=None, condition=None, **variant):
@@ -30,7 +30,7 @@ def _save_adapter(path, base, meta, *, seed, name=None, condition=None, **varian
         for p in model.parameters():
             if p.requires_grad:
                 p.add_(0.2 * torch.randn(p.shape))
-    io.save_adapter(path, model, base_fingerprint=meta["fingerprint"], name=name, target_condition=condition,
+    weights.save_adapter(path, model, base_fingerprint=meta["fingerprint"], name=name, target_condition=condition,
                     metrics=dict(roc_auc=0.9 + seed / 100, accuracy=0.8))
     return model
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from higgs_lora import io
+from higgs_lora import weights
 from higgs_lora.cli import main
 from higgs_lora.data.standardize import Standardizer
 from higgs_lora.lora import add_adapters
@@ -29,8 +29,8 @@ def _base(tmp_path):
         for p in base.parameters():
             p.add_(0.05 * torch.randn(p.shape))
     st = Standardizer(mean=np.zeros(28, np.float32), std=np.ones(28, np.float32))
-    io.save_model(tmp_path / "base", base, st, feature_names=[f"f{i}" for i in range(28)])
-    return io.load_model(tmp_path / "base")
+    weights.save_model(tmp_path / "base", base, st, feature_names=[f"f{i}" for i in range(28)])
+    return weights.load_model(tmp_path / "base")
 
 
 def _trained_adapter(tmp_path, variant, targets=("all",)):
@@ -42,7 +42,7 @@ def _trained_adapter(tmp_path, variant, targets=("all",)):
         for p in model.parameters():
             if p.requires_grad:
                 p.add_(0.3 * torch.randn(p.shape, generator=g))
-    io.save_adapter(tmp_path / "adapter", model, base_fingerprint=meta["fingerprint"])
+    weights.save_adapter(tmp_path / "adapter", model, base_fingerprint=meta["fingerprint"])
     return base, model, meta
 
 
@@ -100,8 +100,8 @@ def test_peft_adapter_imports_and_predicts_like_peft(tmp_path, rslora, dora):
     saved = json.loads((tmp_path / "imported.json").read_text())
     assert saved["rank"] == 4 and saved["lora_alpha"] == 6 and saved["rslora"] == rslora and saved["dora"] == dora
     assert saved["targets"] == ["blocks.0.dense1", "blocks.0.dense2", "blocks.1.dense1", "blocks.1.dense2", "hidden"]
-    ours, _, meta2 = io.load_model(tmp_path / "base")
-    io.load_adapter(tmp_path / "imported", ours, base_fingerprint=meta2["fingerprint"])
+    ours, _, meta2 = weights.load_model(tmp_path / "base")
+    weights.load_adapter(tmp_path / "imported", ours, base_fingerprint=meta2["fingerprint"])
     x = torch.randn(4000, 28)
     theirs.eval()
     with torch.no_grad():
@@ -119,7 +119,7 @@ def test_import_refuses_another_base_and_unsupported_configs(tmp_path, capsys):
     other = tmp_path / "other"
     other.mkdir()
     torch.manual_seed(9)
-    io.save_model(other / "base", ResidualMLP(width=32, head_width=16),
+    weights.save_model(other / "base", ResidualMLP(width=32, head_width=16),
                   Standardizer(mean=np.zeros(28, np.float32), std=np.ones(28, np.float32)),
                   feature_names=[f"f{i}" for i in range(28)])
     assert main(["import-peft", str(tmp_path / "peft"), "--base", str(other / "base"), "--out",

@@ -39,7 +39,7 @@ def test_nominal_is_bit_for_bit_the_simulator_before_conditions(n, seed):
 
 def test_version_and_fingerprint_unchanged_for_nominal_and_distinct_for_shifts():
     assert sim.SIMULATOR_VERSION == 1
-    key = f"higgs-lora-simulator:1:1000:5"
+    key = "higgs-lora-simulator:1:1000:5"
     assert sim.fingerprint(1000, seed=5) == hashlib.sha256(key.encode()).hexdigest()[:16]
     shifted = Conditions(jet_energy_scale=1.05)
     assert sim.fingerprint(1000, seed=5, conditions=shifted) != sim.fingerprint(1000, seed=5)

@@ -45,7 +45,9 @@ from higgs_lora.data.standardize import Standardizer
 from higgs_lora.lora import add_adapters, adapter_state
 from higgs_lora.metrics import binary_metrics
 from higgs_lora.model import ResidualMLP
-from higgs_lora.train import fit, predict_logits
+from higgs_lora.config import Recipe
+from higgs_lora.runtime import predict_logits
+from higgs_lora.train import TensorData, fit
 
 ADAPTERS = {
     "lora-r1": dict(rank=1), "lora-r4": dict(rank=4), "lora-r16": dict(rank=16),
@@ -161,9 +163,10 @@ def _epochs(rows: int, settings: StudySettings) -> int:
 def _train(model: torch.nn.Module, fit_part: Part, val: Part, *, lr: float, settings: StudySettings,
            seed: int, phase: str) -> dict:
     rows = fit_part.x.shape[0]
-    result = fit(model, fit_part.x, fit_part.y, epochs=_epochs(rows, settings), batch_size=_batch_size(rows, settings),
-                 lr=lr, seed=seed, phase=phase, val_features=val.x, val_labels=val.y, patience=settings.patience,
-                 progress=False, verbose=False)
+    batch = _batch_size(rows, settings)
+    recipe = Recipe(epochs=_epochs(rows, settings), lr=lr, seed=seed, phase=phase, patience=settings.patience)
+    result = fit(model, TensorData(fit_part.x, fit_part.y, batch_size=batch), recipe,
+                 val=TensorData(val.x, val.y, batch_size=batch), progress=False, verbose=False)
     val_losses = [r["val_loss"] for r in result.history]
     return dict(val_loss=min(val_losses), epochs_run=len(result.history),
                 best_epoch=result.best_epoch or int(np.argmin(val_losses)) + 1, samples=result.samples_seen)
@@ -177,9 +180,11 @@ def _new_network(settings: StudySettings, seed: int) -> ResidualMLP:
 def train_base(settings: StudySettings, seed: int, source: Part, source_val: Part) -> tuple[ResidualMLP, dict]:
     model = _new_network(settings, seed)
     t = time.perf_counter()
-    result = fit(model, source.x, source.y, epochs=settings.base_epochs, batch_size=settings.max_batch,
-                 lr=settings.base_lr, seed=seed, phase="study-base", val_features=source_val.x,
-                 val_labels=source_val.y, patience=settings.patience, progress=False, verbose=False)
+    recipe = Recipe(epochs=settings.base_epochs, lr=settings.base_lr, seed=seed, phase="study-base",
+                    patience=settings.patience)
+    result = fit(model, TensorData(source.x, source.y, batch_size=settings.max_batch), recipe,
+                 val=TensorData(source_val.x, source_val.y, batch_size=settings.max_batch), progress=False,
+                 verbose=False)
     model.eval().requires_grad_(False)
     return model, dict(wall_s=time.perf_counter() - t, epochs_run=len(result.history), best_epoch=result.best_epoch)
 

@@ -28,7 +28,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from higgs_lora import io
+from higgs_lora import io, weights
 from higgs_lora.errors import UserError
 from higgs_lora.lora import add_adapters, load_adapter_state, resolve_targets
 from higgs_lora.model import ResidualMLP
@@ -67,11 +67,11 @@ def _peft_tensors(state: dict[str, torch.Tensor], layers: list[str], *, dora: bo
 
 def export_adapter(adapter_path, out_dir) -> Path:
     """Write a saved higgs-lora adapter (NAME.safetensors + NAME.json) as a PEFT adapter directory."""
-    st_path, js_path = io.model_paths(adapter_path)
+    st_path, js_path = weights.model_paths(adapter_path)
     meta = io.read_json(js_path)
-    if meta.get("format") != io.ADAPTER_FORMAT:
+    if meta.get("format") != weights.ADAPTER_FORMAT:
         raise UserError(f"{js_path}: not a higgs-lora adapter file")
-    state = io.load_tensors(st_path, meta)
+    state = weights.load_tensors(st_path, meta)
     layers, rank, scale = list(meta["targets"]), int(meta["rank"]), float(meta["scale"])
     rslora, dora, pissa = bool(meta.get("rslora")), bool(meta.get("dora")), meta.get("init", "glorot") == "pissa"
     scaling = scale * math.sqrt(rank) if rslora else scale
