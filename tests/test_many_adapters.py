@@ -77,3 +77,52 @@ def test_an_adapter_of_another_base_is_refused_and_names_must_differ(shelf):
         load_many(tmp_path / "base", [tmp_path / "adapters" / "mass", tmp_path / "adapters" / "foreign"])
     with pytest.raises(UserError, match="adapter name 'mass' is already taken"):
         load_many(tmp_path / "base", [tmp_path / "adapters" / "mass", tmp_path / "adapters" / "mass"])
+
+
+def test_cli_names_lists_and_predicts_with_many_adapters(tmp_path):
+    """finetune --name/--condition writes them and the test metrics into the JSON; `adapters DIR` lists
+    them; `predict --adapter A --adapter B` gives the base's and each adapter's column in one file, equal
+    to single-adapter predictions; an adapter of another base is refused."""
+    import json
+
+    from conftest import cli, write_higgs_csv
+    data = write_higgs_csv(tmp_path / "data.csv", 3000)
+    split = ["--preset", "notebook", "--train-rows", "1500", "--test-rows", "500", "--batch-size", "256",
+             "--no-progress", "--width", "16", "--head-width", "8"]
+    cli("train", "--data", data, "--out", tmp_path / "t", "--epochs", "1", *split)
+    base = tmp_path / "t" / "base.safetensors"
+    tune = [a for a in split if a not in ("--width", "16", "--head-width", "8")]
+    cli("finetune", base, "--data", data, "--out", tmp_path / "shelf" / "a", "--ft-epochs", "1", "--name", "alpha",
+        "--condition", "jes-up", *tune)
+    cli("finetune", base, "--data", data, "--out", tmp_path / "shelf" / "b", "--ft-epochs", "1", "--dora",
+        "--rank", "2", "--seed", "7", *tune)
+    meta = json.loads((tmp_path / "shelf" / "a" / "adapter.json").read_text())
+    assert meta["name"] == "alpha" and meta["target_condition"] == "jes-up"
+    assert 0 <= meta["metrics"]["roc_auc"] <= 1 and meta["metrics"]["rows"] == 500
+    meta_b = json.loads((tmp_path / "shelf" / "b" / "adapter.json").read_text())
+    assert meta_b["name"] == "b" and meta_b["dora"] and str(data) in meta_b["target_condition"]
+
+    listing = cli("adapters", tmp_path / "shelf").stdout
+    lines = listing.splitlines()
+    assert lines[0].split() == ["name", "base", "rank", "variant", "bytes", "condition", "metrics", "path"]
+    alpha = next(line for line in lines if line.startswith("alpha"))
+    assert "lora" in alpha and "jes-up" in alpha and "roc_auc" in alpha and meta["base_fingerprint"][:16] in alpha
+    assert any(line.startswith("b ") and " dora " in line for line in lines)
+    rows = json.loads(cli("adapters", tmp_path / "shelf", "--json").stdout)
+    assert {r["name"] for r in rows} == {"alpha", "b"}
+
+    a, b = tmp_path / "shelf" / "a" / "adapter", tmp_path / "shelf" / "b" / "adapter"
+    cli("predict", base, "--data", data, "--adapter", a, "--adapter", b, "--out", tmp_path / "many.csv")
+    many = np.genfromtxt(tmp_path / "many.csv", delimiter=",", names=True)
+    assert many.dtype.names == ("label", "probability_base", "probability_alpha", "probability_b")
+    for column, adapter in (("probability_base", None), ("probability_alpha", a), ("probability_b", b)):
+        cli("predict", base, "--data", data, *(["--adapter", adapter] if adapter else []), "--out",
+            tmp_path / f"{column}.csv")
+        alone = np.genfromtxt(tmp_path / f"{column}.csv", delimiter=",", names=True)
+        np.testing.assert_array_equal(many[column], alone["probability"])
+    assert not np.array_equal(many["probability_alpha"], many["probability_base"])
+
+    cli("train", "--data", data, "--out", tmp_path / "t2", "--epochs", "1", "--seed", "99", *split)
+    refused = cli("predict", tmp_path / "t2" / "base.safetensors", "--data", data, "--adapter", a, "--adapter", b,
+                  "--out", tmp_path / "x.csv", check=False)
+    assert refused.returncode == 1 and "trained on another base model" in refused.stderr
