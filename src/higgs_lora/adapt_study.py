@@ -460,13 +460,16 @@ def machine() -> dict:
     """The CPU (and GPU) the study ran on: results name it."""
     import platform
     name = platform.processor() or platform.machine()
+    fields = {}
     try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
+    if "model name" in fields:   # "Intel(R) Xeon(R) Processor" alone does not say which: add family and model
+        name = f"{fields['model name']} (family {fields.get('cpu family', '?')} model {fields.get('model', '?')})"
     import os
     return dict(cpu=name, cpu_capability=torch.backends.cpu.get_cpu_capability(), cores=os.cpu_count(),
                 torch_threads=torch.get_num_threads(), torch=torch.__version__,
