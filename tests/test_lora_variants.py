@@ -22,7 +22,7 @@ def _train_like(model, seed=0, size=0.3):
     """Move every adapter tensor away from its initial value, as training would."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for name, p in model.named_parameters():
+        for p in model.parameters():
             if p.requires_grad:
                 p.add_(torch.randn(p.shape, generator=g) * size * (p.abs().mean() + 0.1))
 

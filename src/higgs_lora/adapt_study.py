@@ -456,6 +456,11 @@ def plot(result: dict, path) -> None:
 
 # ---------------------------------------------------------------- outputs
 
+def set_threads(n: int) -> None:
+    """PyTorch's threads for the study (one is fastest where other jobs share the cores)."""
+    torch.set_num_threads(n)
+
+
 def machine() -> dict:
     """The CPU (and GPU) the study ran on: results name it."""
     import platform

@@ -14,6 +14,7 @@ LAYER_NAMES_DOC = "input, blocks.<i>.dense1, blocks.<i>.dense2, hidden, output"
 OPTIMIZERS = ("adam", "adamw")
 SCHEDULES = ("constant", "cosine")
 PRECISIONS = ("fp32", "bf16")
+LORA_INITS = ("glorot", "pissa")      # lora.py: how A and B start
 
 # The largest |p_merged - p_adapted| on the test rows for a merge to count as exact (float32 rounding).
 MERGE_TOLERANCE = 1e-5
@@ -25,10 +26,10 @@ SIM_SEED = 2014
 
 @dataclass(frozen=True)
 class ModelConfig:
-    n_features: int = 28
-    width: int = 128
-    n_blocks: int = 2
-    head_width: int = 64
+    n_features: int = 28  # follows the data; not a flag
+    width: int = field(default=128, metadata=dict(flag="width", help="residual width (notebook: 128)"))
+    n_blocks: int = field(default=2, metadata=dict(flag="blocks", help="number of residual blocks (notebook: 2)"))
+    head_width: int = field(default=64, metadata=dict(flag="head-width", help="hidden head width (notebook: 64)"))
 
     def __post_init__(self):
         for name in ("n_features", "width", "head_width"):
@@ -86,36 +87,59 @@ def _check(checks) -> None:
             raise ConfigError(msg)
 
 
+def _flag(default, help: str, group: str, *, show_default: bool = True, note: str = "", **argparse_options):
+    """A TrainConfig setting that is also a command-line flag; `group`: all, base, lora or execution."""
+    if show_default:
+        shown = f"{default:.0e}".replace("e-0", "e-") if isinstance(default, float) and 0 < default < 0.01 \
+            else f"{default:g}" if isinstance(default, float) else default
+        help = f"{help} (notebook: {shown}{note})"
+    return field(default=default, metadata=dict(help=help, group=group, argparse=argparse_options))
+
+
 @dataclass
 class TrainConfig:
     """Everything that decides a run besides the data. Resolved values land in config.json."""
     preset: str = "notebook"
     model: ModelConfig = field(default_factory=ModelConfig)
     # base training
-    epochs: int = 10
-    batch_size: int = 4096
-    lr: float = 1e-3
-    optimizer: str = "adam"          # adam | adamw
-    weight_decay: float = 0.0
-    schedule: str = "constant"       # constant | cosine (with linear warm-up)
-    warmup_frac: float = 0.0
-    val_fraction: float = 0.0        # carved from the end of the train rows; 0 = none (notebook)
-    patience: int = 0                # early stopping on validation loss; 0 = off
+    # Each setting is also a command-line flag (--name-with-dashes); `help` and `group` say how to show it,
+    # and "(notebook: X)" is the default below, which is the notebook's recipe.
+    # base training
+    epochs: int = _flag(10, "base training epochs", "base", metavar="N")
+    batch_size: int = _flag(4096, "batch size", "all", metavar="N")
+    lr: float = _flag(1e-3, "base learning rate", "base", metavar="LR")
+    optimizer: str = _flag("adam", "optimizer", "base", choices=OPTIMIZERS)
+    weight_decay: float = _flag(0.0, "weight decay", "base", metavar="WD")
+    schedule: str = _flag("constant", "learning-rate schedule", "base", choices=SCHEDULES)
+    warmup_frac: float = _flag(0.0, "fraction of steps of linear warm-up", "base", metavar="F")
+    val_fraction: float = _flag(0.0, "fraction of the train rows (their end) held out for validation", "base",
+                                metavar="F")
+    patience: int = _flag(0, "stop after N epochs without validation improvement and keep the best (0: off)",
+                          "base", metavar="N", show_default=False)
     # adapter fine-tuning
-    ft_epochs: int = 3
-    ft_lr: float = 5e-4
-    rank: int = 4
-    scale: float = 0.1
-    targets: tuple[str, ...] = ("all",)
-    rslora: bool = False             # adapter variants (lora.py): scaling lora_alpha/sqrt(r)
-    dora: bool = False               # magnitude and direction
-    lora_init: str = "glorot"        # glorot | pissa
-    loraplus_lr_ratio: float = 1.0   # LoRA+: B's lr / A's lr
+    ft_epochs: int = _flag(3, "adapter fine-tuning epochs", "lora", metavar="N")
+    ft_lr: float = _flag(5e-4, "adapter learning rate", "lora", metavar="LR")
+    rank: int = _flag(4, "adapter rank r", "lora", metavar="R")
+    scale: float = _flag(0.1, "adapter scale: W + S*A*B", "lora", metavar="S", note="; PEFT's lora_alpha = S*r")
+    targets: tuple[str, ...] = _flag(("all",), "layers that get adapters: all (default), blocks, or names like "
+                                     "input blocks.0.dense1 hidden output", "lora", metavar="LAYER", nargs="+",
+                                     show_default=False)
+    rslora: bool = _flag(False, "rank-stabilised scaling lora_alpha/sqrt(r) instead of lora_alpha/r "
+                         "(PEFT's use_rslora)", "lora", show_default=False)
+    dora: bool = _flag(False, "DoRA: learn a magnitude per output row besides the low-rank direction "
+                       "(PEFT's use_dora)", "lora", show_default=False)
+    lora_init: str = _flag("glorot", "glorot: A random, B zero; pissa: A, B from the top-r singular vectors of W",
+                           "lora", choices=LORA_INITS)
+    loraplus_lr_ratio: float = _flag(1.0, "LoRA+: B learns at X times A's learning rate (1: off)", "lora",
+                                     metavar="X")
     # execution
-    seed: int = 1234
-    device: str = "auto"
-    precision: str = "fp32"          # fp32 | bf16 (autocast)
-    compile: bool = False
+    seed: int = _flag(1234, "random seed (default: 1234, the notebook's)", "execution", metavar="S",
+                      show_default=False)
+    device: str = _flag("auto", "auto (CUDA when present), cpu, cuda, cuda:N (default: auto)", "execution",
+                        metavar="DEV", show_default=False)
+    precision: str = _flag("fp32", "training arithmetic; bf16 = autocast (default: fp32)", "execution",
+                           choices=PRECISIONS, show_default=False)
+    compile: bool = _flag(False, "torch.compile the training step", "execution", show_default=False)
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -146,7 +170,7 @@ class TrainConfig:
             (self.lr > 0, f"--lr must be > 0, got {self.lr}"),
             (self.ft_lr > 0, f"--ft-lr must be > 0, got {self.ft_lr}"),
             (self.rank >= 1, f"--rank must be >= 1, got {self.rank}"),
-            (self.lora_init in ("glorot", "pissa"), f"--lora-init must be glorot or pissa, got {self.lora_init!r}"),
+            (self.lora_init in LORA_INITS, f"--lora-init must be one of {', '.join(LORA_INITS)}, got {self.lora_init!r}"),
             (self.loraplus_lr_ratio > 0, f"--loraplus-lr-ratio must be > 0, got {self.loraplus_lr_ratio}"),
             (0 <= self.val_fraction < 1, f"--val-fraction must be in [0, 1), got {self.val_fraction}"),
             (self.optimizer in ("adam", "adamw"), f"--optimizer must be adam or adamw, got {self.optimizer!r}"),

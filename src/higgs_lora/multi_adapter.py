@@ -13,8 +13,8 @@ from higgs_lora.runtime import predict_logits
 
 def load_many(model_path, adapter_paths) -> tuple[dict[str, torch.nn.Module], object, dict]:
     """{column name: network} for the base and each adapted copy of it (as `predict --adapter A` runs it, so
-    the columns equal single-adapter predictions bit for bit), the standardizer and the base's metadata. Names come from the adapters' JSON; two adapters of
-    the same name are refused, naming both files."""
+    the columns equal single-adapter predictions bit for bit), the standardizer and the base's metadata.
+    Names come from the adapters' JSON; two adapters of the same name are refused, naming both files."""
     base, standardizer, meta = weights.load_model(model_path)
     networks = {"base": base}
     sources = {"base": str(model_path)}

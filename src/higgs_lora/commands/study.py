@@ -30,8 +30,6 @@ def add_parsers(sub) -> dict:
 def adapt_study(args, argv) -> None:
     import dataclasses
 
-    import torch
-
     from higgs_lora import adapt_study as study
     from higgs_lora.distributed import log
     out = Path(args.out)
@@ -40,7 +38,7 @@ def adapt_study(args, argv) -> None:
     if args.threads is not None:
         if args.threads < 1:
             raise UserError(f"--threads must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
+        study.set_threads(args.threads)
     settings = study.QUICK if args.quick else study.StudySettings()
     chosen = {k: tuple(getattr(args, k)) for k in ("conditions", "sizes", "seeds", "methods") if getattr(args, k)}
     result = study.run_study(dataclasses.replace(settings, **chosen), log=log)

@@ -13,7 +13,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from higgs_lora.data.sniff import Layout, open_binary
+from higgs_lora.data.layout import Layout
+from higgs_lora.data.sniff import open_binary
 from higgs_lora.errors import UserError
 
 PIECE_BYTES = 8 << 20           # text handed to PyArrow at once (it splits it into 1 MiB blocks per thread)

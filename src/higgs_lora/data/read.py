@@ -22,7 +22,8 @@ import pyarrow as pa
 from higgs_lora.data import cache
 from higgs_lora.data.csvfile import csv_tables
 from higgs_lora.data.parquet import parquet_tables
-from higgs_lora.data.sniff import Layout, fingerprint_file, read_layout
+from higgs_lora.data.layout import Layout
+from higgs_lora.data.sniff import fingerprint_file, read_layout
 from higgs_lora.data.table import Table
 from higgs_lora.errors import UserError
 

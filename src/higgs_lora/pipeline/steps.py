@@ -17,7 +17,7 @@ from higgs_lora.lora import adapters
 from higgs_lora.metrics import format_metrics
 from higgs_lora.pipeline import phases
 from higgs_lora.pipeline.data import DataSpec, prepare_data
-from higgs_lora.pipeline.rundir import new_file, new_model_path, prepare_run_dir
+from higgs_lora.pipeline.rundir import new_file, new_model_path, prepare_run_dir, release_dir
 from higgs_lora.runtime import resolve_device
 from higgs_lora.weights import LoadedModel, load_adapter, load_model, save_adapter, save_model
 
@@ -50,15 +50,18 @@ def train(cfg: TrainConfig, spec: DataSpec, *, out, force: bool = False, resume:
     data = prepare_data(spec, device=device, val_fraction=cfg.val_fraction, progress=progress)
     phases.fit_features(cfg, data.source.n_features)
     out = prepare_run_dir(Path(out), force=force, resume=resume)
-    data.log_balance()
-    model, result = phases.train_base(cfg, data, checkpoint=out / "checkpoints" / "base.safetensors",
-                                      resume=resume, progress=progress)
-    provenance = dict(data=data.summary() | {"feature_names": None}, seed=cfg.seed, preset=cfg.preset,
-                      train=cfg.to_dict(), history=result.history)
-    if not distributed.is_main():
-        return None
-    path = save_model(out / "base.safetensors", model.cpu(), data.standardizer,
-                      feature_names=data.source.feature_names, provenance=provenance)
+    try:
+        data.log_balance()
+        model, result = phases.train_base(cfg, data, checkpoint=out / "checkpoints" / "base.safetensors",
+                                          resume=resume, progress=progress)
+        provenance = dict(data=data.summary() | {"feature_names": None}, seed=cfg.seed, preset=cfg.preset,
+                          train=cfg.to_dict(), history=result.history)
+        if not distributed.is_main():
+            return None
+        path = save_model(out / "base.safetensors", model.cpu(), data.standardizer,
+                          feature_names=data.source.feature_names, provenance=provenance)
+    finally:
+        release_dir(out)
     log(f"trained in {result.seconds:.1f}s ({result.samples_per_s:,.0f} samples/s); saved {path}")
     return Trained(path, result.seconds, result.samples_per_s, result.history)
 
@@ -76,22 +79,27 @@ def finetune(cfg: TrainConfig, spec: DataSpec, *, model_path, out, force: bool =
         raise DataError(f"{data.source.source}: no extra rows to fine-tune on with train {data.split.train_rows:,} "
                         f"and test {data.split.test_rows:,} of {data.source.rows:,} rows")
     out = prepare_run_dir(Path(out), force=force, resume=resume)
-    data.log_balance()
-    model = phases.adapt(cfg, loaded.model.to(device))
-    result = phases.finetune(cfg, model, data, checkpoint=out / "checkpoints" / "finetune.safetensors",
-                             resume=resume, progress=progress)
-    metrics = None
-    if data.split.test_rows:
-        m = phases.evaluate(model, data, data.split.test).metrics
-        metrics = dict(part="test", rows=data.split.test_rows, **{k: m[k] for k in ("roc_auc", "accuracy", "log_loss")})
-        log(f"adapted, test: {format_metrics(m)}")
-    if not distributed.is_main():
-        return None
-    path = save_adapter(out / "adapter.safetensors", model, base_fingerprint=loaded.meta["fingerprint"],
-                        name=name or out.resolve().name, target_condition=condition or data.source.source,
-                        metrics=metrics,
-                        provenance=dict(base=str(model_path), data=data.source.source, seed=cfg.seed,
-                                        ft_epochs=cfg.ft_epochs, ft_lr=cfg.ft_lr, history=result.history))
+    try:
+        data.log_balance()
+        model = phases.adapt(cfg, loaded.model.to(device))
+        result = phases.finetune(cfg, model, data, base_fingerprint=loaded.meta["fingerprint"],
+                                 checkpoint=out / "checkpoints" / "finetune.safetensors", resume=resume,
+                                 progress=progress)
+        metrics = None
+        if data.split.test_rows:
+            m = phases.evaluate(model, data, data.split.test).metrics
+            metrics = dict(part="test", rows=data.split.test_rows,
+                           **{k: m[k] for k in ("roc_auc", "accuracy", "log_loss")})
+            log(f"adapted, test: {format_metrics(m)}")
+        if not distributed.is_main():
+            return None
+        path = save_adapter(out / "adapter.safetensors", model, base_fingerprint=loaded.meta["fingerprint"],
+                            name=name or out.resolve().name, target_condition=condition or data.source.source,
+                            metrics=metrics,
+                            provenance=dict(base=str(model_path), data=data.source.source, seed=cfg.seed,
+                                            ft_epochs=cfg.ft_epochs, ft_lr=cfg.ft_lr, history=result.history))
+    finally:
+        release_dir(out)
     log(f"fine-tuned in {result.seconds:.1f}s ({result.samples_per_s:,.0f} samples/s); saved {path}")
     return Trained(path, result.seconds, result.samples_per_s, result.history)
 
