@@ -350,16 +350,21 @@ def summarize(result: dict) -> list[dict]:
     return out
 
 
-def crossovers(summary: list[dict]) -> dict:
-    """Per condition and size: the best adapter against the best other trained method (by mean AUC), and
-    the crossover: the smallest size from which adapters no longer win at any larger size."""
+RETRAINING = ("fresh-target", "fresh-source+target", "lightgbm")   # the methods that do not start from the base
+
+
+def crossovers(summary: list[dict], *, against: tuple[str, ...] | None = None) -> dict:
+    """Per condition and size: the best adapter against the best other method (by mean AUC; `against`:
+    only these others, e.g. RETRAINING), and the crossover: the smallest size from which adapters no
+    longer win at any larger size. The best adapter is the best of several on the test rows, which
+    flatters adapters a little: docs/adaptation.md also pairs single adapters with full fine-tuning."""
     out = {}
     for condition in dict.fromkeys(s["condition"] for s in summary):
         per_size = []
         for size in sorted({s["size"] for s in summary if s["condition"] == condition}):
             cell = [s for s in summary if s["condition"] == condition and s["size"] == size]
             adapters_ = [s for s in cell if is_adapter(s["method"])]
-            others = [s for s in cell if not is_adapter(s["method"])]
+            others = [s for s in cell if not is_adapter(s["method"]) and (against is None or s["method"] in against)]
             if not adapters_ or not others:
                 continue
             a = max(adapters_, key=lambda s: s["roc_auc"])
@@ -375,6 +380,20 @@ def crossovers(summary: list[dict]) -> dict:
         out[condition] = dict(sizes=per_size, crossover=crossover,
                               adapters_win_at=[p["size"] for p in per_size if p["adapters_win"]])
     return out
+
+
+def paired(result: dict, method: str, reference: str) -> dict:
+    """AUC(method) − AUC(reference) seed by seed (same base, same target rows), per (condition, size):
+    (mean, std over seeds). Pairing removes the base's and the sample's share of the spread."""
+    auc = {(r["condition"], r["size"], r["seed"], r["method"]): r["roc_auc"] for r in result["rows"]}
+    out: dict[tuple, list] = {}
+    for (condition, size, seed, m), value in auc.items():
+        if m == method and (condition, size, seed, reference) in auc:
+            out.setdefault((condition, size), []).append(value - auc[condition, size, seed, reference])
+    return {k: (float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else 0.0) for k, v in out.items()}
+
+
+PAIRED_METHODS = ("lora-r4", "lora-r16", "dora-r4", "pissa-r4")
 
 
 def markdown(result: dict) -> str:
@@ -401,7 +420,25 @@ def markdown(result: dict) -> str:
             f"{p['size']:,}: {p['best_adapter']} {p['adapter_auc']:.4f} vs {p['best_other']} {p['other_auc']:.4f} "
             f"({p['margin']:+.4f})" for p in c["sizes"]) + ".",
             f"Crossover (adapters stop winning): {c['crossover']:,} target rows." if c["crossover"] else
-            "Adapters win at every size measured.", ""]
+            "Adapters win at every size measured."]
+        r = crossovers(summary, against=RETRAINING)[condition]
+        lines += [("Against retraining without the base (fresh networks, LightGBM) only: adapters stop winning "
+                   f"at {r['crossover']:,} target rows." if r["crossover"] else
+                   "Against retraining without the base (fresh networks, LightGBM) only: adapters win at every "
+                   "size measured."), ""]
+    if "full" in result["methods"]:
+        lines += ["### Adapters against full fine-tuning, seed by seed", "",
+                  "AUC(adapter) − AUC(full fine-tuning) in units of 0.001, mean ± std of the paired differences "
+                  "over seeds (same base, same target rows); positive: the adapter is better.", "",
+                  "| condition | adapter | " + " | ".join(f"{n:,}" for n in sizes) + " |",
+                  "|---|---|" + "---:|" * len(sizes)]
+        for condition in dict.fromkeys(s["condition"] for s in summary):
+            for method in (m for m in PAIRED_METHODS if m in result["methods"]):
+                d = paired(result, method, "full")
+                cells = [f"{1e3 * d[condition, n][0]:+.1f} ± {1e3 * d[condition, n][1]:.1f}" if (condition, n) in d
+                         else "–" for n in sizes]
+                lines.append(f"| {condition} | {method} | " + " | ".join(cells) + " |")
+        lines.append("")
     # cost table: per method, at the largest size (adapters' cost does not depend on the condition)
     largest = max(sizes)
     lines += [f"### Cost per adaptation (mean over conditions and seeds; wall time at {largest:,} and "
@@ -489,8 +526,9 @@ def write_outputs(out, result: dict) -> list:
 
     from higgs_lora import io
     out = Path(out)
-    io.write_json(out / "adapt_study.json", dict(result, summary=summarize(result),
-                                                 crossovers=crossovers(summarize(result))))
+    summary = summarize(result)
+    io.write_json(out / "adapt_study.json", dict(result, summary=summary, crossovers=crossovers(summary),
+                                                 crossovers_vs_retraining=crossovers(summary, against=RETRAINING)))
     m = result.get("machine", {})
     head = [f"# Adaptation study: {', '.join(result['settings']['conditions'])}", "",
             f"Machine: {m.get('cpu')} ({m.get('cpu_capability')}), {m.get('torch_threads')} PyTorch thread(s); "
@@ -498,7 +536,7 @@ def write_outputs(out, result: dict) -> list:
             f"{result['settings']['n_blocks']} blocks, head {result['settings']['head_width']}; base trained on "
             f"{result['settings']['source_rows']:,} nominal rows; seeds {result['settings']['seeds']}.", ""]
     with io.atomic_path(out / "adapt_study.md") as tmp:
-        tmp.write_text("\n".join(head) + markdown(result) + "\n")
+        tmp.write_text("\n".join(head) + "\n" + markdown(result) + "\n")
     with io.atomic_path(out / "adapt_study.png") as tmp:
         plot(result, tmp)
     return [out / f for f in OUTPUT_FILES]
