@@ -110,3 +110,15 @@ def test_bad_settings_fail_clearly():
         dataclasses.replace(study.QUICK, methods=("magic",)).validate()
     with pytest.raises(UserError, match="sizes must be >= 20"):
         dataclasses.replace(study.QUICK, sizes=(5,)).validate()
+
+
+def test_paired_differences_and_crossover_against_retraining_on_made_up_numbers():
+    rows = [dict(condition="c", size=n, seed=s, method=m, roc_auc=v)
+            for n, s, m, v in [(100, 0, "lora-r4", 0.90), (100, 0, "full", 0.88), (100, 1, "lora-r4", 0.80),
+                               (100, 1, "full", 0.79), (100, 0, "lightgbm", 0.70), (100, 1, "lightgbm", 0.71)]]
+    d = study.paired(dict(rows=rows), "lora-r4", "full")
+    assert d["c", 100][0] == pytest.approx(0.015) and d["c", 100][1] == pytest.approx(np.std([0.02, 0.01], ddof=1))
+    summary = [dict(condition="c", size=100, method="lora-r4", roc_auc=0.85), dict(condition="c", size=100,
+               method="full", roc_auc=0.86), dict(condition="c", size=100, method="lightgbm", roc_auc=0.70)]
+    assert study.crossovers(summary)["c"]["crossover"] == 100
+    assert study.crossovers(summary, against=study.RETRAINING)["c"]["crossover"] is None
