@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from higgs_lora.data import csvfile, read, sniff
+from higgs_lora.data import csvfile, sniff
 from higgs_lora.data.read import fingerprint_file, load_table, prepare
 from higgs_lora.data.table import HIGGS_FEATURES
 from higgs_lora.errors import UserError
@@ -278,7 +278,7 @@ def test_cache_hit_does_not_parse(tmp_path, monkeypatch):
 
     def no_parsing(*args, **kwargs):
         raise AssertionError("parsed although the cache is valid")
-    monkeypatch.setattr(read, "csv_tables", no_parsing)
+    monkeypatch.setattr(csvfile, "csv_tables", no_parsing)
     second = prepare(path)
     assert second["from_cache"] and second["cache_path"] == first["cache_path"]
     table = load_table(path)

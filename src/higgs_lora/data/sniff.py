@@ -9,7 +9,6 @@ import re
 from pathlib import Path
 
 from higgs_lora.data.layout import Layout
-from higgs_lora.data.parquet import parquet_schema
 from higgs_lora.errors import UserError
 
 GZIP_MAGIC = b"\x1f\x8b"
@@ -20,6 +19,7 @@ def read_layout(path: Path, label_column) -> Layout:
     stat_file(path)
     kind = file_kind(path)
     if kind == "parquet":
+        from higgs_lora.data.parquet import parquet_schema  # PyArrow: only for Parquet files
         names, n_columns = parquet_schema(path)
     else:
         first = _first_line(path, kind)
