@@ -132,3 +132,16 @@ def test_cli_simulate_with_conditions(tmp_path, capsys):
     assert "jet_energy_scale=1.05" in capsys.readouterr().out
     assert main(["simulate", "--events", "10", "--out", str(tmp_path / "bad.csv"), "--m-hpm", "400"]) == 1
     assert "m_h0 must be in (495.4" in capsys.readouterr().err
+
+
+def test_simulate_help_states_the_nominal_values_and_names_every_condition():
+    from higgs_lora.commands.data import CONDITION_HELP
+    assert f"a named shift: {', '.join(sorted(CONDITION_PRESETS))} (default" in CONDITION_HELP["condition"]
+    for name, value in NOMINAL.__dict__.items():
+        assert f"(nominal {value:g}" in CONDITION_HELP[name], name
+    assert set(CONDITION_HELP) == {"condition", *NOMINAL.__dict__}
+
+
+def test_unknown_condition_name_fails_clearly(tmp_path, capsys):
+    assert main(["simulate", "--events", "10", "--out", str(tmp_path / "x.csv"), "--condition", "mars"]) == 1
+    assert "--condition 'mars': unknown; choose one of jes-up, mass-600-450, nominal, pileup-high" in capsys.readouterr().err

@@ -35,29 +35,35 @@ def add_parsers(sub) -> dict:
     return {"prepare": prepare, "shard": shard, "simulate": simulate}
 
 
+# Written out rather than read from data/simulate.py, which imports NumPy: --help stays light.
+# tests/test_simulate_conditions.py checks these against simulate.NOMINAL and CONDITION_PRESETS.
+CONDITION_HELP = dict(
+    condition="a named shift: jes-up, mass-600-450, nominal, pileup-high (default: nominal); the options "
+              "below override it field by field",
+    m_h0="heavy neutral Higgs mass (nominal 425)",
+    m_hpm="charged Higgs mass (nominal 325); needs m_h0 > m_hpm + 95.4 and m_hpm > 220.4 (every decay open)",
+    jet_energy_scale="multiplies reconstructed jet pT (nominal 1)",
+    jet_resolution="multiplies the jet energy resolution (nominal 1)",
+    btag_efficiency="tight-tag probability of a true b jet (nominal 0.8)",
+    met_soft_sigma="pile-up / soft missing energy per component (nominal 10 GeV)",
+    signal_fraction="fraction of signal events (nominal 0.53)",
+)
+CONDITION_METAVARS = dict(condition="NAME", m_h0="GEV", m_hpm="GEV", met_soft_sigma="GEV", btag_efficiency="P")
+
+
 def _condition_args(p) -> None:
-    from higgs_lora.data.simulate import CONDITION_PRESETS, NOMINAL
     g = p.add_argument_group("conditions (shifts of the physics and the detector; docs/simulator.md)")
-    g.add_argument("--condition", choices=sorted(CONDITION_PRESETS), metavar="NAME",
-                   help="a named shift: " + ", ".join(sorted(CONDITION_PRESETS)) + " (default: nominal); "
-                        "the options below override it field by field")
-    g.add_argument("--m-h0", type=float, metavar="GEV", help=f"heavy neutral Higgs mass (nominal {NOMINAL.m_h0:g})")
-    g.add_argument("--m-hpm", type=float, metavar="GEV", help=f"charged Higgs mass (nominal {NOMINAL.m_hpm:g}); "
-                   "needs m_h0 > m_hpm + 95.4 and m_hpm > 220.4 (every decay open)")
-    g.add_argument("--jet-energy-scale", type=float, metavar="F", help="multiplies reconstructed jet pT (nominal 1)")
-    g.add_argument("--jet-resolution", type=float, metavar="F", help="multiplies the jet energy resolution (nominal 1)")
-    g.add_argument("--btag-efficiency", type=float, metavar="P",
-                   help=f"tight-tag probability of a true b jet (nominal {NOMINAL.btag_efficiency:g})")
-    g.add_argument("--met-soft-sigma", type=float, metavar="GEV",
-                   help=f"pile-up / soft missing energy per component (nominal {NOMINAL.met_soft_sigma:g} GeV)")
-    g.add_argument("--signal-fraction", type=float, metavar="F",
-                   help=f"fraction of signal events (nominal {NOMINAL.signal_fraction:g})")
+    for name, text in CONDITION_HELP.items():
+        g.add_argument("--" + name.replace("_", "-"), type=str if name == "condition" else float,
+                       metavar=CONDITION_METAVARS.get(name, "F"), help=text)
 
 
 def _conditions(args):
     import dataclasses
 
     from higgs_lora.data.simulate import CONDITION_PRESETS, NOMINAL
+    if args.condition is not None and args.condition not in CONDITION_PRESETS:
+        raise UserError(f"--condition {args.condition!r}: unknown; choose one of {', '.join(sorted(CONDITION_PRESETS))}")
     base = CONDITION_PRESETS[args.condition] if args.condition else NOMINAL
     fields = {f.name: getattr(args, f.name) for f in dataclasses.fields(base) if getattr(args, f.name) is not None}
     return dataclasses.replace(base, **fields)
