@@ -99,6 +99,13 @@ def save_figure(fig, path: Path) -> Path:
 
 
 def plot_training(history: list[dict], path: Path) -> Path | None:
+    fig = training_figure(history)
+    return None if fig is None else save_figure(fig, path)
+
+
+def training_figure(history: list[dict]):
+    """Loss and accuracy per epoch (train, and validation when there is one), a row per phase; None
+    without epochs."""
     from matplotlib.ticker import MaxNLocator
     phases = [(p, t) for p, t in (("base", "base training"), ("finetune", "LoRA fine-tuning"))
               if any(r["phase"] == p for r in history)]
@@ -120,11 +127,19 @@ def plot_training(history: list[dict], path: Path) -> Path | None:
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.grid(alpha=0.3)
             ax.legend()
-    return save_figure(fig, path)
+    return fig
 
 
 def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray, float]], path: Path) -> Path | None:
-    models = [(k, name, color) for k, name, color in MODELS if k in curves]
+    fig = roc_figure(curves)
+    return None if fig is None else save_figure(fig, path)
+
+
+def roc_figure(curves: dict[str, tuple[np.ndarray, np.ndarray, float]]):
+    """ROC curves and background rejection vs signal efficiency of every model in `curves`
+    ({"base": (fpr, tpr, AUC), "adapted": ..., or any other name}, e.g. from roc_curves); None without any."""
+    known = {k: (name, color) for k, name, color in MODELS}
+    models = [(k, *known.get(k, (k, None))) for k in curves]
     if not models:
         return None
     fig = new_figure(width=11, height=4.6)
@@ -146,7 +161,7 @@ def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray, float]], path: Path
         ax.grid(alpha=0.3)
         ax.legend(loc="lower right" if ax is ax_roc else "upper right")
     ax_rej.grid(alpha=0.1, which="minor")
-    return save_figure(fig, path)
+    return fig
 
 
 def plot_scores(predictions: dict[str, np.ndarray], path: Path) -> Path | None:

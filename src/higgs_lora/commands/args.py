@@ -69,6 +69,13 @@ def _add_field(group, f: dataclasses.Field) -> None:
     group.add_argument("--" + f.name.replace("_", "-"), help=f.metadata["help"], **options)
 
 
+def add_track_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--track", choices=["mlflow", "tensorboard"],
+                   help="log settings, per-epoch and final metrics and the output files: mlflow (to "
+                        "MLFLOW_TRACKING_URI, else sqlite:///OUT/mlflow.db) or tensorboard (OUT/tensorboard/); "
+                        "needs the mlflow or tensorboard extra; a tracking failure warns and the run goes on")
+
+
 def train_config(args: argparse.Namespace) -> TrainConfig:
     """The preset with every recipe flag given on the command line laid over it, validated."""
     overrides = {f.name: getattr(args, f.name, None) for f in TrainConfig.recipe_fields()}

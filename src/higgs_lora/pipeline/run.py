@@ -21,6 +21,7 @@ from higgs_lora.pipeline import phases
 from higgs_lora.pipeline.data import DataSpec, Prepared, prepare_data
 from higgs_lora.pipeline.rundir import machine_info, prepare_run_dir, release_dir, write_history
 from higgs_lora.runtime import resolve_device, versions
+from higgs_lora.tracking import Tracker, make_tracker
 from higgs_lora.train.checkpoint import refuse_changed_settings as refuse_changed_settings_in
 from higgs_lora.weights import load_model, save_adapter, save_model, tensors_fingerprint
 
@@ -51,6 +52,7 @@ class RunState:
     adapted: torch.nn.Module | None = None
     adapted_logits: torch.Tensor | None = None
     merged: torch.nn.Module | None = None
+    tracker: Tracker | None = None
 
     @property
     def main(self) -> bool:
@@ -58,8 +60,10 @@ class RunState:
 
 
 def run(cfg: TrainConfig, spec: DataSpec, *, out: Path, force: bool = False, resume: bool = False,
-        progress: bool = True, report: bool = True, command: str = "") -> dict:
-    """Run the whole workflow into the directory `out`; returns the metrics (as in metrics.json)."""
+        progress: bool = True, report: bool = True, command: str = "", track=None) -> dict:
+    """Run the whole workflow into the directory `out`; returns the metrics (as in metrics.json).
+    `track` ("mlflow", "tensorboard" or a higgs_lora.tracking.Tracker) logs the settings, every epoch,
+    the final metrics and the run directory's files; a tracking failure warns and the run goes on."""
     t_total = time.perf_counter()
     torch.manual_seed(cfg.seed)
     r = RunState(cfg=cfg, spec=spec, out=Path(out), force=force, resume=resume, progress=progress, command=command,
@@ -69,6 +73,7 @@ def run(cfg: TrainConfig, spec: DataSpec, *, out: Path, force: bool = False, res
         prepare(r)  # locks the run directory
         refuse_other_data(r)
         write_config(r)
+        r.tracker = start_tracking(r, track)
         train_or_reuse_base(r)
         evaluate_saved_base(r)
         adapt_and_finetune(r)
@@ -81,6 +86,14 @@ def run(cfg: TrainConfig, spec: DataSpec, *, out: Path, force: bool = False, res
             if report:
                 write_report(r.out)
             log(f"done in {r.timings['total']:.1f}s -> {r.out}")
+    except BaseException:
+        if r.tracker is not None:
+            r.tracker.end(failed=True)
+        raise
+    else:
+        r.tracker.log_metrics(r.metrics)
+        r.tracker.log_artifacts()
+        r.tracker.end()
     finally:
         release_dir(r.out)
     return r.metrics
@@ -137,12 +150,21 @@ def write_config(r: RunState) -> None:
             command=r.command, versions=versions(), machine=machine_info(r.device)))
 
 
+def start_tracking(r: RunState, track) -> Tracker:
+    """The run's tracker (on the first process only; the others track nothing), started with config.json's settings."""
+    tracker = track if isinstance(track, Tracker) else make_tracker(track if r.main else None, r.out)
+    tracker.start(params=dict(train=r.cfg.to_dict(), data=dict(r.spec.to_dict(), source=r.data.source.source)))
+    return tracker
+
+
 def train_or_reuse_base(r: RunState) -> None:
     base_path = r.out / "base.safetensors"
     if r.resume and base_path.exists() and (r.out / "base.json").exists():
         log(f"base: {base_path} exists, skipping base training (--resume)")
         from higgs_lora.plots import read_history
         r.history += [row for row in read_history(r.out / "history.jsonl") if row["phase"] == "base"]
+        for row in r.history:
+            r.tracker.log_epoch(row)
         r.timings["train"], r.rates["train"] = 0.0, float("nan")
         return
     model, result = phases.train_base(r.cfg, r.data, checkpoint=r.out / "checkpoints" / "base.safetensors",
@@ -257,7 +279,11 @@ def write_report(out: Path) -> None:
 
 def _history_writer(r: RunState):
     before = list(r.history)
-    return lambda rows: write_history(r.out / "history.jsonl", [*before, *rows])
+
+    def on_epoch(rows: list[dict]) -> None:
+        write_history(r.out / "history.jsonl", [*before, *rows])
+        r.tracker.log_epoch(rows[-1])
+    return on_epoch
 
 
 def _timed_evaluation(r: RunState, model) -> phases.Evaluation:
