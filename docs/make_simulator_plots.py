@@ -1,6 +1,6 @@
 """Regenerate the simulator's figures in docs/img/ and print the realism table of docs/simulator.md.
 
-usage: python docs/make_simulator_plots.py [--events N] [--seed S]
+usage: python docs/make_simulator_plots.py [--events N] [--seed S] [--only-conditions]
 
 Each feature panel overlays signal and background of the simulation (lines, N events) and of the real
 sample (points, 1,000 events of UCI HIGGS; normalized densities, coarse bins because it is small).
@@ -82,6 +82,44 @@ def masses_in_gev(sim_x, sim_y, path):
     plt.close(fig)
 
 
+# What each named condition should show: the features it moves, in GeV where it is a momentum or mass.
+CONDITION_FEATURES = {
+    "mass-600-450": ("m_wwbb", "m_wbb", "m_bb"),
+    "jes-up": ("jet1_pt", "m_jj", "m_bb"),
+    "pileup-high": ("missing_energy_magnitude", "m_jlv", "jet1_btag"),
+}
+
+
+def conditions_figure(events, seed, path):
+    """Each named shift beside nominal (same seed): the features it moves, signal and background."""
+    nominal = sim.simulate(events, seed=seed)
+    fig, axes = plt.subplots(len(CONDITION_FEATURES), 3, figsize=(12, 3.0 * len(CONDITION_FEATURES)))
+    for row, (name, features) in zip(axes, CONDITION_FEATURES.items()):
+        shifted = sim.simulate(events, seed=seed, conditions=sim.CONDITION_PRESETS[name])
+        for ax, feature in zip(row, features):
+            i = HIGGS_FEATURES.index(feature)
+            scale = sim.SCALES.get(feature, 1.0)
+            values = [x[:, i] * scale for x, _ in (nominal, shifted)]
+            lo, hi = np.quantile(np.concatenate(values), [0.002, 0.99])
+            bins = np.linspace(lo, hi, 61)
+            if feature.endswith("btag"):
+                unit = values[0].max() / 2
+                bins = unit * np.array([-0.25, 0.25, 0.75, 1.25, 1.75, 2.25])
+            for (x, y), ls, which in ((nominal, "-", "nominal"), (shifted, "--", name)):
+                for label, color, text in ((1, SIGNAL, "signal"), (0, BACKGROUND, "background")):
+                    ax.hist(x[y == label, i] * scale, bins=bins, density=True, histtype="step", color=color,
+                            ls=ls, lw=1.2, label=f"{which} {text}")
+            unit = " (GeV)" if feature in sim.SCALES else ""
+            ax.set_title(f"{name}: {feature}{unit}", fontsize=9)
+            ax.set_yticks([])
+            ax.tick_params(labelsize=7)
+        row[0].legend(fontsize=7)
+    fig.suptitle(f"Named conditions (dashed) beside nominal (solid), {events:,} events each", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def realism_table(sim_x, real_x):
     print("| feature | real mean | real std | simulated mean | simulated std | within 25% |")
     print("|---|---:|---:|---:|---:|:---:|")
@@ -101,7 +139,12 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=500_000)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--only-conditions", action="store_true", help="only the conditions figure")
     args = parser.parse_args()
+    IMG.mkdir(parents=True, exist_ok=True)
+    conditions_figure(min(args.events, 200_000), args.seed, IMG / "sim_conditions.png")
+    if args.only_conditions:
+        return
     rows = np.loadtxt(REAL, delimiter=",")
     real_x, real_y = rows[:, 1:], rows[:, 0]
     sim_x, sim_y = sim.simulate(args.events, seed=args.seed)

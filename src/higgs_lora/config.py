@@ -14,6 +14,7 @@ LAYER_NAMES_DOC = "input, blocks.<i>.dense1, blocks.<i>.dense2, hidden, output"
 OPTIMIZERS = ("adam", "adamw")
 SCHEDULES = ("constant", "cosine")
 PRECISIONS = ("fp32", "bf16")
+LORA_INITS = ("glorot", "pissa")      # lora.py: how A and B start
 
 # The largest |p_merged - p_adapted| on the test rows for a merge to count as exact (float32 rounding).
 MERGE_TOLERANCE = 1e-5
@@ -149,6 +150,14 @@ class TrainConfig:
     targets: tuple[str, ...] = _flag(("all",), "layers that get adapters: all (default), blocks, or names like "
                                      "input blocks.0.dense1 hidden output", "lora", metavar="LAYER", nargs="+",
                                      show_default=False)
+    rslora: bool = _flag(False, "rank-stabilised scaling lora_alpha/sqrt(r) instead of lora_alpha/r "
+                         "(PEFT's use_rslora)", "lora", show_default=False)
+    dora: bool = _flag(False, "DoRA: learn a magnitude per output row besides the low-rank direction "
+                       "(PEFT's use_dora)", "lora", show_default=False)
+    lora_init: str = _flag("glorot", "glorot: A random, B zero; pissa: A, B from the top-r singular vectors of W",
+                           "lora", choices=LORA_INITS)
+    loraplus_lr_ratio: float = _flag(1.0, "LoRA+: B learns at X times A's learning rate (1: off)", "lora",
+                                     metavar="X")
     # execution
     seed: int = _flag(1234, "random seed (default: 1234, the notebook's)", "execution", metavar="S",
                       show_default=False)
@@ -188,6 +197,8 @@ class TrainConfig:
             (self.lr > 0, f"--lr must be > 0, got {self.lr}"),
             (self.ft_lr > 0, f"--ft-lr must be > 0, got {self.ft_lr}"),
             (self.rank >= 1, f"--rank must be >= 1, got {self.rank}"),
+            (self.lora_init in LORA_INITS, f"--lora-init must be one of {', '.join(LORA_INITS)}, got {self.lora_init!r}"),
+            (self.loraplus_lr_ratio > 0, f"--loraplus-lr-ratio must be > 0, got {self.loraplus_lr_ratio}"),
             (0 <= self.val_fraction < 1, f"--val-fraction must be in [0, 1), got {self.val_fraction}"),
             (0 <= self.label_smoothing < 1, f"label_smoothing must be in [0, 1), got {self.label_smoothing}"),
             (self.optimizer in ("adam", "adamw"), f"--optimizer must be adam or adamw, got {self.optimizer!r}"),

@@ -84,7 +84,9 @@ def prepare(strategy: str, base: ResidualMLP, cfg: TrainConfig) -> ResidualMLP:
     """The network a strategy trains, built from (a copy of) `base`; the base itself is never touched."""
     if strategy == "lora":
         torch.manual_seed(cfg.seed)  # A's initialization
-        return add_adapters(copy.deepcopy(base), rank=cfg.rank, scale=cfg.scale, targets=cfg.targets)
+        return add_adapters(copy.deepcopy(base), rank=cfg.rank, scale=cfg.scale, targets=cfg.targets,
+                            rslora=cfg.rslora, dora=cfg.dora, init=cfg.lora_init,
+                            loraplus_lr_ratio=cfg.loraplus_lr_ratio)
     if strategy == "full":
         return copy.deepcopy(base).requires_grad_(True)
     if strategy == "head":

@@ -80,7 +80,8 @@ def save_model(path, model: ResidualMLP, standardizer: Standardizer, *, feature_
     return st_path
 
 
-def _load_tensors(st_path: Path, meta: dict) -> dict[str, torch.Tensor]:
+def load_tensors(st_path: Path, meta: dict) -> dict[str, torch.Tensor]:
+    """The tensors of NAME.safetensors, checked against the SHA-256 in its JSON `meta`."""
     if not st_path.exists():
         raise UserError(f"{st_path}: file not found (its JSON is at {st_path.with_suffix('.json')})")
     if meta.get("sha256") and sha256_file(st_path) != meta["sha256"]:
@@ -103,7 +104,7 @@ def load_model(path) -> LoadedModel:
         config = ModelConfig.from_dict(meta["model"])
     except (KeyError, TypeError, UserError) as e:
         raise UserError(f"{js_path}: bad model hyperparameters ({e})") from None
-    state = _load_tensors(st_path, meta)
+    state = load_tensors(st_path, meta)
     model = ResidualMLP.from_config(config)
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     expected["standardizer.mean"] = expected["standardizer.std"] = (config.n_features,)
@@ -120,7 +121,10 @@ def load_model(path) -> LoadedModel:
     return loaded
 
 
-def save_adapter(path, model: ResidualMLP, *, base_fingerprint: str, provenance: dict | None = None) -> Path:
+def save_adapter(path, model: ResidualMLP, *, base_fingerprint: str, provenance: dict | None = None,
+                 name: str | None = None, target_condition: str | None = None, metrics: dict | None = None) -> Path:
+    """Write NAME.safetensors (the adapter tensors) then NAME.json. `name` (default: the file's stem) tells
+    adapters of one base apart; `target_condition` says what data they adapt to; `metrics` how they did."""
     layers = adapters(model)
     if not layers:
         raise ValueError("model has no adapters")
@@ -129,8 +133,8 @@ def save_adapter(path, model: ResidualMLP, *, base_fingerprint: str, provenance:
     state = {k: v.float().cpu().contiguous() for k, v in adapter_state(model).items()}
     with atomic_path(st_path) as tmp:
         save_file(state, str(tmp), metadata={"format": ADAPTER_FORMAT})
-    meta = dict(format=ADAPTER_FORMAT, format_version=FORMAT_VERSION, rank=first.rank, scale=first.scale,
-                lora_alpha=first.scale * first.rank, targets=list(layers), formulation=first.formulation,
+    meta = dict(format=ADAPTER_FORMAT, format_version=FORMAT_VERSION, **first.options(), targets=list(layers),
+                name=name or st_path.stem, target_condition=target_condition, metrics=metrics,
                 base_fingerprint=base_fingerprint, model=model.config.to_dict(),
                 trainable_params=sum(v.numel() for v in state.values()), sha256=sha256_file(st_path),
                 versions=versions(), provenance=provenance or {})
@@ -147,8 +151,13 @@ def load_adapter(path, model: ResidualMLP, *, base_fingerprint: str) -> Residual
     if meta.get("base_fingerprint") != base_fingerprint:
         raise UserError(f"{js_path}: this adapter was trained on another base model "
                         f"(its base {meta.get('base_fingerprint')}, this base {base_fingerprint})")
-    state = _load_tensors(st_path, meta)
-    add_adapters(model, rank=int(meta["rank"]), scale=float(meta["scale"]), targets=meta["targets"],
-                 formulation=meta.get("formulation", "reform"))
+    state = load_tensors(st_path, meta)
+    try:  # adapters saved before the variants existed have none of their fields: plain LoRA
+        add_adapters(model, rank=int(meta["rank"]), scale=float(meta["scale"]), targets=meta["targets"],
+                     formulation=meta.get("formulation", "reform"), rslora=meta.get("rslora", False),
+                     dora=meta.get("dora", False), init=meta.get("init", "glorot"),
+                     loraplus_lr_ratio=float(meta.get("loraplus_lr_ratio", 1.0)))
+    except (KeyError, TypeError, ValueError) as e:
+        raise UserError(f"{js_path}: bad adapter settings ({e})") from None
     load_adapter_state(model, state)
     return model

@@ -31,7 +31,42 @@ def add_parsers(sub) -> dict:
     p.add_argument("--seed", type=int, default=SIM_SEED, metavar="S", help=f"seed (default: {SIM_SEED})")
     p.add_argument("--out", required=True, metavar="FILE", help="output .csv or .csv.gz")
     p.add_argument("--force", action="store_true", help="overwrite an existing file")
+    _condition_args(p)
     return {"prepare": prepare, "shard": shard, "simulate": simulate}
+
+
+# Written out rather than read from data/simulate.py, which imports NumPy: --help stays light.
+# tests/test_simulate_conditions.py checks these against simulate.NOMINAL and CONDITION_PRESETS.
+CONDITION_HELP = dict(
+    condition="a named shift: jes-up, mass-600-450, nominal, pileup-high (default: nominal); the options "
+              "below override it field by field",
+    m_h0="heavy neutral Higgs mass (nominal 425)",
+    m_hpm="charged Higgs mass (nominal 325); needs m_h0 > m_hpm + 95.4 and m_hpm > 220.4 (every decay open)",
+    jet_energy_scale="multiplies reconstructed jet pT (nominal 1)",
+    jet_resolution="multiplies the jet energy resolution (nominal 1)",
+    btag_efficiency="tight-tag probability of a true b jet (nominal 0.8)",
+    met_soft_sigma="pile-up / soft missing energy per component (nominal 10 GeV)",
+    signal_fraction="fraction of signal events (nominal 0.53)",
+)
+CONDITION_METAVARS = dict(condition="NAME", m_h0="GEV", m_hpm="GEV", met_soft_sigma="GEV", btag_efficiency="P")
+
+
+def _condition_args(p) -> None:
+    g = p.add_argument_group("conditions (shifts of the physics and the detector; docs/simulator.md)")
+    for name, text in CONDITION_HELP.items():
+        g.add_argument("--" + name.replace("_", "-"), type=str if name == "condition" else float,
+                       metavar=CONDITION_METAVARS.get(name, "F"), help=text)
+
+
+def _conditions(args):
+    import dataclasses
+
+    from higgs_lora.data.simulate import CONDITION_PRESETS, NOMINAL
+    if args.condition is not None and args.condition not in CONDITION_PRESETS:
+        raise UserError(f"--condition {args.condition!r}: unknown; choose one of {', '.join(sorted(CONDITION_PRESETS))}")
+    base = CONDITION_PRESETS[args.condition] if args.condition else NOMINAL
+    fields = {f.name: getattr(args, f.name) for f in dataclasses.fields(base) if getattr(args, f.name) is not None}
+    return dataclasses.replace(base, **fields)
 
 
 def prepare(args, argv) -> None:
@@ -68,9 +103,10 @@ def simulate(args, argv) -> None:
         raise UserError(f"--events must be >= 1, got {args.events}")
     if out.exists() and not args.force:
         raise UserError(f"--out {out}: file exists (use --force to overwrite)")
+    conditions = _conditions(args)
     t = time.perf_counter()
-    features, labels = run_simulation(args.events, seed=args.seed)
+    features, labels = run_simulation(args.events, seed=args.seed, conditions=conditions)
     t_sim = time.perf_counter() - t
     write_higgs_csv(out, features, labels)
-    print(f"simulated {args.events:,} events in {t_sim:.1f}s ({args.events / t_sim:,.0f}/s), "
+    print(f"simulated {args.events:,} events ({conditions.describe()}) in {t_sim:.1f}s ({args.events / t_sim:,.0f}/s), "
           f"signal {labels.mean() * 100:.2f}%, written to {out} in {time.perf_counter() - t - t_sim:.1f}s")

@@ -1,4 +1,4 @@
-"""Commands on saved models: evaluate, merge, predict, export, import-keras."""
+"""Commands on saved models: evaluate, merge, predict, export, import-keras, import-peft, adapters."""
 from __future__ import annotations
 
 from higgs_lora.commands import args as a
@@ -24,9 +24,13 @@ def add_parsers(sub) -> dict:
 
     p = sub.add_parser("predict", help="probabilities for every row of a file, streamed in chunks",
                        description="Stream FILE through MODEL in chunks (files larger than memory are fine) and write "
-                                   "one probability per row to a CSV or Parquet file.")
+                                   "one probability per row to a CSV or Parquet file. With one --adapter: the "
+                                   "adapted network's, column 'probability'. With several: in the same pass, one "
+                                   "column per network, 'probability_base' and 'probability_NAME' for each adapter "
+                                   "(NAME from its JSON; see `higgs-lora adapters`).")
     p.add_argument("model", metavar="MODEL", help="model (.safetensors with its .json beside it)")
-    p.add_argument("--adapter", metavar="ADAPTER", help="adapter trained on MODEL")
+    p.add_argument("--adapter", metavar="ADAPTER", action="append",
+                   help="adapter trained on MODEL; repeat for several (one column each, and the base's)")
     p.add_argument("--data", metavar="FILE", required=True, help="CSV (.csv, .csv.gz) or Parquet file of raw features")
     p.add_argument("--out", metavar="PREDS", required=True, help="output .csv or .parquet")
     p.add_argument("--label-column", default="0", metavar="NAME|INDEX|none",
@@ -37,11 +41,15 @@ def add_parsers(sub) -> dict:
     p.add_argument("--force", action="store_true", help="overwrite an existing output file")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda (default: auto)")
 
-    p = sub.add_parser("export", help="export a model for deployment (ONNX)")
-    p.add_argument("model", metavar="MODEL")
-    p.add_argument("--adapter", metavar="ADAPTER", help="adapter to merge in before export")
-    p.add_argument("--format", default="onnx", choices=["onnx"], help="export format (default: onnx)")
-    p.add_argument("--out", required=True, metavar="DIR", help="output directory (model.onnx, preprocess.json)")
+    p = sub.add_parser("export", help="export a model for deployment (ONNX), or an adapter in PEFT's format",
+                       description="--format onnx: MODEL (with --adapter merged in) as DIR/model.onnx + "
+                                   "DIR/preprocess.json. --format peft: the adapter (MODEL --adapter A, or the "
+                                   "adapter file alone as MODEL) as DIR/adapter_config.json + "
+                                   "DIR/adapter_model.safetensors, loadable with peft.PeftModel.from_pretrained.")
+    p.add_argument("model", metavar="MODEL|ADAPTER")
+    p.add_argument("--adapter", metavar="ADAPTER", help="adapter to merge in before export (onnx) or to export (peft)")
+    p.add_argument("--format", default="onnx", choices=["onnx", "peft"], help="export format (default: onnx)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory")
     p.add_argument("--include-standardization", action="store_true",
                    help="bake (x - mean) / std into the graph instead of leaving it to preprocess.json")
 
@@ -50,7 +58,23 @@ def add_parsers(sub) -> dict:
     p.add_argument("--stats", required=True, metavar="STATS.json", help='train mean/std: {"mean": [...], "std": [...]}')
     p.add_argument("--out", required=True, metavar="MODEL", help="output model path (MODEL.safetensors + .json)")
     p.add_argument("--force", action="store_true", help="overwrite an existing model file")
-    return {"evaluate": evaluate, "merge": merge, "predict": predict, "export": export, "import-keras": import_keras}
+
+    p = sub.add_parser("import-peft", help="convert a PEFT LoRA adapter directory into a higgs-lora adapter",
+                       description="Read DIR/adapter_config.json + DIR/adapter_model.safetensors (PEFT's LoRA format, "
+                                   "e.g. from `export --format peft` or peft's save_pretrained on a ResidualMLP) and "
+                                   "write an adapter bound to MODEL.")
+    p.add_argument("peft_dir", metavar="DIR")
+    p.add_argument("--base", required=True, metavar="MODEL", help="the base model the adapter belongs to")
+    p.add_argument("--out", required=True, metavar="ADAPTER", help="output adapter path (ADAPTER.safetensors + .json)")
+    p.add_argument("--name", metavar="NAME", help="the adapter's name (default: the file name)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing adapter file")
+
+    p = sub.add_parser("adapters", help="list the adapters in a directory: name, base, rank, variant, size, "
+                                        "target condition, metrics")
+    p.add_argument("dir", metavar="DIR", help="directory searched recursively for adapter files")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    return {"evaluate": evaluate, "merge": merge, "predict": predict, "export": export, "import-keras": import_keras,
+            "import-peft": import_peft, "adapters": list_adapters}
 
 
 def evaluate(args, argv) -> None:
@@ -67,13 +91,17 @@ def merge(args, argv) -> None:
 
 def predict(args, argv) -> None:
     from higgs_lora import pipeline
-    pipeline.predict(model_path=args.model, adapter_path=args.adapter, data=args.data, out=args.out,
+    pipeline.predict(model_path=args.model, adapter_paths=args.adapter or [], data=args.data, out=args.out,
                      label_column=a.label_column(args.label_column), chunk_rows=args.chunk_rows,
                      precision=args.precision, force=args.force, device=args.device)
 
 
 def export(args, argv) -> None:
     from higgs_lora import pipeline
+    if args.format == "peft":
+        pipeline.export_peft(model_path=args.model, adapter_path=args.adapter, out=args.out,
+                             include_standardization=args.include_standardization)
+        return
     pipeline.export(model_path=args.model, adapter_path=args.adapter, out=args.out,
                     include_standardization=args.include_standardization)
 
@@ -81,3 +109,21 @@ def export(args, argv) -> None:
 def import_keras(args, argv) -> None:
     from higgs_lora import pipeline
     pipeline.import_keras(keras_path=args.file, stats_path=args.stats, out=args.out, force=args.force)
+
+
+def import_peft(args, argv) -> None:
+    from higgs_lora import pipeline
+    pipeline.import_peft(peft_dir=args.peft_dir, base_path=args.base, out=args.out, name=args.name, force=args.force)
+
+
+def list_adapters(args, argv) -> None:
+    import json
+
+    from higgs_lora.adapter_list import list_adapters as find, table
+    rows = find(args.dir)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    elif rows:
+        print(table(rows))
+    else:
+        print(f"{args.dir}: no higgs-lora adapters")

@@ -19,6 +19,10 @@ def add_parsers(sub) -> dict:
     p.add_argument("model", metavar="MODEL", help="base model (.safetensors with its .json beside it)")
     a.add_data_args(p)
     a.add_out_args(p, help="output directory", resume="continue from DIR/checkpoints/finetune.safetensors")
+    p.add_argument("--name", metavar="NAME", help="the adapter's name, for `adapters` and `predict` columns "
+                   "(default: the --out directory's name)")
+    p.add_argument("--condition", metavar="TEXT", help="what the adapter adapts to, e.g. a simulator condition "
+                   "(default: the data's source)")
     a.add_recipe_args(p, base=False)
     a.add_track_arg(p)
     return {"train": train, "finetune": finetune}
@@ -33,4 +37,5 @@ def train(args, argv) -> None:
 def finetune(args, argv) -> None:
     from higgs_lora import pipeline
     pipeline.finetune(a.train_config(args), a.data_spec(args), model_path=args.model, out=args.out, force=args.force,
-                      resume=args.resume, progress=a.progress(args), track=args.track)
+                      resume=args.resume, progress=a.progress(args), track=args.track, name=args.name,
+                      condition=args.condition)

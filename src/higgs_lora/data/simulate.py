@@ -12,6 +12,12 @@ high-level masses are then computed from the reconstructed objects, as in Baldi,
 "Searching for exotic particles in high-energy physics with deep learning", Nat. Commun. 5, 4308 (2014).
 See docs/simulator.md for the model, the constants and how it compares with the real data.
 
+Conditions (the Conditions dataclass, `higgs-lora simulate --m-h0 ...`) shift the physics and the detector
+by name: the heavy-Higgs masses, the jet energy scale and resolution, the b-tag efficiency, the soft
+(pile-up) missing energy and the signal fraction. The nominal conditions are the constants below and give
+the same events, bit for bit, as before conditions existed; shifted ones draw the same random numbers, so
+a shift changes the events it acts on and nothing else.
+
 Everything is vectorized over events. Events come from fixed-size blocks, each with its own random
 stream derived from (seed, stream, block), so the output for a seed is the same however many events are
 asked for: simulate(n, seed=s) is the first n rows of simulate(m, seed=s) for any m > n.
@@ -23,6 +29,7 @@ config.SIM_EVENTS and config.SIM_SEED.)
 from __future__ import annotations
 
 import collections
+import dataclasses
 import hashlib
 import itertools
 import os
@@ -86,6 +93,76 @@ _COLUMN = {name: i for i, name in enumerate(HIGGS_FEATURES)}
 _PERMUTATIONS = np.array(list(itertools.permutations(range(4))))
 _SCALED = [_COLUMN[name] for name in SCALES]
 _SCALE_VALUES = np.array(list(SCALES.values()), dtype=np.float32)
+M_HEAVY_MAX = 3000.0               # heavy-Higgs masses above this are refused (far outside the toy's tuning)
+
+
+@dataclasses.dataclass(frozen=True)
+class Conditions:
+    """Named shifts of the simulated physics and detector. The defaults are the nominal constants above.
+
+    m_h0, m_hpm          heavy Higgs masses (GeV); H0 -> W H+- and H+- -> W h0 must stay open for every W
+                         mass drawn: m_h0 > m_hpm + M_W + W_WINDOW and m_hpm > M_H + M_W + W_WINDOW.
+    jet_energy_scale     multiplies every reconstructed jet pT (a miscalibration: 1.03 = jets read 3% high);
+                         the missing energy balances what the jets gained or lost, as in a real detector.
+    jet_resolution       multiplies the jet energy resolution sigma_E / E.
+    btag_efficiency      probability of the tight tag for a true b jet (nominal 0.80); the loose-only tag
+                         keeps its 0.17 as long as both fit in 1.
+    met_soft_sigma       soft missing energy per transverse component (GeV): pile-up, underlying event.
+    signal_fraction      probability that an event is signal.
+    """
+    m_h0: float = M_H0
+    m_hpm: float = M_HPM
+    jet_energy_scale: float = 1.0
+    jet_resolution: float = 1.0
+    btag_efficiency: float = BTAG_B_TIGHT
+    met_soft_sigma: float = MET_SOFT_SIGMA
+    signal_fraction: float = SIGNAL_FRACTION
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) \
+                    or not np.isfinite(value):
+                raise UserError(f"condition {f.name} must be a finite number, got {value!r}")
+            object.__setattr__(self, f.name, float(value))   # Python floats: the arithmetic stays float32
+        hpm_min = M_H + M_W + W_WINDOW
+        checks = [
+            (hpm_min < self.m_hpm <= M_HEAVY_MAX, f"m_hpm must be in ({hpm_min:g}, {M_HEAVY_MAX:g}] GeV so that "
+             f"H+- -> W h0 is open (m_h0 {M_H:g} + m_W {M_W:g} + {W_WINDOW:g} window), got {self.m_hpm:g}"),
+            (self.m_hpm + M_W + W_WINDOW < self.m_h0 <= M_HEAVY_MAX,
+             f"m_h0 must be in ({self.m_hpm + M_W + W_WINDOW:g}, {M_HEAVY_MAX:g}] GeV so that H0 -> W H+- is open "
+             f"(m_hpm {self.m_hpm:g} + m_W {M_W:g} + {W_WINDOW:g} window), got {self.m_h0:g}"),
+            (0.5 <= self.jet_energy_scale <= 1.5, f"jet_energy_scale must be in [0.5, 1.5], got {self.jet_energy_scale:g}"),
+            (0 <= self.jet_resolution <= 5, f"jet_resolution must be in [0, 5], got {self.jet_resolution:g}"),
+            (0 <= self.btag_efficiency <= 1, f"btag_efficiency must be in [0, 1], got {self.btag_efficiency:g}"),
+            (0 <= self.met_soft_sigma <= 500, f"met_soft_sigma must be in [0, 500] GeV, got {self.met_soft_sigma:g}"),
+            (0 <= self.signal_fraction <= 1, f"signal_fraction must be in [0, 1], got {self.signal_fraction:g}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise UserError(message)
+
+    def shifts(self) -> dict:
+        """The fields that differ from nominal."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if v != getattr(NOMINAL, k)}
+
+    def describe(self) -> str:
+        return ",".join(f"{k}={v:g}" for k, v in self.shifts().items()) or "nominal"
+
+
+NOMINAL = Conditions()
+
+# The named shifts used by `higgs-lora adapt-study` (docs/adaptation.md). Each moves the data enough that a
+# network trained on nominal events loses accuracy on it, within what a real analysis meets.
+CONDITION_PRESETS = {
+    "nominal": NOMINAL,
+    # another signal hypothesis: heavier H0 and H+- (the background is the same t tbar)
+    "mass-600-450": Conditions(m_h0=600.0, m_hpm=450.0),
+    # a detector recalibration: jets read 5% high and 30% more smeared
+    "jes-up": Conditions(jet_energy_scale=1.05, jet_resolution=1.3),
+    # high pile-up: four times the soft missing energy, and a lower b-tag efficiency (busier tracker)
+    "pileup-high": Conditions(met_soft_sigma=40.0, btag_efficiency=0.70),
+}
 
 
 # ---------------------------------------------------------------- kinematics
@@ -145,12 +222,13 @@ def _pick(mask, a, b):
     return tuple(np.where(mask, u, v) for u, v in zip(a, b))
 
 
-def _signal_partons(rng, n):
-    h0 = _system(rng, M_H0, n)
+def _signal_partons(rng, n, cond):
+    m_h0, m_hpm = cond.m_h0, cond.m_hpm
+    h0 = _system(rng, m_h0, n)
     m_w1 = _breit_wigner(rng, M_W, WIDTH_W, W_WINDOW, n)
     m_w2 = _breit_wigner(rng, M_W, WIDTH_W, W_WINDOW, n)
-    w1, hpm = _two_body(rng, h0, M_H0, m_w1, M_HPM, n)
-    w2, h = _two_body(rng, hpm, M_HPM, m_w2, M_H, n)
+    w1, hpm = _two_body(rng, h0, m_h0, m_w1, m_hpm, n)
+    w2, h = _two_body(rng, hpm, m_hpm, m_w2, M_H, n)
     b1, b2 = _two_body(rng, h, M_H, M_B, M_B, n)
     first = rng.random(n, dtype=F32) < 0.5      # which W decays to the lepton
     w_lep, w_had = _pick(first, w1, w2), _pick(first, w2, w1)
@@ -160,7 +238,7 @@ def _signal_partons(rng, n):
     return h0, lep, nu, (q1, q2, b1, b2)
 
 
-def _background_partons(rng, n):
+def _background_partons(rng, n, cond):
     m_t1 = _breit_wigner(rng, M_TOP, WIDTH_TOP, TOP_WINDOW, n)
     m_t2 = _breit_wigner(rng, M_TOP, WIDTH_TOP, TOP_WINDOW, n)
     m_tt = m_t1 + m_t2 + rng.standard_gamma(TTBAR_EXCESS_SHAPE, n, dtype=F32) * TTBAR_EXCESS_SCALE
@@ -232,7 +310,7 @@ def _showered_jets(rng, system, quarks, n):
     return jets_pt, jets_eta, jets_phi, jets_b, nu_x, nu_y
 
 
-def _detector(rng, system, lep, nu, quarks):
+def _detector(rng, system, lep, nu, quarks, cond):
     """Shower, smear, apply the acceptance, b-tag and compute the 28 features of the accepted events."""
     # The lepton first: events without an accepted lepton are dropped before the (costlier) jets.
     l_pt_true, l_eta, l_phi = _pt_eta_phi(lep)
@@ -245,15 +323,16 @@ def _detector(rng, system, lep, nu, quarks):
 
     pt, eta, phi, is_b, met_x, met_y = _showered_jets(rng, system, quarks, n)
     e = np.maximum(pt * np.cosh(eta), 1.0)
-    sigma = np.sqrt((JET_STOCH**2 + JET_NOISE**2 / e) / e + JET_CONST**2)
-    pt_reco = pt * np.maximum(1.0 + sigma * rng.standard_normal(pt.shape, dtype=F32), 0.0)
+    sigma = np.sqrt((JET_STOCH**2 + JET_NOISE**2 / e) / e + JET_CONST**2) * cond.jet_resolution
+    # (x * 1.0 is exact in floating point: the nominal conditions change no bit)
+    pt_reco = pt * np.maximum(1.0 + sigma * rng.standard_normal(pt.shape, dtype=F32), 0.0) * cond.jet_energy_scale
 
     # Missing energy: the neutrinos plus whatever the detector mis-measured, plus soft noise.
     miss = pt - pt_reco
     l_miss = l_pt_true - l_pt
     cos_l, sin_l = np.cos(l_phi), np.sin(l_phi)
-    met_x += nu[1] + (miss * np.cos(phi)).sum(axis=1) + l_miss * cos_l + _normal(rng, MET_SOFT_SIGMA, n)
-    met_y += nu[2] + (miss * np.sin(phi)).sum(axis=1) + l_miss * sin_l + _normal(rng, MET_SOFT_SIGMA, n)
+    met_x += nu[1] + (miss * np.cos(phi)).sum(axis=1) + l_miss * cos_l + _normal(rng, cond.met_soft_sigma, n)
+    met_y += nu[2] + (miss * np.sin(phi)).sum(axis=1) + l_miss * sin_l + _normal(rng, cond.met_soft_sigma, n)
 
     # The four leading jets inside the acceptance; events with fewer than four are dropped.
     good = (pt_reco > JET_PT_MIN) & (np.abs(eta) < JET_ETA_MAX)
@@ -268,8 +347,8 @@ def _detector(rng, system, lep, nu, quarks):
     phi_reco = _wrap_phi(phi + _normal(rng, JET_ANGLE_SIGMA, (m, 4)))
 
     u = rng.random((m, 4), dtype=F32)
-    tight = np.where(jet_b, BTAG_B_TIGHT, BTAG_LIGHT_TIGHT)
-    loose = np.where(jet_b, BTAG_B_LOOSE, BTAG_LIGHT_LOOSE)
+    tight = np.where(jet_b, cond.btag_efficiency, BTAG_LIGHT_TIGHT)
+    loose = np.where(jet_b, min(BTAG_B_LOOSE, 1.0 - cond.btag_efficiency), BTAG_LIGHT_LOOSE)
     tag = np.where(u < tight, 2, np.where(u < tight + loose, 1, 0)).astype(np.int8)
     tag[np.abs(eta_reco) > TRACKER_ETA_MAX] = 0
 
@@ -322,18 +401,18 @@ def _rng(seed, stream, block):
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=(stream, block))))
 
 
-def _process_block(process, seed, block):
+def _process_block(process, seed, block, cond):
     """The accepted events of one block of BLOCK candidates of `process` (signal or background)."""
     rng = _rng(seed, process, block)
     partons = _signal_partons if process == _STREAM_SIGNAL else _background_partons
-    return _detector(rng, *partons(rng, BLOCK))
+    return _detector(rng, *partons(rng, BLOCK, cond), cond)
 
 
-def _fill(out, rows, process, seed):
+def _fill(out, rows, process, seed, cond):
     """Write the first len(rows) accepted events of `process` into out[rows]."""
     done, block = 0, 0
     while done < len(rows):
-        events = _process_block(process, seed, block)[: len(rows) - done]
+        events = _process_block(process, seed, block, cond)[: len(rows) - done]
         out[rows[done:done + len(events)]] = events
         done += len(events)
         block += 1
@@ -346,28 +425,35 @@ def _check(n_events, seed):
         raise UserError(f"seed must be a whole number >= 0, got {seed!r}")
 
 
-def simulate(n_events: int, *, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def simulate(n_events: int, *, seed: int, conditions: Conditions = NOMINAL) -> tuple[np.ndarray, np.ndarray]:
     """n_events simulated events: features float32 [n, 28] in HIGGS' column order and scaling,
-    labels uint8 [n] (1 = signal, probability SIGNAL_FRACTION). Same seed, same events."""
+    labels uint8 [n] (1 = signal, probability conditions.signal_fraction). Same seed, same events."""
     _check(n_events, seed)
+    if not isinstance(conditions, Conditions):
+        raise TypeError(f"conditions must be a Conditions, got {type(conditions).__name__}")
     labels = np.empty(n_events, dtype=np.uint8)
     for block, start in enumerate(range(0, n_events, BLOCK)):
         size = min(BLOCK, n_events - start)
-        labels[start:start + size] = _rng(seed, _STREAM_LABELS, block).random(BLOCK)[:size] < SIGNAL_FRACTION
+        labels[start:start + size] = _rng(seed, _STREAM_LABELS, block).random(BLOCK)[:size] < conditions.signal_fraction
     features = np.empty((n_events, len(HIGGS_FEATURES)), dtype=np.float32)
-    _fill(features, np.flatnonzero(labels == 1), _STREAM_SIGNAL, seed)
-    _fill(features, np.flatnonzero(labels == 0), _STREAM_BACKGROUND, seed)
+    _fill(features, np.flatnonzero(labels == 1), _STREAM_SIGNAL, seed, conditions)
+    _fill(features, np.flatnonzero(labels == 0), _STREAM_BACKGROUND, seed, conditions)
     return features, labels
 
 
-def fingerprint(n_events: int, *, seed: int) -> str:
-    return hashlib.sha256(f"higgs-lora-simulator:{SIMULATOR_VERSION}:{n_events}:{seed}".encode()).hexdigest()[:16]
+def fingerprint(n_events: int, *, seed: int, conditions: Conditions = NOMINAL) -> str:
+    # Nominal keeps the key it had before conditions existed (cached runs and fingerprints stay valid).
+    shifted = "" if conditions == NOMINAL else ":" + conditions.describe()
+    key = f"higgs-lora-simulator:{SIMULATOR_VERSION}:{n_events}:{seed}{shifted}"
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-def simulated_table(n_events: int, *, seed: int) -> Table:
-    features, labels = simulate(n_events, seed=seed)
+def simulated_table(n_events: int, *, seed: int, conditions: Conditions = NOMINAL) -> Table:
+    features, labels = simulate(n_events, seed=seed, conditions=conditions)
+    shifted = "" if conditions == NOMINAL else ":" + conditions.describe()
     return Table(features=features, labels=labels, feature_names=list(HIGGS_FEATURES),
-                 source=f"simulated:events={n_events}:seed={seed}", fingerprint=fingerprint(n_events, seed=seed))
+                 source=f"simulated:events={n_events}:seed={seed}{shifted}",
+                 fingerprint=fingerprint(n_events, seed=seed, conditions=conditions))
 
 
 # ---------------------------------------------------------------- the HIGGS text format

@@ -11,7 +11,7 @@ import torch
 from higgs_lora.config import MERGE_TOLERANCE, ModelConfig, TrainConfig
 from higgs_lora.distributed import gather, log
 from higgs_lora.errors import UserError
-from higgs_lora.lora import adapters, add_adapters, merge_adapters
+from higgs_lora.lora import adapters, add_adapters, merge_adapters, variant_name
 from higgs_lora.metrics import binary_metrics
 from higgs_lora.model import ResidualMLP
 from higgs_lora.pipeline.data import Prepared
@@ -59,9 +59,11 @@ def train_base(cfg: TrainConfig, data: Prepared, *, checkpoint: Path | None = No
 
 def adapt(cfg: TrainConfig, model: ResidualMLP) -> ResidualMLP:
     """Freeze the network and add the configured adapters, saying how many parameters train."""
-    model = add_adapters(model, rank=cfg.rank, scale=cfg.scale, targets=cfg.targets)
+    model = add_adapters(model, rank=cfg.rank, scale=cfg.scale, targets=cfg.targets, rslora=cfg.rslora,
+                         dora=cfg.dora, init=cfg.lora_init, loraplus_lr_ratio=cfg.loraplus_lr_ratio)
     trainable = model.n_params(trainable_only=True)
-    log(f"adapters: rank {cfg.rank}, scale {cfg.scale} on {len(adapters(model))} layers  "
+    variant = variant_name(next(iter(adapters(model).values())).options())
+    log(f"adapters ({variant}): rank {cfg.rank}, scale {cfg.scale} on {len(adapters(model))} layers  "
         f"trainable {trainable:,}  frozen {model.n_params() - trainable:,}")
     return model
 

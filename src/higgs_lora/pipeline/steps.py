@@ -19,7 +19,7 @@ from higgs_lora.metrics import format_metrics
 from higgs_lora.pipeline import phases
 from higgs_lora.pipeline.data import DataSpec, Prepared, prepare_data
 from higgs_lora.pipeline.rundir import new_file, new_model_path, prepare_run_dir, release_dir, write_history
-from higgs_lora.runtime import predict_logits, resolve_device
+from higgs_lora.runtime import resolve_device
 from higgs_lora.tracking import Tracker, make_tracker
 from higgs_lora.weights import LoadedModel, load_adapter, load_model, save_adapter, save_model
 
@@ -82,9 +82,10 @@ def train_prepared(cfg: TrainConfig, data: Prepared, *, out, force: bool = False
 
 
 def finetune(cfg: TrainConfig, spec: DataSpec, *, model_path, out, force: bool = False, resume: bool = False,
-             progress: bool = True, track=None) -> Trained | None:
+             progress: bool = True, track=None, name: str | None = None, condition: str | None = None) -> Trained | None:
     """Freeze a saved base, add adapters and train them on the extra rows; writes OUT/adapter.safetensors
-    + .json and OUT/history.jsonl."""
+    + .json and OUT/history.jsonl. The adapter's JSON gets its `name` (default: OUT's name), the target
+    `condition` (default: the data's source) and its test metrics."""
     device = distributed.local_device(resolve_device(cfg.device))
     torch.manual_seed(cfg.seed)
     loaded = load_model(model_path)
@@ -92,7 +93,8 @@ def finetune(cfg: TrainConfig, spec: DataSpec, *, model_path, out, force: bool =
     check_extra_rows(data)
     model = phases.adapt(cfg, loaded.model.to(device))
     return finetune_prepared(cfg, model, data, base_fingerprint=loaded.meta["fingerprint"], base=str(model_path),
-                             out=out, force=force, resume=resume, progress=progress, track=track)
+                             out=out, force=force, resume=resume, progress=progress, track=track, name=name,
+                             condition=condition)
 
 
 def check_extra_rows(data: Prepared) -> None:
@@ -103,7 +105,7 @@ def check_extra_rows(data: Prepared) -> None:
 
 def finetune_prepared(cfg: TrainConfig, model: torch.nn.Module, data: Prepared, *, base_fingerprint: str, base: str,
                       out, force: bool = False, resume: bool = False, progress: bool = True,
-                      track=None) -> Trained | None:
+                      track=None, name: str | None = None, condition: str | None = None) -> Trained | None:
     """`finetune` of a network that has its adapters already, on data already prepared (the Python API)."""
     check_extra_rows(data)
     out = prepare_run_dir(Path(out), force=force, resume=resume)
@@ -114,11 +116,18 @@ def finetune_prepared(cfg: TrainConfig, model: torch.nn.Module, data: Prepared, 
             result = phases.finetune(cfg, model, data, base_fingerprint=base_fingerprint,
                                      checkpoint=out / "checkpoints" / "finetune.safetensors", resume=resume,
                                      progress=progress, on_epoch=_on_epoch(out, tracker))
+            metrics = None
+            if data.split.test_rows:
+                m = phases.evaluate(model, data, data.split.test).metrics
+                metrics = dict(part="test", rows=data.split.test_rows,
+                               **{k: m[k] for k in ("roc_auc", "accuracy", "log_loss")})
+                log(f"adapted, test: {format_metrics(m)}")
             if not distributed.is_main():
                 return None
             write_history(out / "history.jsonl", result.history)
             path = save_adapter(out / "adapter.safetensors", model, base_fingerprint=base_fingerprint,
-                                provenance=dict(base=base, data=data.source.source, seed=cfg.seed,
+                                name=name or out.resolve().name, target_condition=condition or data.source.source,
+                                metrics=metrics, provenance=dict(base=base, data=data.source.source, seed=cfg.seed,
                                                 ft_epochs=cfg.ft_epochs, ft_lr=cfg.ft_lr, history=result.history))
             tracker.log_metrics({"finetune_samples_per_s": result.samples_per_s, "finetune_seconds": result.seconds})
             tracker.log_artifacts()
@@ -190,12 +199,23 @@ def merge(*, model_path, adapter_path, out, force: bool = False, check: DataSpec
     return path
 
 
-def predict(*, model_path, data, out, adapter_path=None, label_column=0, chunk_rows: int = 1 << 20,
-            precision: str = "fp32", force: bool = False, device: str = "auto") -> int:
+def predict(*, model_path, data, out, adapter_path=None, adapter_paths=(), label_column=0,
+            chunk_rows: int = 1 << 20, precision: str = "fp32", force: bool = False, device: str = "auto") -> int:
     """Stream a file through a saved model in chunks and write one probability per row (and the label,
-    when the file has one; label_column None: features only) to a .csv or .parquet file. Returns the rows."""
+    when the file has one; label_column None: features only) to a .csv or .parquet file. Returns the rows.
+
+    No adapter or one: column 'probability', of the base or the adapted network. Several adapters
+    (`adapter_paths`, each trained on this base, names distinct): 'probability_base' and
+    'probability_<name>' for each, computed in the same pass over the file."""
+    from higgs_lora.multi_adapter import load_many
     _check_predict_args(data=data, out=out, chunk_rows=chunk_rows, force=force)
-    loaded = load_with_adapter(model_path, adapter_path)
+    paths = ([adapter_path] if adapter_path else []) + list(adapter_paths)
+    if len(paths) > 1:
+        networks, standardizer, _ = load_many(model_path, paths)
+        return predict_with({f"probability_{k}": v for k, v in networks.items()}, standardizer, data=data, out=out,
+                            label_column=label_column, chunk_rows=chunk_rows, precision=precision, force=force,
+                            device=device, name=model_path)
+    loaded = load_with_adapter(model_path, paths[0] if paths else None)
     return predict_with(loaded.model, loaded.standardizer, data=data, out=out, label_column=label_column,
                         chunk_rows=chunk_rows, precision=precision, force=force, device=device, name=model_path)
 
@@ -213,12 +233,15 @@ def _check_predict_args(*, data, out, chunk_rows: int, force: bool) -> None:
 
 def predict_with(model: torch.nn.Module, standardizer, *, data, out, label_column=0, chunk_rows: int = 1 << 20,
                  precision: str = "fp32", force: bool = False, device: str = "auto", name="the model") -> int:
-    """`predict` with a network and its standardizer in memory; `name` is what error messages call it."""
+    """`predict` with a network and its standardizer in memory; `name` is what error messages call it.
+    `model` may be {column name: network} (one base and its adapters): one column each, in one pass."""
     from higgs_lora.data.read import iter_chunks
+    from higgs_lora.multi_adapter import probabilities
     _check_predict_args(data=data, out=out, chunk_rows=chunk_rows, force=force)
     out = Path(out)
     dev = resolve_device(device)
-    model = model.to(dev)
+    networks = {k: v.to(dev) for k, v in model.items()} if isinstance(model, dict) else {"probability": model.to(dev)}
+    n_features = next(iter(networks.values())).config.n_features
     import pyarrow as pa
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
@@ -229,12 +252,10 @@ def predict_with(model: torch.nn.Module, standardizer, *, data, out, label_colum
         try:
             with tqdm(unit="rows", unit_scale=True, desc="predict", dynamic_ncols=True) as bar:
                 for features, labels in iter_chunks(data, label_column=label_column, chunk_rows=chunk_rows):
-                    if features.shape[1] != model.config.n_features:
-                        raise DataError(f"{data}: {features.shape[1]} features, but {name} expects "
-                                        f"{model.config.n_features}")
+                    if features.shape[1] != n_features:
+                        raise DataError(f"{data}: {features.shape[1]} features, but {name} expects {n_features}")
                     x = torch.from_numpy(standardizer.transform(features)).to(dev)
-                    p = torch.sigmoid(predict_logits(model, x, precision=precision)).cpu().numpy()
-                    cols = {"probability": pa.array(p)}
+                    cols = {k: pa.array(v) for k, v in probabilities(networks, x, precision=precision).items()}
                     if labels is not None:
                         cols = {"label": pa.array(labels), **cols}
                     batch = pa.table(cols)
@@ -242,15 +263,16 @@ def predict_with(model: torch.nn.Module, standardizer, *, data, out, label_colum
                         writer = (pq.ParquetWriter(str(tmp), batch.schema) if out.suffix == ".parquet"
                                   else pacsv.CSVWriter(str(tmp), batch.schema))
                     writer.write_table(batch)
-                    rows += len(p)
-                    bar.update(len(p))
+                    rows += len(features)
+                    bar.update(len(features))
         finally:
             if writer is not None:
                 writer.close()
         if writer is None:
             raise DataError(f"{data}: no rows")
     s = time.perf_counter() - t
-    log(f"wrote {rows:,} probabilities to {out} in {s:.1f}s ({rows / s:,.0f} rows/s)")
+    what = "probabilities" if len(networks) == 1 else f"rows of {len(networks)} probabilities ({', '.join(networks)})"
+    log(f"wrote {rows:,} {what} to {out} in {s:.1f}s ({rows / s:,.0f} rows/s)")
     return rows
 
 
@@ -266,6 +288,37 @@ def export(*, model_path, out, adapter_path=None, include_standardization: bool 
     path = export_onnx(loaded.model, loaded.standardizer, feature_names=loaded.meta["feature_names"], out_dir=out,
                        include_standardization=include_standardization)
     log(f"wrote {path} and {out / 'preprocess.json'}")
+    return path
+
+
+def export_peft(*, model_path, out, adapter_path=None, include_standardization: bool = False) -> Path:
+    """An adapter in PEFT's format (adapter_config.json + adapter_model.safetensors) in directory `out`.
+    With `adapter_path`, `model_path` is its base (checked); without, `model_path` is the adapter file."""
+    from higgs_lora.peft_format import export_adapter
+    if include_standardization:
+        raise UserError("--include-standardization applies to --format onnx only (a PEFT adapter has no inputs)")
+    if adapter_path is None:
+        adapter_path = model_path
+    else:   # it must belong to the model, as everywhere else
+        load_with_adapter(model_path, adapter_path)
+    out = export_adapter(adapter_path, out)
+    log(f"wrote {out / 'adapter_config.json'} and {out / 'adapter_model.safetensors'}")
+    return out
+
+
+def import_peft(*, peft_dir, base_path, out, name: str | None = None, force: bool = False) -> Path:
+    """A PEFT LoRA adapter directory as a higgs-lora adapter bound to the base at `base_path`."""
+    from higgs_lora.peft_format import import_adapter, peft_base_fingerprint
+    out = new_model_path(out, force=force)
+    loaded = load_model(base_path)
+    bound = peft_base_fingerprint(peft_dir)
+    if bound is not None and bound != loaded.meta["fingerprint"]:
+        raise UserError(f"{peft_dir}: exported from an adapter of another base model "
+                        f"(its base {bound}, this base {loaded.meta['fingerprint']})")
+    import_adapter(peft_dir, loaded.model)
+    path = save_adapter(out, loaded.model, base_fingerprint=loaded.meta["fingerprint"], name=name,
+                        provenance=dict(peft_dir=str(peft_dir), base=str(base_path)))
+    log(f"imported {peft_dir} ({len(adapters(loaded.model))} adapted layers) -> {path}")
     return path
 
 

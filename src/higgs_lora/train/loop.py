@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from higgs_lora import distributed
 from higgs_lora.config import Recipe
 from higgs_lora.errors import Interrupted, UserError
+from higgs_lora.lora import param_groups
 from higgs_lora.runtime import autocast
 from higgs_lora.train.checkpoint import Checkpoint, load_state, save_state
 from higgs_lora.train.optim import learning_rate, make_optimizer
@@ -57,7 +58,7 @@ def fit(model: torch.nn.Module, data, recipe: Recipe, *, val=None, checkpoint: C
     progress, verbose = progress and main_rank, verbose and main_rank
     steps_per_epoch = data.steps_per_epoch
     total_steps = steps_per_epoch * epochs
-    opt = make_optimizer(model.parameters(), name=recipe.optimizer, lr=lr, weight_decay=recipe.weight_decay,
+    opt = make_optimizer(param_groups(model), name=recipe.optimizer, lr=lr, weight_decay=recipe.weight_decay,
                          device=device)
     loss_fn = torch.nn.BCEWithLogitsLoss()  # on logits: numerically stable, unlike sigmoid + BCE
     train_step_model = model
@@ -120,9 +121,10 @@ def fit(model: torch.nn.Module, data, recipe: Recipe, *, val=None, checkpoint: C
                         bar.close()
                         where = f"a checkpoint was written to {path}" if path else "no checkpoint was kept"
                         raise Interrupted(f"{phase} training stopped at epoch {epoch + 1}, step {step}; {where}")
+                    step_lr = learning_rate(epoch * steps_per_epoch + step, total_steps=total_steps, lr=lr,
+                                            schedule=recipe.schedule, warmup_frac=recipe.warmup_frac)
                     for group in opt.param_groups:
-                        group["lr"] = learning_rate(epoch * steps_per_epoch + step, total_steps=total_steps, lr=lr,
-                                                    schedule=recipe.schedule, warmup_frac=recipe.warmup_frac)
+                        group["lr"] = step_lr * group.get("lr_scale", 1.0)   # LoRA+ groups (lora.param_groups)
                     with autocast(device, precision):
                         logits = train_step_model(xb).float()
                     # Label smoothing: targets pulled toward 1/2 by label_smoothing/2 (0 = the plain loss).

@@ -23,11 +23,18 @@ def learning_rate(step: int, *, total_steps: int, lr: float, schedule: str, warm
 
 
 def make_optimizer(params, *, name: str, lr: float, weight_decay: float, device: torch.device):
+    """`params`: parameters, or groups (dicts with 'params' and an optional 'lr_scale', see lora.param_groups),
+    each group at lr × its lr_scale."""
     classes = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
     assert set(classes) == set(OPTIMIZERS)
     if name not in classes:
         raise ConfigError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
-    params = [p for p in params if p.requires_grad]
+    params = list(params)
+    if params and isinstance(params[0], dict):
+        params = [dict(g, params=[p for p in g["params"] if p.requires_grad]) for g in params]
+        params = [dict(g, lr=lr * g.get("lr_scale", 1.0)) for g in params if g["params"]]
+    else:
+        params = [p for p in params if p.requires_grad]
     if not params:
         raise ValueError("nothing to train: every parameter is frozen")
     # The fused kernels exist for CUDA (and recent CPU builds); foreach is the portable fallback.
