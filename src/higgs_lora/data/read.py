@@ -1,7 +1,8 @@
 """Read a numeric table (.csv, .csv.gz, .parquet) into float32 features and uint8 labels, with a cache.
 
-The CSV path: isal inflates gzip in its own thread while PyArrow parses 8 MiB pieces of text, each
-ending at a line break (with Arrow's thread pool too where there are more than 2 cores). Cutting the
+The CSV path: one thread inflates gzip with ISA-L and cuts the text into 8 MiB pieces, each ending at a
+line break (data/gzip_stream.py), while a pool of threads, one per usable core, parses them with PyArrow
+and converts them to float32 rows; the calling thread checks and appends them in order. Cutting the
 pieces ourselves keeps memory bounded and tells us the file line of every row, which PyArrow's own
 errors do not (no row for a conversion error, none at all when parsing in parallel). Values are
 parsed as float64 and then cast to float32, as the notebook's pandas.read_csv + to_numpy(float32)
@@ -17,7 +18,9 @@ it be rebuilt.
 """
 from __future__ import annotations
 
+import collections
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -27,6 +30,7 @@ import shutil
 import sys
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,8 +38,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
+from higgs_lora.data import gzip_stream
 from higgs_lora.data.table import Table, default_feature_names
 from higgs_lora.errors import UserError
+from higgs_lora.hardware import usable_cores
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +107,8 @@ def iter_chunks(path: str | os.PathLike, *, label_column: int | str | None = 0, 
               else _csv_tables(path, layout, progress=progress))
     unit = "row" if layout.kind == "parquet" else "line"
     rows, any_rows = _Rows(len(layout.feature_columns)), False
-    for table, first_line in tables:
-        _store(path, table, rows, first_line=first_line, layout=layout, unit=unit)
+    for table, first_line, converted in tables:
+        _store(path, table, rows, first_line=first_line, layout=layout, unit=unit, converted=converted)
         if rows.n >= chunk_rows:
             features, labels = rows.finish()
             yield features, (labels if layout.label is not None else None)
@@ -221,17 +227,11 @@ def _open_binary(path: Path):
 
 
 @contextlib.contextmanager
-def _text_stream(path: Path, kind: str, *, threaded: bool = True):
+def _text_stream(path: Path, kind: str):
     """The CSV bytes of `path` (decompressed when gzip) and the raw file, whose position shows progress."""
-    from isal import igzip, igzip_threaded
-
     with _open_binary(path) as raw:
         if kind == "gzip":
-            # One extra thread: gzip can only be inflated serially, and it then runs beside the parser.
-            # Its queue holds 2 blocks: blocks of half a piece let it inflate a whole piece ahead.
-            stream = igzip_threaded.open(raw, "rb", threads=1, block_size=PIECE_BYTES // 2) if threaded else \
-                igzip.open(raw, "rb")
-            with stream as f:
+            with gzip_stream.open_gzip(raw) as f:
                 yield f, raw
         else:
             yield raw, raw
@@ -285,7 +285,7 @@ def _first_line(path: Path, kind: str) -> str:
     from isal.isal_zlib import error as ZlibError
 
     try:
-        with _text_stream(path, kind, threaded=False) as (f, _):
+        with _text_stream(path, kind) as (f, _):
             line = f.readline(1 << 20)
     except EOFError:
         raise UserError(f"{path}: line 1: the gzip stream ends early (file truncated?)") from None
@@ -356,23 +356,20 @@ def _pieces(stream, *, skip_first_line: bool):
     """Yield (text, blank_tail): the stream in pieces of about PIECE_BYTES that end at a line break, the
     header line left out, trailing whitespace cut off; blank_tail says whether blank lines were cut.
 
-    `text` is a slice of one reused Arrow buffer: use it before asking for the next piece. Reused, as
-    copying 8 GB of text around costs seconds; Arrow-owned, because a threaded read_csv frees its
-    input on a worker thread after returning, and freeing a Python buffer there needs the GIL, which
-    aborts the process when that races with interpreter exit (seen with pyarrow 26 + torch 2.13)."""
-    buf = pa.allocate_buffer(PIECE_BYTES)
-    view = memoryview(buf).cast("B")
-    kept = 0  # an unfinished line carried over to the front of the buffer
+    Each piece is a slice of a buffer of its own, as pieces are parsed by several threads at once;
+    Arrow-owned, because a threaded read_csv frees its input on a worker thread after returning, and
+    freeing a Python buffer there needs the GIL, which aborts the process when that races with
+    interpreter exit (seen with pyarrow 26 + torch 2.13)."""
+    kept = b""  # an unfinished line carried over to the front of the next buffer
     while True:
-        if kept == len(view):  # a line longer than the buffer
-            bigger = pa.allocate_buffer(2 * len(view))
-            memoryview(bigger).cast("B")[:kept] = view
-            buf, view = bigger, memoryview(bigger).cast("B")
-        got = stream.readinto(view[kept:])
-        end = kept + got
+        buf = pa.allocate_buffer(max(PIECE_BYTES, 2 * len(kept)))  # doubles for a line longer than a piece
+        view = memoryview(buf).cast("B")
+        view[:len(kept)] = kept
+        got = stream.readinto(view[len(kept):])
+        end = len(kept) + got
         cut = end if not got else _rfind_newline(view, end) + 1  # at the end, the last line needs no break
         if got and not cut:
-            kept = end
+            kept = bytes(view[:end])
             continue
         start = 0
         if skip_first_line:
@@ -385,8 +382,7 @@ def _pieces(stream, *, skip_first_line: bool):
             yield buf.slice(start, stop - start), breaks > (1 if stop > start else 0)
         if not got:
             return
-        view[:end - cut] = bytes(view[cut:end])
-        kept = end - cut
+        kept = bytes(view[cut:end])
 
 
 def _rfind_newline(view: memoryview, end: int) -> int:
@@ -407,39 +403,43 @@ def _find_newline(view: memoryview, end: int) -> int:
 
 def _read_csv(path: Path, layout: _Layout, *, progress: bool) -> tuple[np.ndarray, np.ndarray]:
     rows = _Rows(len(layout.feature_columns))
-    for table, first_line in _csv_tables(path, layout, progress=progress):
-        _store(path, table, rows, first_line=first_line, layout=layout)
+    for table, first_line, converted in _csv_tables(path, layout, progress=progress):
+        _store(path, table, rows, first_line=first_line, layout=layout, converted=converted)
     if rows.n == 0:
         raise UserError(f"{path}: no data rows" + (" (only a header line)" if layout.header_lines else ""))
     return rows.finish()
 
 
 def _csv_tables(path: Path, layout: _Layout, *, progress: bool):
-    """Yield (parsed piece as an Arrow table of float64 columns, file line of its first row)."""
+    """Yield (parsed piece as an Arrow table of float64 columns, file line of its first row, its arrays)."""
     from isal.isal_zlib import error as ZlibError
     from tqdm import tqdm
 
-    # Parse with Arrow's thread pool only where cores are left beside this thread and the inflater's:
-    # on 2 cores a threaded parse of gzip input measured 25-45% more CPU time for no gain in speed.
-    options = _csv_options(layout.n_columns, threads=(os.cpu_count() or 1) > (2 if layout.kind == "gzip" else 1))
+    # One thread inflates and cuts pieces (gzip_stream.read_ahead) while single-threaded read_csv calls
+    # parse them in a pool of threads, one per usable core: no core idles, and none pays Arrow's
+    # intra-parse threading, which on 2 cores measured 25-45% more CPU time for no gain in speed.
+    options = _csv_options(layout.n_columns, threads=False)
     line = 1 + layout.header_lines  # file line of the next row
     size = path.stat().st_size
+    workers = _parse_threads()
     with _text_stream(path, layout.kind) as (stream, raw), \
+            ThreadPoolExecutor(workers, thread_name_prefix="csv-parse") as pool, \
             tqdm(total=size, unit="B", unit_scale=True, desc=path.name, disable=not progress, file=sys.stderr) as bar:
         try:
             blank_before = False
-            for piece, blank_tail in _pieces(stream, skip_first_line=bool(layout.header_lines)):
+            parse = functools.partial(_parse_piece, options=options, layout=layout)
+            pieces = gzip_stream.read_ahead(_pieces(stream, skip_first_line=bool(layout.header_lines)))
+            for (piece, blank_tail), parsed in _ordered_map(pool, parse, pieces, ahead=workers + 1):
                 if not piece.size:
                     blank_before |= blank_tail
                     continue
                 if blank_before:  # blank lines are only harmless at the end of the file
                     raise UserError(f"{path}: line {line}: empty line")
                 blank_before = blank_tail
-                try:
-                    table = pacsv.read_csv(pa.BufferReader(piece), **options)
-                except pa.ArrowInvalid:
-                    raise _parse_error(path, piece, first_line=line, layout=layout) from None
-                yield table, line
+                if parsed is None:
+                    raise _parse_error(path, piece, first_line=line, layout=layout)
+                table, converted = parsed
+                yield table, line, converted
                 line += table.num_rows
                 bar.update(raw.tell() - bar.n)
         except EOFError:
@@ -450,31 +450,84 @@ def _csv_tables(path: Path, layout: _Layout, *, progress: bool):
             raise UserError(f"{path}: {what} near line {line} ({e})") from None
 
 
-def _store(path: Path, table: pa.Table, rows: _Rows, *, first_line: int, layout: _Layout, unit: str = "line") -> None:
+def _parse_threads() -> int:
+    return max(1, min(8, usable_cores().n))
+
+
+def _parse_piece(item, *, options, layout) -> tuple[pa.Table, tuple] | None:
+    """The parsed piece and its arrays (_convert), or None when PyArrow rejects it (_parse_error then
+    finds the line, in order)."""
+    piece, _ = item
+    if not piece.size:
+        return None
+    try:
+        table = pacsv.read_csv(pa.BufferReader(piece), **options)
+    except pa.ArrowInvalid:
+        return None
+    return table, _convert(table, layout)
+
+
+def _ordered_map(pool, fn, items, *, ahead: int):
+    """Yield (item, fn(item)) in the order of `items`, with up to `ahead` calls running in `pool`. An
+    error raised while taking the next item (a truncated gzip stream) is raised after the items taken
+    before it have been yielded, where a sequential loop would have raised it."""
+    pending: collections.deque = collections.deque()
+    items = iter(items)
+    while True:
+        try:
+            item = next(items)
+        except StopIteration:
+            break
+        except BaseException:
+            while pending:
+                item, future = pending.popleft()
+                yield item, future.result()
+            raise
+        pending.append((item, pool.submit(fn, item)))
+        if len(pending) > ahead:
+            item, future = pending.popleft()
+            yield item, future.result()
+    while pending:
+        item, future = pending.popleft()
+        yield item, future.result()
+
+
+def _store(path: Path, table: pa.Table, rows: _Rows, *, first_line: int, layout: _Layout, unit: str = "line",
+           converted: tuple | None = None) -> None:
     """Check one parsed piece (labels 0/1, finite float32 features) and append it; `first_line` is the
-    file line (or Parquet row, with unit='row') of its first row."""
-    n = table.num_rows
-    features, labels = rows.extend(n)
-    if layout.label is not None:
-        y = np.concatenate(list(_float64_values(table.column(layout.label))))
+    file line (or Parquet row, with unit='row') of its first row; `converted`: _convert(table) if done."""
+    x, y = _convert(table, layout) if converted is None else converted
+    if y is not None:
         bad = np.flatnonzero((y != 0) & (y != 1))
         if len(bad):
             raise UserError(f"{path}: {unit} {first_line + bad[0]}, {layout.column_name(layout.label)}: label is "
                             f"{float(y[bad[0]]):g}; labels must be 0 or 1")
-        labels[:] = y
-    with np.errstate(over="ignore"):  # a float64 beyond float32's range becomes inf: reported just below
-        for j, c in enumerate(layout.feature_columns):
-            start = 0
-            for values in _float64_values(table.column(c)):
-                features[start:start + len(values), j] = values
-                start += len(values)
-    finite = np.isfinite(features)
+    finite = np.isfinite(x)
     if not finite.all():
         r, j = np.argwhere(~finite)[0]
         c = layout.feature_columns[j]
         value = float(np.concatenate(list(_float64_values(table.column(c))))[r])
         why = "too large for float32" if np.isfinite(value) else "not a finite number"
         raise UserError(f"{path}: {unit} {first_line + r}, {layout.column_name(c)}: {value!r} is {why}")
+    features, labels = rows.extend(table.num_rows)
+    features[:] = x
+    if y is not None:
+        labels[:] = y
+
+
+def _convert(table: pa.Table, layout: _Layout) -> tuple[np.ndarray, np.ndarray | None]:
+    """The float32 features [rows, n] (C order) and float64 labels (None without a label column) of a
+    parsed piece. Column by column into a [n, rows] block, then one transposing copy: writing each
+    column straight into the row-major array measured 3x slower. Runs in the parse threads."""
+    by_column = np.empty((len(layout.feature_columns), table.num_rows), dtype=np.float32)
+    with np.errstate(over="ignore"):  # a float64 beyond float32's range becomes inf: _store reports it
+        for j, c in enumerate(layout.feature_columns):
+            start = 0
+            for values in _float64_values(table.column(c)):
+                by_column[j, start:start + len(values)] = values
+                start += len(values)
+    y = None if layout.label is None else np.concatenate(list(_float64_values(table.column(layout.label))))
+    return np.ascontiguousarray(by_column.T), y
 
 
 def _float64_values(column: pa.ChunkedArray):
@@ -553,7 +606,7 @@ def _parquet_schema(path: Path) -> tuple[list[str], int]:
 
 def _read_parquet(path: Path, layout: _Layout, *, progress: bool) -> tuple[np.ndarray, np.ndarray]:
     rows = _Rows(len(layout.feature_columns))
-    for table, first_row in _parquet_tables(path, layout, progress=progress):
+    for table, first_row, _ in _parquet_tables(path, layout, progress=progress):
         _store(path, table, rows, first_line=first_row, layout=layout, unit="row")
     if rows.n == 0:
         raise UserError(f"{path}: no data rows")
@@ -577,7 +630,7 @@ def _parquet_tables(path: Path, layout: _Layout, *, progress: bool):
                         raise UserError(f"{path}: row {row + r}, {layout.column_name(c)}: missing value")
                 table = pa.Table.from_batches([batch]).cast(
                     pa.schema([(n, pa.float64()) for n in batch.schema.names]))
-                yield table, row
+                yield table, row, None
                 row += batch.num_rows
                 bar.update(batch.num_rows)
     except (pa.ArrowException, OSError) as e:
