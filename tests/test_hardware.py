@@ -120,7 +120,7 @@ def choose(requested, *, native, speedup):
     return choice, calls
 
 
-NATIVE = (True, "native bf16 (avx512_bf16, AVX512)")
+NATIVE = (True, "avx512_bf16 at AVX512")
 EMULATED = (False, "no native bf16 on this CPU (no avx512_bf16/amx_bf16 flag)")
 
 
@@ -147,7 +147,7 @@ def test_explicit_bf16_where_emulated_obeys_with_the_measured_slowdown():
 
 
 def test_explicit_bf16_where_native_and_fp32_do_not_probe():
-    assert choose("bf16", native=NATIVE, speedup=0.1) == (PrecisionChoice("bf16", "requested; " + NATIVE[1], None), [])
+    assert choose("bf16", native=NATIVE, speedup=0.1) == (PrecisionChoice("bf16", "requested; native bf16: " + NATIVE[1], None), [])
     assert choose("fp32", native=NATIVE, speedup=9.0)[0].precision == "fp32"
 
 
@@ -199,3 +199,33 @@ def test_real_probe_measures_both_precisions_briefly():
     assert set(times) == {"fp32", "bf16"} and all(len(t) >= hardware.PROBE_MIN_STEPS for t in times.values())
     assert hardware.measure_speedup(make_model(), device="cpu", n_features=5, batch_size=64, kind="infer",
                                     seconds=0.05) > 0
+
+
+def test_refresh_measures_again_and_replaces_the_cached_probe(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    answers = iter([0.9, 1.7])
+    monkeypatch.setattr(hardware, "measure_speedup", lambda model, **kw: next(answers))
+    args = dict(device="cpu", make_model=make_model, n_features=5, batch_size=64)
+    assert hardware.cached_probe(**args) == 0.9
+    assert hardware.cached_probe(**args, refresh=True) == 1.7
+    assert hardware.cached_probe(**args) == 1.7
+
+
+def test_doctor_reports_machine_choice_and_rates(tmp_path, monkeypatch):
+    from higgs_lora import doctor
+    from higgs_lora.config import ModelConfig
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    d = doctor.diagnose(model_config=ModelConfig(n_features=5, width=8, n_blocks=1, head_width=4), batch_size=64,
+                        seconds=0.05)
+    json.dumps(d)  # what --json prints
+    assert d["cpu"]["isa"] == torch.backends.cpu.get_cpu_capability() and d["cpu"]["model"] == hardware.cpu_model()
+    assert d["cores"]["usable"] == hardware.usable_cores().n and d["cores"]["torch_threads"] == torch.get_num_threads()
+    assert d["auto"]["precision"] in ("fp32", "bf16") and d["auto"]["reason"].startswith("auto: ")
+    for kind in ("train_samples_per_s", "inference_rows_per_s"):
+        rates = d["probe"][kind]
+        assert rates["fp32"] > 0 and rates["bf16"] > 0
+        assert rates["bf16_speedup"] == pytest.approx(rates["bf16"] / rates["fp32"])
+    text = doctor.format_report(d)
+    assert d["cpu"]["model"] in text and f"ISA level:  {d['cpu']['isa']}" in text
+    assert f"auto:       {d['auto']['precision']}" in text and "native bf16: " in text

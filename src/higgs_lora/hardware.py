@@ -76,11 +76,11 @@ def native_bf16(device: str = "cpu", *, flags: frozenset[str] | None = None, isa
     flags = cpu_flags() if flags is None else flags
     have = [f for f in NATIVE_BF16_FLAGS if f in flags]
     if not have:
-        return False, "no native bf16 on this CPU (no avx512_bf16/amx_bf16 flag)"
+        return False, "no native bf16 on this CPU (no avx512_bf16/amx_bf16/bf16 flag)"
     isa = cpu_isa() if isa is None else isa
     if isa not in NATIVE_BF16_ISA:
         return False, f"CPU has {'/'.join(have)} but PyTorch runs at {isa} here (ATEN_CPU_CAPABILITY?)"
-    return True, f"native bf16 ({'/'.join(have)}, {isa})"
+    return True, f"{'/'.join(have)} at {isa}"
 
 
 # ------------------------------------------------------------------------------------------------ threads
@@ -207,9 +207,9 @@ def choose_precision(requested: str, *, device: str, make_model: Callable, n_fea
         return PrecisionChoice("fp32", "requested", None)
     is_native, why = native_bf16(device) if native is None else native
     if requested == "auto" and not is_native:
-        return PrecisionChoice("fp32", why, None)
+        return PrecisionChoice("fp32", "auto: " + why, None)
     if requested == "bf16" and is_native:
-        return PrecisionChoice("bf16", "requested; " + why, None)
+        return PrecisionChoice("bf16", "requested; native bf16: " + why, None)
     probe = probe or cached_probe
     speedup = probe(device=device, make_model=make_model, n_features=n_features, batch_size=batch_size, kind=kind)
     measured = f"bf16 measured {_times(speedup)} fp32 on this machine"
@@ -218,8 +218,9 @@ def choose_precision(requested: str, *, device: str, make_model: Callable, n_fea
                    + ("" if speedup >= 1 else f", a {1 / speedup:.1f}x slowdown") + "; --precision auto picks for you")
         return PrecisionChoice("bf16", "requested; " + why, speedup, warning)
     if speedup >= BF16_MIN_SPEEDUP:
-        return PrecisionChoice("bf16", f"auto: {why}; {measured}", speedup)
-    return PrecisionChoice("fp32", f"auto: {why}, but {measured} (bf16 needs >= {BF16_MIN_SPEEDUP}x)", speedup)
+        return PrecisionChoice("bf16", f"auto: native bf16 ({why}) and {measured}", speedup)
+    return PrecisionChoice("fp32", f"auto: native bf16 ({why}), but {measured} (bf16 needs >= "
+                                   f"{BF16_MIN_SPEEDUP}x)", speedup)
 
 
 def _times(speedup: float) -> str:
@@ -252,14 +253,18 @@ def cache_file() -> Path:
     return Path(root) / "higgs-lora" / "hardware.json"
 
 
-def cached_probe(*, device: str, make_model: Callable, n_features: int, batch_size: int, kind: str = "train") -> float:
+def cached_probe(*, device: str, make_model: Callable, n_features: int, batch_size: int, kind: str = "train",
+                 refresh: bool = False) -> float:
+    """The measured bf16 speed-up, from the cache when this machine measured it before (`refresh`:
+    measure again and replace it, as `doctor` does: a probe taken while the machine was busy stays
+    cached until then)."""
     import torch
     model = make_model()
     key = probe_key(device=device, n_features=n_features, batch_size=batch_size, kind=kind,
                     model=repr(model), threads=torch.get_num_threads())
     path = cache_file()
     cache = _read_cache(path)
-    if key in cache:
+    if key in cache and not refresh:
         return cache[key]["bf16_speedup"]
     speedup = measure_speedup(model, device=device, n_features=n_features, batch_size=batch_size, kind=kind)
     cache[key] = dict(bf16_speedup=speedup, measured=time.strftime("%Y-%m-%dT%H:%M:%S"))
@@ -341,3 +346,30 @@ def step_times(model, *, device: str, n_features: int, batch_size: int, kind: st
         done = min(len(t) for t in times.values()) >= PROBE_MIN_STEPS
         if done and time.perf_counter() - start >= seconds:
             return times
+
+
+# ------------------------------------------------------------------------------------------------ a run's recipe
+
+def resolve_recipe(cfg, *, device: str, make_model: Callable, previous: dict | None = None,
+                   probe: Callable | None = None, native: tuple[bool, str] | None = None):
+    """(cfg with precision fp32|bf16 and its epochs for that precision, the record for config.json).
+
+    `cfg` is a TrainConfig (precision auto|fp32|bf16; `scale_epochs`: its epochs are given for fp32, as
+    the default preset's are, and become floor(epochs x measured bf16 speed-up) where bf16 is chosen, so
+    the run takes the time it promises). `previous`: the record of the run being resumed: reused as it
+    is, never measured again, so a resumed run has the epochs and precision it started with."""
+    import dataclasses
+
+    requested, epochs = cfg.precision, cfg.epochs
+    if previous and previous.get("requested") == requested and previous.get("epochs_requested") == epochs:
+        choice = PrecisionChoice(previous["precision"], previous["reason"], previous.get("bf16_speedup"))
+        resolved_epochs = previous["epochs"]
+    else:
+        choice = choose_precision(requested, device=device, make_model=make_model, n_features=cfg.model.n_features,
+                                  batch_size=cfg.batch_size, probe=probe, native=native)
+        resolved_epochs = scaled_epochs(epochs, choice) if cfg.scale_epochs else epochs
+    record = dict(requested=requested, precision=choice.precision, reason=choice.reason,
+                  bf16_speedup=choice.bf16_speedup, epochs_requested=epochs, epochs=resolved_epochs,
+                  epochs_scaled=bool(cfg.scale_epochs and resolved_epochs != epochs))
+    resolved = dataclasses.replace(cfg, precision=choice.precision, epochs=resolved_epochs, scale_epochs=False)
+    return resolved, record, choice
