@@ -58,7 +58,9 @@ from higgs_lora.data.kde import choose_bandwidth, kde_table, loo_log_likelihood,
 from higgs_lora.data.simulate import simulated_table  # noqa: E402
 from higgs_lora.metrics import binary_metrics  # noqa: E402
 from higgs_lora.model import ResidualMLP  # noqa: E402
-from higgs_lora.train import fit, predict_logits  # noqa: E402
+from higgs_lora.runtime import predict_logits  # noqa: E402
+from higgs_lora.train import TensorData, fit  # noqa: E402
+import dataclasses  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -115,12 +117,10 @@ def train_base(cfg, data_name: str, *, keep_model: bool = False) -> dict:
     d = tensors(data_name, cfg.val_fraction)
     torch.manual_seed(cfg.seed)
     model = ResidualMLP.from_config(cfg.model)
-    x_val, y_val = d["val"] if d["val"] is not None else (None, None)
+    val = TensorData(*d["val"], batch_size=cfg.batch_size) if d["val"] is not None else None
     t, c = time.perf_counter(), time.process_time()
-    r = fit(model, *d["train"], epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed,
-            optimizer=cfg.optimizer, weight_decay=cfg.weight_decay, schedule=cfg.schedule,
-            warmup_frac=cfg.warmup_frac, val_features=x_val, val_labels=y_val, patience=cfg.patience,
-            precision=cfg.precision, progress=False, verbose=False)
+    r = fit(model, TensorData(*d["train"], batch_size=cfg.batch_size), cfg.base_recipe(), val=val, progress=False,
+            verbose=False)
     wall, cpu = time.perf_counter() - t, time.process_time() - c
     row = dict(data=data_name, seed=cfg.seed, preset=cfg.preset, epochs=cfg.epochs, epochs_run=len(r.history),
                best_epoch=r.best_epoch, cpu_s=cpu, wall_s=wall, epoch_s=[h["seconds"] for h in r.history],
@@ -135,12 +135,13 @@ def seconds_per_epoch(cfg, data_name: str, *, epochs: int = 2) -> float:
     d = tensors(data_name, cfg.val_fraction)
     torch.manual_seed(0)
     model = ResidualMLP.from_config(cfg.model)
-    x_val, y_val = d["val"] if d["val"] is not None else (None, None)
+    val = TensorData(*d["val"], batch_size=cfg.batch_size) if d["val"] is not None else None
     times = []
     for e in range(epochs + 1):
         t = time.process_time()
-        fit(model, *d["train"], epochs=1, batch_size=cfg.batch_size, lr=cfg.lr, seed=e, optimizer=cfg.optimizer,
-            precision=cfg.precision, val_features=x_val, val_labels=y_val, progress=False, verbose=False)
+        recipe = dataclasses.replace(cfg.base_recipe(), epochs=1, seed=e, weight_decay=0.0, schedule="constant",
+                                     warmup_frac=0.0, patience=0)
+        fit(model, TensorData(*d["train"], batch_size=cfg.batch_size), recipe, val=val, progress=False, verbose=False)
         times.append(time.process_time() - t)
     return statistics.median(times[1:])
 
@@ -315,8 +316,8 @@ def part_adapters(args) -> list[str]:
             model = strategies.prepare(strategy, base, c)
             torch.manual_seed(c.seed)
             t = time.perf_counter()
-            fit(model, *ft, epochs=1, batch_size=c.batch_size, lr=lr, seed=c.seed, phase="finetune",
-                precision=c.precision, progress=False, verbose=False)
+            fit(model, TensorData(*ft, batch_size=c.batch_size), c.finetune_recipe(epochs=1, lr=lr), progress=False,
+                verbose=False)
             wall = time.perf_counter() - t
             r = dict(data=data_name, strategy=strategy, rank=rank, scale=scale, lr=lr, targets=targets,
                      trainable=model.n_params(trainable_only=True), wall_s=wall, held=metrics_of(model, held),

@@ -46,7 +46,8 @@ import torch  # noqa: E402
 from higgs_lora.config import ModelConfig  # noqa: E402
 from higgs_lora.lora import add_adapters  # noqa: E402
 from higgs_lora.model import ResidualMLP  # noqa: E402
-from higgs_lora.train import fit  # noqa: E402
+from higgs_lora.config import Recipe  # noqa: E402
+from higgs_lora.train import TensorData, fit  # noqa: E402
 
 # The notebook's recipe.
 BATCH, LR, FT_LR, RANK, SCALE, SEED = 4096, 1e-3, 5e-4, 4, 0.1, 1234
@@ -111,8 +112,8 @@ def measure_ours(args, x, y) -> dict:
     def run(name, model, *, epochs, **kw):
         print(f"ours: {name} ...", file=sys.stderr, flush=True)
         with contextlib.redirect_stdout(sys.stderr):  # fit's epoch lines are progress, not the report
-            result = fit(model, x, y, epochs=epochs, batch_size=BATCH, seed=SEED, compile=args.compile,
-                         progress=False, **kw)
+            result = fit(model, TensorData(x, y, batch_size=BATCH),
+                         Recipe(epochs=epochs, seed=SEED, compile=args.compile, **kw), progress=False)
         seconds = [r["seconds"] for r in result.history]
         rates[f"ours {name}"] = common.epoch_rates(x.shape[0], seconds)
         print(f"ours: {name}: epochs {', '.join(f'{s:.2f}s' for s in seconds)} -> "

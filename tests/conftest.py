@@ -1,3 +1,11 @@
+"""Helpers shared by the tests: small learnable data, HIGGS-format files, the CLI in a fresh process, and
+a data-source wrapper that presses Ctrl-C at a chosen step. Test modules import them from here only."""
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -12,6 +20,40 @@ def synthetic_xy(rows: int, *, n_features: int = 28, seed: int = 0):
     z = x[:, 0] * x[:, 1] - x[:, 2] + 0.5 * rng.normal(size=rows)
     y = (z > np.median(z)).astype(np.uint8)
     return x, y
+
+
+def write_higgs_csv(path: Path, rows: int, seed: int = 0) -> Path:
+    """A HIGGS-format CSV (label first, no header) of `synthetic_xy` rows."""
+    x, y = synthetic_xy(rows, seed=seed)
+    np.savetxt(path, np.column_stack([y.astype(np.float64), x]), delimiter=",", fmt="%.18e")
+    return path
+
+
+def cli(*args, check=True):
+    """Run the CLI in a fresh process, as a user would."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    p = subprocess.run([sys.executable, "-m", "higgs_lora", *map(str, args)], capture_output=True, text=True, env=env)
+    if check and p.returncode != 0:
+        raise AssertionError(f"exit {p.returncode}\n{p.stdout}\n{p.stderr}")
+    return p
+
+
+class CtrlCAfter:
+    """A training part that sends this process SIGINT (Ctrl-C) when `steps` steps of the run are done:
+    fit() then stops at that step, writes its checkpoint and raises Interrupted, as for a user's Ctrl-C."""
+
+    def __init__(self, part, steps: int | None):
+        self.part, self.steps, self.done = part, steps, 0
+
+    def __getattr__(self, name):
+        return getattr(self.part, name)
+
+    def batches(self, **kw):
+        for batch in self.part.batches(**kw):
+            if self.steps is not None and self.done == self.steps:
+                signal.raise_signal(signal.SIGINT)
+            self.done += 1
+            yield batch
 
 
 @pytest.fixture

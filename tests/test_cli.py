@@ -13,30 +13,15 @@ import torch
 from safetensors.torch import load_file
 
 from higgs_lora.cli import main
-from conftest import synthetic_xy
+from conftest import cli, write_higgs_csv
 
 SMALL = ["--preset", "notebook", "--train-rows", "1500", "--test-rows", "500", "--epochs", "2", "--ft-epochs", "1", "--batch-size", "256",
          "--no-progress"]
 
 
-def write_higgs_csv(path: Path, rows: int, seed: int = 0) -> Path:
-    x, y = synthetic_xy(rows, seed=seed)
-    np.savetxt(path, np.column_stack([y.astype(np.float64), x]), delimiter=",", fmt="%.18e")
-    return path
-
-
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     return write_higgs_csv(tmp_path_factory.mktemp("data") / "higgs.csv", 4000)
-
-
-def cli(*args, check=True):
-    """Run the CLI in a fresh process, as a user would."""
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    p = subprocess.run([sys.executable, "-m", "higgs_lora", *map(str, args)], capture_output=True, text=True, env=env)
-    if check and p.returncode != 0:
-        raise AssertionError(f"exit {p.returncode}\n{p.stdout}\n{p.stderr}")
-    return p
 
 
 def test_run_end_to_end(data, tmp_path, capsys):
@@ -93,7 +78,7 @@ def test_steps_in_fresh_processes(data, tmp_path):
     preds = np.loadtxt(tmp_path / "p.csv", delimiter=",", skiprows=1)
     assert preds.shape == (4000, 2) and np.all((preds[:, 1] >= 0) & (preds[:, 1] <= 1)), p.stdout
     # the same probabilities as the model in this process
-    from higgs_lora.io import load_model
+    from higgs_lora.weights import load_model
     model, std, _ = load_model(tmp_path / "merged.safetensors")
     raw = np.loadtxt(data, delimiter=",", dtype=np.float32)[:, 1:]
     expected = torch.sigmoid(model(torch.from_numpy(std.transform(raw)))).detach().numpy()

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from test_cli import write_higgs_csv
+from conftest import write_higgs_csv
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
 ARGS = ["--preset", "notebook", "--train-rows", "4000", "--test-rows", "1000", "--batch-size", "256", "--no-progress"]

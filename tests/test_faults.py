@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from higgs_lora import io
+from higgs_lora import weights
 from higgs_lora.cli import main
 from higgs_lora.data.read import load_table
 from higgs_lora.data.shards import write_shards
@@ -18,7 +18,7 @@ from higgs_lora.errors import UserError
 from higgs_lora.model import ResidualMLP
 from higgs_lora.data import Standardizer
 
-from test_cli import write_higgs_csv
+from conftest import write_higgs_csv
 
 ARGS = ["--preset", "notebook", "--train-rows", "1500", "--test-rows", "500", "--epochs", "3", "--batch-size", "256",
         "--no-progress"]
@@ -50,9 +50,9 @@ def data(tmp_path):
 
 
 def test_disk_full_while_checkpointing_keeps_the_last_good_checkpoint(data, tmp_path, monkeypatch, capsys):
-    from higgs_lora import train
+    from higgs_lora.train import checkpoint
     out = tmp_path / "run"
-    monkeypatch.setattr(train, "save_file", disk_full_at(2, train.save_file))  # epoch 2's checkpoint
+    monkeypatch.setattr(checkpoint, "save_file", disk_full_at(2, checkpoint.save_file))  # epoch 2's checkpoint
     assert main(["train", "--data", str(data), "--out", str(out), *ARGS]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("higgs-lora: error: ") and "No space left on device" in err[0]
@@ -70,14 +70,14 @@ def test_disk_full_while_checkpointing_keeps_the_last_good_checkpoint(data, tmp_
 
 def test_disk_full_while_saving_a_model_leaves_the_old_one(tmp_path, monkeypatch):
     standardizer = Standardizer(mean=np.zeros(28, np.float32), std=np.ones(28, np.float32))
-    path = io.save_model(tmp_path / "m", ResidualMLP(), standardizer, feature_names=[f"f{i}" for i in range(28)])
+    path = weights.save_model(tmp_path / "m", ResidualMLP(), standardizer, feature_names=[f"f{i}" for i in range(28)])
     before = path.read_bytes(), path.with_suffix(".json").read_bytes()
-    monkeypatch.setattr(io, "save_file", disk_full_at(1, io.save_file))
+    monkeypatch.setattr(weights, "save_file", disk_full_at(1, weights.save_file))
     with pytest.raises(OSError, match="No space left"):
-        io.save_model(tmp_path / "m", ResidualMLP(), standardizer, feature_names=[f"f{i}" for i in range(28)])
+        weights.save_model(tmp_path / "m", ResidualMLP(), standardizer, feature_names=[f"f{i}" for i in range(28)])
     assert (path.read_bytes(), path.with_suffix(".json").read_bytes()) == before
     assert leftovers(tmp_path) == []
-    io.load_model(path)  # still loads, checksum and all
+    weights.load_model(path)  # still loads, checksum and all
 
 
 def test_disk_full_while_caching_leaves_no_cache_entry(data, tmp_path, monkeypatch):

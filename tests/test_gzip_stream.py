@@ -9,10 +9,11 @@ import threading
 import numpy as np
 import pytest
 
-from higgs_lora.data import read
+from higgs_lora.data import csvfile
 from higgs_lora.data.gzip_stream import open_gzip, read_ahead
 from higgs_lora.data.read import load_table
 from higgs_lora.errors import UserError
+from higgs_lora.hardware import Cores
 
 
 def test_open_gzip_reads_multi_member_files_like_the_gzip_module():
@@ -72,8 +73,8 @@ def read_sequentially(path):
     """The reader with gzip inflated in the calling thread and one parse thread (what the pipelined
     reader must equal)."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(read.gzip_stream, "read_ahead", lambda items: items)
-        mp.setattr(read, "_parse_threads", lambda: 1)
+        mp.setattr(csvfile.gzip_stream, "read_ahead", lambda items: items)
+        mp.setattr(csvfile, "usable_cores", lambda: Cores(1, "one, for the test"))
         return load_table(path, use_cache=False)
 
 
@@ -83,7 +84,7 @@ def test_reader_arrays_identical_to_sequential(tmp_path, monkeypatch, piece):
     x = rng.normal(0, 2, (5000, 6)).astype(np.float32)
     lines = [f"{i % 2}," + ",".join(f"{v:.18e}" for v in row) for i, row in enumerate(x)]
     path = write_gz(tmp_path / "t.csv.gz", lines, members=3)
-    monkeypatch.setattr(read, "PIECE_BYTES", piece)
+    monkeypatch.setattr(csvfile, "PIECE_BYTES", piece)
     threaded, sequential = load_table(path, use_cache=False), read_sequentially(path)
     np.testing.assert_array_equal(threaded.features, x)
     np.testing.assert_array_equal(threaded.features, sequential.features)
@@ -99,7 +100,7 @@ def test_reader_errors_identical_to_sequential(tmp_path, monkeypatch, bad_line, 
     lines = [f"{i % 2},{i}.25,{-i}" for i in range(1, 5001)]
     lines[bad_line - 1] = bad
     path = write_gz(tmp_path / "bad.csv.gz", lines, members=2)
-    monkeypatch.setattr(read, "PIECE_BYTES", 4096)
+    monkeypatch.setattr(csvfile, "PIECE_BYTES", 4096)
     errors = []
     for load in (lambda: load_table(path, use_cache=False), lambda: read_sequentially(path)):
         with pytest.raises(UserError) as err:
@@ -121,7 +122,7 @@ def test_reader_gzip_faults_same_message_as_sequential(tmp_path, monkeypatch, da
     else:
         blob = blob[:len(blob) * 3 // 4]
     path.write_bytes(bytes(blob))
-    monkeypatch.setattr(read, "PIECE_BYTES", 4096)
+    monkeypatch.setattr(csvfile, "PIECE_BYTES", 4096)
     errors = []
     for load in (lambda: load_table(path, use_cache=False), lambda: read_sequentially(path)):
         with pytest.raises(UserError) as err:

@@ -11,7 +11,8 @@ import torch
 
 from higgs_lora.data.table import HIGGS_FEATURES
 from higgs_lora.errors import UserError
-from higgs_lora.io import load_model, save_model, write_json
+from higgs_lora.io import write_json
+from higgs_lora.weights import load_model, save_model
 from higgs_lora.keras_import import import_keras
 from higgs_lora.lora import add_adapters, merge_adapters
 

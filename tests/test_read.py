@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from higgs_lora.data import read
+from higgs_lora.data import csvfile, read, sniff
 from higgs_lora.data.read import fingerprint_file, load_table, prepare
 from higgs_lora.data.table import HIGGS_FEATURES
 from higgs_lora.errors import UserError
@@ -38,7 +38,7 @@ def write_csv(path: Path, data: np.ndarray, *, header: str | None = None, fmt: s
 
 def reference(path: Path, *, label: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """loadtxt's reading of the file, as the reader should return it."""
-    skip = 0 if read._is_number(_first_field(path)) else 1
+    skip = 0 if sniff.is_number(_first_field(path)) else 1
     a = np.loadtxt(path, delimiter=",", skiprows=skip, ndmin=2)
     return np.delete(a, label, axis=1).astype(np.float32), a[:, label].astype(np.uint8)
 
@@ -66,7 +66,7 @@ def no_stray_caches(tmp_path, monkeypatch):
 @pytest.fixture
 def small_pieces(monkeypatch):
     """Pieces of 4 KiB, so every file of a few hundred lines crosses many piece boundaries."""
-    monkeypatch.setattr(read, "PIECE_BYTES", 4096)
+    monkeypatch.setattr(csvfile, "PIECE_BYTES", 4096)
 
 
 # ------------------------------------------------------------------------------------------- reading
@@ -133,7 +133,7 @@ def test_trailing_blank_lines_and_crlf(tmp_path):
 
 
 def test_lines_longer_than_a_piece(tmp_path, monkeypatch):
-    monkeypatch.setattr(read, "PIECE_BYTES", 64)
+    monkeypatch.setattr(csvfile, "PIECE_BYTES", 64)
     path = write_csv(tmp_path / "t.csv", random_table(40, 12))  # each line ~250 bytes
     assert_same(load_table(path, use_cache=False), *reference(path))
 
@@ -206,7 +206,7 @@ def test_blank_line_at_every_piece_boundary(tmp_path, monkeypatch):
     path = tmp_path / "blank.csv"
     path.write_text("\n".join(lines) + "\n")
     for piece in range(8, 140, 3):
-        monkeypatch.setattr(read, "PIECE_BYTES", piece)
+        monkeypatch.setattr(csvfile, "PIECE_BYTES", piece)
         with pytest.raises(UserError, match=f"{path}: line 10: empty line"):
             load_table(path, use_cache=False)
 
@@ -277,7 +277,7 @@ def test_cache_hit_does_not_parse(tmp_path, monkeypatch):
 
     def no_parsing(*args, **kwargs):
         raise AssertionError("parsed although the cache is valid")
-    monkeypatch.setattr(read, "_read_csv", no_parsing)
+    monkeypatch.setattr(read, "csv_tables", no_parsing)
     second = prepare(path)
     assert second["from_cache"] and second["cache_path"] == first["cache_path"]
     table = load_table(path)
@@ -375,7 +375,7 @@ finite32 = st.floats(min_value=-3e38, max_value=3e38, allow_nan=False, allow_inf
        fmt=st.sampled_from(["%.18e", "%g", "%.3f", "%r", "%d"]), header=st.booleans(), gz=st.booleans(),
        piece=st.integers(16, 600), crlf=st.booleans())
 def test_random_tables_read_like_a_plain_parser(tmp_path, monkeypatch, rows, cols, data, fmt, header, gz, piece, crlf):
-    monkeypatch.setattr(read, "PIECE_BYTES", piece)
+    monkeypatch.setattr(csvfile, "PIECE_BYTES", piece)
     values = data.draw(st.lists(st.lists(finite32, min_size=cols - 1, max_size=cols - 1), min_size=rows, max_size=rows))
     labels = data.draw(st.lists(st.integers(0, 1), min_size=rows, max_size=rows))
 

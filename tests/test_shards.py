@@ -9,13 +9,15 @@ import torch
 
 from higgs_lora.data import Standardizer
 from higgs_lora.data.read import load_table
-from higgs_lora.data.shards import ShardSet, ShardStream, fit_standardizer, open_shards, predict_part, write_shards
+from higgs_lora.config import Recipe
+from higgs_lora.data.shards import ShardSet, open_shards, write_shards
 from higgs_lora.errors import UserError
 from higgs_lora.model import ResidualMLP
-from higgs_lora.train import Interrupted, TensorData, fit, predict_logits
+from higgs_lora.runtime import predict_logits
+from higgs_lora.train import Checkpoint, Interrupted, TensorData, fit
+from higgs_lora.train.stream import ShardStream, fit_standardizer, predict_part
 
-from conftest import synthetic_xy
-from test_cli import cli, write_higgs_csv
+from conftest import CtrlCAfter, cli, synthetic_xy, write_higgs_csv
 
 
 def write_parquet_shards(folder, sizes, *, seed=0, n_features=28):
@@ -177,15 +179,15 @@ def test_stream_standardizer_and_predictions_match_in_memory(parquet_dir, tmp_pa
     np.testing.assert_array_equal(labels.numpy(), y[7000:])
 
 
-def _fit_stream(shards, standardizer, checkpoint, **kw):
+def _fit_stream(shards, standardizer, checkpoint, *, resume=False, stop_after=None):
     torch.manual_seed(7)
     model = ResidualMLP(width=32, head_width=16)
     stream = ShardStream(shards, slice(0, 9000), standardizer, torch.device("cpu"), batch_size=256,
                          window_rows=2000, block_rows=500)
     val = ShardStream(shards, slice(9000, 10000), standardizer, torch.device("cpu"), batch_size=256)
     try:
-        result = fit(model, stream, epochs=3, batch_size=256, lr=1e-3, seed=3, checkpoint=checkpoint,
-                     val_features=val, progress=False, verbose=False, **kw)
+        result = fit(model, CtrlCAfter(stream, stop_after), Recipe(epochs=3, lr=1e-3, seed=3), val=val,
+                     checkpoint=Checkpoint(checkpoint, resume=resume), progress=False, verbose=False)
     except Interrupted:
         return model, None
     return model, result
@@ -198,7 +200,7 @@ def test_stream_training_learns_and_resumes_bit_for_bit(parquet_dir, tmp_path, s
     standardizer = Standardizer.fit(x[:9000])
     reference, ref = _fit_stream(shards, standardizer, tmp_path / "ref.safetensors")
     assert ref.history[-1]["accuracy"] > 0.6 and ref.history[-1]["val_accuracy"] > 0.6
-    _fit_stream(shards, standardizer, tmp_path / "run.safetensors", stop_after_steps=stop_after)
+    _fit_stream(shards, standardizer, tmp_path / "run.safetensors", stop_after=stop_after)
     resumed, result = _fit_stream(shards, standardizer, tmp_path / "run.safetensors", resume=True)
     assert all(torch.equal(p, q) for p, q in zip(reference.state_dict().values(), resumed.state_dict().values()))
     assert [r["loss"] for r in result.history] == pytest.approx([r["loss"] for r in ref.history], rel=1e-9)
@@ -207,8 +209,8 @@ def test_stream_training_learns_and_resumes_bit_for_bit(parquet_dir, tmp_path, s
     model = ResidualMLP(width=32, head_width=16)
     xs = torch.from_numpy(standardizer.transform(x))
     ys = torch.from_numpy(y.astype(np.float32))
-    mem = fit(model, TensorData(xs[:9000], ys[:9000], batch_size=256), epochs=3, batch_size=256, lr=1e-3, seed=3,
-              val_features=xs[9000:], val_labels=ys[9000:], progress=False, verbose=False)
+    mem = fit(model, TensorData(xs[:9000], ys[:9000], batch_size=256), Recipe(epochs=3, lr=1e-3, seed=3),
+              val=TensorData(xs[9000:], ys[9000:], batch_size=256), progress=False, verbose=False)
     assert abs(mem.history[-1]["val_accuracy"] - ref.history[-1]["val_accuracy"]) < 0.03
 
 

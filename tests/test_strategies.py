@@ -11,7 +11,8 @@ import torch
 from scipy.stats import multivariate_normal
 from sklearn.metrics import accuracy_score, roc_auc_score
 
-from higgs_lora import io, strategies
+from higgs_lora import strategies, weights
+from higgs_lora.commands import strategies as strategies_command
 from higgs_lora.config import ModelConfig, preset
 from higgs_lora.data import kde
 from higgs_lora.data.simulate import simulated_table
@@ -139,12 +140,12 @@ def test_training_state_bytes_counts_parameters_gradients_and_adam_moments():
 
 def _parser():
     parser = argparse.ArgumentParser()
-    strategies.add_parser(parser.add_subparsers(dest="command"))
+    strategies_command.add_parsers(parser.add_subparsers(dest="command"))
     return parser
 
 
 def _run(argv):
-    strategies.command(_parser().parse_args(argv), argv)
+    strategies_command.strategies(_parser().parse_args(argv), argv)
 
 
 TINY = ["--sim-events", "4000", "--epochs", "2", "--ft-epochs", "1", "--batch-size", "256", "--no-progress"]
@@ -173,7 +174,7 @@ def test_command_writes_table_json_and_plot(first_run):
 def test_base_row_matches_the_saved_base_evaluated_independently(first_run):
     """Reload the base the command saved and score the test rows with scikit-learn."""
     result = json.loads((first_run / "strategies.json").read_text())
-    model, standardizer, _ = io.load_model(first_run / "base.safetensors")
+    model, standardizer, _ = weights.load_model(first_run / "base.safetensors")
     table = simulated_table(4000, seed=2014)
     split = split_rows(table.rows)
     x = torch.from_numpy(standardizer.transform(table.features[split.test]))

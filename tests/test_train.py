@@ -4,9 +4,10 @@ import torch
 from higgs_lora.data import Standardizer
 from higgs_lora.lora import add_adapters
 from higgs_lora.model import ResidualMLP
-from higgs_lora.train import Interrupted, fit, learning_rate
+from higgs_lora.config import Recipe
+from higgs_lora.train import Checkpoint, Interrupted, TensorData, fit, learning_rate
 
-from conftest import synthetic_xy
+from conftest import CtrlCAfter, synthetic_xy
 
 
 def _data(rows=3000):
@@ -21,8 +22,8 @@ def _train(tmp_path, *, stop_after=None, resume=False, epochs=3, name="ck.safete
     x, y = _data()
     result = None
     try:
-        result = fit(model, x, y, epochs=epochs, batch_size=256, lr=1e-3, seed=3, checkpoint=tmp_path / name,
-                     resume=resume, progress=False, stop_after_steps=stop_after)
+        result = fit(model, CtrlCAfter(TensorData(x, y, batch_size=256), stop_after), Recipe(epochs=epochs, lr=1e-3, seed=3),
+                     checkpoint=Checkpoint(tmp_path / name, resume=resume), progress=False)
     except Interrupted:
         pass
     return model, result
@@ -59,7 +60,7 @@ def test_adapter_finetuning_touches_only_adapters(tmp_path):
     model = add_adapters(ResidualMLP(width=32, head_width=16), rank=2, scale=0.1)
     frozen = {k: v.clone() for k, v in model.state_dict().items() if "lora_" not in k}
     x, y = _data(1000)
-    fit(model, x, y, epochs=1, batch_size=128, lr=1e-3, seed=0, phase="finetune", progress=False)
+    fit(model, TensorData(x, y, batch_size=128), Recipe(epochs=1, lr=1e-3, seed=0, phase="finetune"), progress=False)
     after = model.state_dict()
     assert all(torch.equal(v, after[k]) for k, v in frozen.items())
     assert any(not torch.equal(after[k], torch.zeros_like(after[k])) for k in after if k.endswith("lora_B"))
@@ -69,8 +70,8 @@ def test_validation_early_stopping_keeps_best_epoch(tmp_path):
     torch.manual_seed(0)
     model = ResidualMLP(width=16, head_width=8)
     x, y = _data(2000)
-    result = fit(model, x[:1500], y[:1500], epochs=6, batch_size=128, lr=3e-2, seed=0, val_features=x[1500:],
-                 val_labels=y[1500:], patience=2, progress=False)
+    result = fit(model, TensorData(x[:1500], y[:1500], batch_size=128), Recipe(epochs=6, lr=3e-2, seed=0, patience=2),
+                 val=TensorData(x[1500:], y[1500:], batch_size=128), progress=False)
     losses = [r["val_loss"] for r in result.history]
     assert result.best_epoch == 1 + losses.index(min(losses))
     with torch.no_grad():

@@ -1,14 +1,26 @@
-"""The hyperparameters: one dataclass for the network (it travels inside every saved model),
-one for the recipe that trains and adapts it, and the named presets."""
+"""The hyperparameters: one dataclass for the network (it travels inside every saved model), one for
+the recipe of one training phase (what fit() takes), one for a whole run (base + adapters + execution),
+the named presets, and the constants more than one module needs."""
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
 
-from higgs_lora.errors import UserError
+from higgs_lora.errors import ConfigError
 
 # The notebook's dense layers, in order; adapters target these names.
 LAYER_NAMES_DOC = "input, blocks.<i>.dense1, blocks.<i>.dense2, hidden, output"
+
+OPTIMIZERS = ("adam", "adamw")
+SCHEDULES = ("constant", "cosine")
+PRECISIONS = ("fp32", "bf16")
+
+# The largest |p_merged - p_adapted| on the test rows for a merge to count as exact (float32 rounding).
+MERGE_TOLERANCE = 1e-5
+
+# The built-in simulated data set when no --data is given.
+SIM_EVENTS = 1_100_000
+SIM_SEED = 2014
 
 
 @dataclass(frozen=True)
@@ -21,9 +33,9 @@ class ModelConfig:
     def __post_init__(self):
         for name in ("n_features", "width", "head_width"):
             if getattr(self, name) < 1:
-                raise UserError(f"model {name} must be >= 1, got {getattr(self, name)}")
+                raise ConfigError(f"model {name} must be >= 1, got {getattr(self, name)}")
         if self.n_blocks < 0:
-            raise UserError(f"model n_blocks must be >= 0, got {self.n_blocks}")
+            raise ConfigError(f"model n_blocks must be >= 0, got {self.n_blocks}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -33,8 +45,45 @@ class ModelConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - known
         if unknown:
-            raise UserError(f"unknown model hyperparameters {sorted(unknown)}")
+            raise ConfigError(f"unknown model hyperparameters {sorted(unknown)}")
         return cls(**d)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How fit() trains one phase. The batch size is not here: the data source cuts the batches."""
+    epochs: int
+    lr: float
+    seed: int = 1234
+    phase: str = "base"              # names the phase in checkpoints, logs and the epoch order's seed
+    optimizer: str = "adam"          # adam | adamw
+    weight_decay: float = 0.0
+    schedule: str = "constant"       # constant | cosine (with linear warm-up)
+    warmup_frac: float = 0.0
+    patience: int = 0                # early stopping on validation loss; 0 = off
+    precision: str = "fp32"          # fp32 | bf16 (autocast)
+    compile: bool = False
+
+    def __post_init__(self):
+        _check([
+            (self.epochs >= 0, f"epochs must be >= 0, got {self.epochs}"),
+            (self.lr > 0, f"learning rate must be > 0, got {self.lr}"),
+            (self.optimizer in OPTIMIZERS, f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}"),
+            (self.schedule in SCHEDULES, f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}"),
+            (self.precision in PRECISIONS, f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}"),
+            (0 <= self.warmup_frac <= 1, f"warm-up fraction must be in [0, 1], got {self.warmup_frac}"),
+            (self.weight_decay >= 0, f"weight decay must be >= 0, got {self.weight_decay}"),
+            (self.patience >= 0, f"patience must be >= 0, got {self.patience}"),
+        ])
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _check(checks) -> None:
+    for ok, msg in checks:
+        if not ok:
+            raise ConfigError(msg)
 
 
 @dataclass
@@ -69,6 +118,22 @@ class TrainConfig:
         d["targets"] = list(self.targets)
         return d
 
+    def base_recipe(self) -> Recipe:
+        """The recipe of base training."""
+        return Recipe(epochs=self.epochs, lr=self.lr, seed=self.seed, phase="base", optimizer=self.optimizer,
+                      weight_decay=self.weight_decay, schedule=self.schedule, warmup_frac=self.warmup_frac,
+                      patience=self.patience, precision=self.precision, compile=self.compile)
+
+    def finetune_recipe(self, *, phase: str = "finetune", epochs: int | None = None, lr: float | None = None) -> Recipe:
+        """The recipe of adapter fine-tuning: Adam, constant lr, no validation (the notebook's)."""
+        return Recipe(epochs=self.ft_epochs if epochs is None else epochs, lr=self.ft_lr if lr is None else lr,
+                      seed=self.seed, phase=phase, precision=self.precision, compile=self.compile)
+
+    @classmethod
+    def recipe_fields(cls) -> list[dataclasses.Field]:
+        """The settings a user may override one by one (everything but the preset's name and the network)."""
+        return [f for f in dataclasses.fields(cls) if f.name not in ("preset", "model")]
+
     def validate(self) -> "TrainConfig":
         checks = [
             (self.epochs >= 0, f"--epochs must be >= 0, got {self.epochs}"),
@@ -82,9 +147,7 @@ class TrainConfig:
             (self.schedule in ("constant", "cosine"), f"--schedule must be constant or cosine, got {self.schedule!r}"),
             (self.precision in ("fp32", "bf16"), f"--precision must be fp32 or bf16, got {self.precision!r}"),
         ]
-        for ok, msg in checks:
-            if not ok:
-                raise UserError(msg)
+        _check(checks)
         return self
 
 
@@ -108,6 +171,6 @@ PRESETS = {"notebook": NOTEBOOK, "default": DEFAULT}
 
 def preset(name: str, **overrides) -> TrainConfig:
     if name not in PRESETS:
-        raise UserError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+        raise ConfigError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
     values = {**PRESETS[name], **{k: v for k, v in overrides.items() if v is not None}}
     return TrainConfig(**values).validate()

@@ -12,12 +12,18 @@ import os
 import sys
 from datetime import timedelta
 
-import torch
-import torch.distributed as dist
+# PyTorch is imported by the functions that need it, not here: the data layer asks world() too, and
+# commands that only read files must not pay for importing PyTorch (a process group can only exist
+# once torch.distributed has been imported, so until then the answer is one process).
+
+
+def _dist():
+    return sys.modules.get("torch.distributed")
 
 
 def world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
+    dist = _dist()
+    if dist is not None and dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
 
@@ -26,9 +32,24 @@ def is_main() -> bool:
     return world()[0] == 0
 
 
+def log(msg: str = "") -> None:
+    """Print on the main process only (each rank would say the same)."""
+    if is_main():
+        print(msg, flush=True)
+
+
+def started_by_torchrun() -> bool:
+    """Whether this process is one of several started by torchrun."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
 def setup() -> bool:
     """Join the process group when started by torchrun with more than one process."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+    if not started_by_torchrun():
+        return False
+    import torch
+    import torch.distributed as dist
+    if dist.is_initialized():
         return False
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     if backend == "nccl":
@@ -37,7 +58,8 @@ def setup() -> bool:
     return True
 
 
-def local_device(device: torch.device) -> torch.device:
+def local_device(device):
+    import torch
     if device.type == "cuda" and world()[1] > 1:
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     return device
@@ -45,19 +67,22 @@ def local_device(device: torch.device) -> torch.device:
 
 def barrier() -> None:
     if world()[1] > 1:
-        dist.barrier()
+        _dist().barrier()
 
 
-def all_reduce_(tensor: torch.Tensor, op=None) -> torch.Tensor:
+def all_reduce_(tensor, op=None):
     if world()[1] > 1:
+        dist = _dist()
         dist.all_reduce(tensor, op=op or dist.ReduceOp.SUM)
     return tensor
 
 
-def any_rank(flag: bool, device: torch.device) -> bool:
+def any_rank(flag: bool, device) -> bool:
     """True on every rank if any rank says True (all ranks must call it at the same step)."""
     if world()[1] == 1:
         return flag
+    import torch
+    dist = _dist()
     t = torch.tensor([1 if flag else 0], device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item())
@@ -68,7 +93,7 @@ def gather(obj) -> list:
     if world()[1] == 1:
         return [obj]
     out = [None] * world()[1]
-    dist.all_gather_object(out, obj)
+    _dist().all_gather_object(out, obj)
     return out
 
 
@@ -81,7 +106,8 @@ def finish(exit_code: int) -> None:
     teardown runs. On failure: skip the barrier (the other ranks may be stuck in a collective) and exit
     non-zero at once; torchrun then stops the other ranks and reports the failure.
     """
-    if not (dist.is_available() and dist.is_initialized()):
+    dist = _dist()
+    if dist is None or not (dist.is_available() and dist.is_initialized()):
         return
     if exit_code == 0:
         try:

@@ -1,2 +1,32 @@
-class UserError(Exception):
-    """A problem with the user's input or files: the CLI prints it as one line and exits non-zero."""
+"""The errors higgs-lora raises on purpose. The CLI prints any HiggsLoraError as one line and exits 1.
+
+Library callers can catch the base class, or the kind they care about; each kind is also a ValueError
+where the cause is a bad value, so code written against plain ValueError keeps working."""
+
+
+class HiggsLoraError(Exception):
+    """Base of every error higgs-lora raises on purpose (not a bug): one line, no traceback needed."""
+
+
+class UserError(HiggsLoraError):
+    """A problem with the user's input, files or settings."""
+
+
+class ConfigError(UserError, ValueError):
+    """A recipe or model setting that is out of range or unknown (an optimizer, schedule, precision name...)."""
+
+
+class DataError(UserError, ValueError):
+    """A data file or directory that cannot be used as it is: the message names the file, row or column."""
+
+
+class CheckpointError(UserError):
+    """A checkpoint that cannot be resumed: unreadable, of another phase or network, or made with other settings."""
+
+
+class RunDirectoryError(UserError):
+    """An output directory that cannot be used: not empty, not writable, or in use by another process."""
+
+
+class Interrupted(HiggsLoraError):
+    """Training was stopped (Ctrl-C, or a stop request) after writing a checkpoint; the message says where."""

@@ -96,13 +96,13 @@ def read_predictions(path: Path) -> dict[str, np.ndarray]:
 
 # ---------------------------------------------------------------- figures
 
-def _figure(*, width: float, height: float):
+def new_figure(*, width: float, height: float):
     from matplotlib.figure import Figure
     fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
     return fig
 
 
-def _save(fig, path: Path) -> Path:
+def save_figure(fig, path: Path) -> Path:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=DPI)
     return path
@@ -114,7 +114,7 @@ def plot_training(history: list[dict], path: Path) -> Path | None:
               if any(r["phase"] == p for r in history)]
     if not phases:
         return None
-    fig = _figure(width=11, height=3.6 * len(phases))
+    fig = new_figure(width=11, height=3.6 * len(phases))
     axes = fig.subplots(len(phases), 2, squeeze=False)
     for (phase, title), (ax_loss, ax_acc) in zip(phases, axes):
         rows = sorted((r for r in history if r["phase"] == phase), key=lambda r: r["epoch"])
@@ -130,7 +130,7 @@ def plot_training(history: list[dict], path: Path) -> Path | None:
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.grid(alpha=0.3)
             ax.legend()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_roc(predictions: dict[str, np.ndarray], path: Path) -> Path | None:
@@ -138,7 +138,7 @@ def plot_roc(predictions: dict[str, np.ndarray], path: Path) -> Path | None:
     models = [(k, name, color) for k, name, color in MODELS if k in predictions]
     if labels is None or not models or labels.min() == labels.max():
         return None
-    fig = _figure(width=11, height=4.6)
+    fig = new_figure(width=11, height=4.6)
     ax_roc, ax_rej = fig.subplots(1, 2)
     for key, name, color in models:
         fpr, tpr, _ = roc_points(labels=labels, scores=predictions[key])
@@ -159,7 +159,7 @@ def plot_roc(predictions: dict[str, np.ndarray], path: Path) -> Path | None:
         ax.grid(alpha=0.3)
         ax.legend(loc="lower right" if ax is ax_roc else "upper right")
     ax_rej.grid(alpha=0.1, which="minor")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_scores(predictions: dict[str, np.ndarray], path: Path) -> Path | None:
@@ -168,7 +168,7 @@ def plot_scores(predictions: dict[str, np.ndarray], path: Path) -> Path | None:
     if labels is None or not models:
         return None
     signal = labels.astype(bool)
-    fig = _figure(width=5.5 * len(models), height=4.2)
+    fig = new_figure(width=5.5 * len(models), height=4.2)
     axes = fig.subplots(1, len(models), squeeze=False, sharey=True)[0]
     bins = np.linspace(0, 1, 51)
     for ax, (key, name) in zip(axes, models):
@@ -184,14 +184,14 @@ def plot_scores(predictions: dict[str, np.ndarray], path: Path) -> Path | None:
         ax.grid(alpha=0.3)
         ax.legend(loc="upper center")
     axes[0].set_ylabel("density (each class normalized to area 1)")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_confusion(metrics: dict, path: Path) -> Path | None:
     models = [(k, name) for k, name, _ in MODELS if isinstance(metrics.get(k), dict) and "confusion" in metrics[k]]
     if not models:
         return None
-    fig = _figure(width=5.2 * len(models), height=4.4)
+    fig = new_figure(width=5.2 * len(models), height=4.4)
     axes = fig.subplots(1, len(models), squeeze=False)[0]
     classes = ["background (0)", "signal (1)"]
     for ax, (key, name) in zip(axes, models):
@@ -207,7 +207,7 @@ def plot_confusion(metrics: dict, path: Path) -> Path | None:
         ax.set_xticks([0, 1], [f"predicted {c}" for c in classes])
         ax.set_yticks([0, 1], [f"true {c}" for c in classes], rotation=90, va="center")
         ax.set_title(f"Confusion matrix, {name} model\n(test set, threshold 0.5; colour = row %)")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def make_plots(run_dir) -> list[Path]:

@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from higgs_lora.config import MERGE_TOLERANCE
 from higgs_lora.errors import UserError
 from higgs_lora.io import atomic_path, read_json
 from higgs_lora.plots import PLOT_FILES, make_plots, read_history
@@ -28,7 +29,7 @@ METRICS = (
     ("roc_auc", "ROC AUC"),
     ("log_loss", "Log loss (lower is better)"),
 )
-MERGE_TOLERANCE = 1e-5
+
 NO_ADAPTED = "No adapted model in this run (fine-tuning skipped, e.g. --ft-epochs 0)."
 PLOT_CAPTIONS = {
     "training.png": "Training curves: loss and accuracy per epoch, base training and LoRA fine-tuning.",

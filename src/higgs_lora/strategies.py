@@ -1,4 +1,4 @@
-"""`higgs-lora strategies`: what adapters buy, measured against the alternatives on the same base and rows.
+"""What adapters buy, measured against the alternatives on the same base and rows.
 
 On one base network and the same extra rows, five ways to use those rows:
 
@@ -22,6 +22,7 @@ FULL_FT_LR and HEAD_FT_LR were chosen by the sweep in benchmarks/bench_presets.p
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from pathlib import Path
 
@@ -29,11 +30,12 @@ import torch
 
 from higgs_lora import io
 from higgs_lora.config import TrainConfig
-from higgs_lora.errors import UserError
-from higgs_lora.lora import add_adapters, adapters
+from higgs_lora.lora import add_adapters
 from higgs_lora.metrics import binary_metrics
 from higgs_lora.model import ResidualMLP
-from higgs_lora.train import fit, make_optimizer, predict_logits
+from higgs_lora.plots import new_figure, save_figure
+from higgs_lora.runtime import autocast, predict_logits
+from higgs_lora.train import TensorData, fit, make_optimizer
 
 STRATEGIES = ("lora", "full", "head", "scratch", "base")
 TITLES = {"lora": "adapters (LoRA)", "full": "full fine-tuning", "head": "head only",
@@ -50,7 +52,6 @@ def training_state_bytes(model: torch.nn.Module, x_batch: torch.Tensor, y_batch:
                          optimizer: str = "adam", precision: str = "fp32") -> dict:
     """Bytes one training step of `model` holds on a batch: parameters, gradients, optimizer state and
     the activations saved for backward. Measured on a copy (the model is untouched)."""
-    from higgs_lora.train import _autocast
     model = copy.deepcopy(model).train()
     saved: dict[tuple, int] = {}
 
@@ -60,7 +61,7 @@ def training_state_bytes(model: torch.nn.Module, x_batch: torch.Tensor, y_batch:
             saved[(st.data_ptr(), t.device.type)] = st.nbytes()
         return t
 
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), _autocast(x_batch.device, precision):
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), autocast(x_batch.device, precision):
         loss = torch.nn.functional.binary_cross_entropy_with_logits(model(x_batch).float(), y_batch)
     # Parameters are counted once, below; the data batch and labels would be there without training.
     for t in [*model.parameters(), x_batch, y_batch]:
@@ -112,25 +113,21 @@ def run_one(strategy: str, base: ResidualMLP, cfg: TrainConfig, data: dict, *, p
     model = prepare(strategy, base, cfg)
     x_extra, y_extra = data["extra"]
     device = x_extra.device
-    fit_kwargs = dict(batch_size=cfg.batch_size, seed=cfg.seed, phase=f"strategy-{strategy}",
-                      precision=cfg.precision, compile=cfg.compile, progress=progress, verbose=verbose)
-    optimizer = "adam"
+    val = None
     if strategy == "scratch":
         x = torch.cat([data["train"][0], x_extra])
         y = torch.cat([data["train"][1], y_extra])
         epochs = scratch_epochs(cfg, train_rows=data["train"][0].shape[0], extra_rows=x_extra.shape[0])
-        x_val, y_val = data["val"] if data.get("val") is not None else (None, None)
-        optimizer = cfg.optimizer
-        fit_kwargs |= dict(epochs=epochs, lr=cfg.lr, optimizer=cfg.optimizer, weight_decay=cfg.weight_decay,
-                           schedule=cfg.schedule, warmup_frac=cfg.warmup_frac, val_features=x_val, val_labels=y_val,
-                           patience=cfg.patience)
+        recipe = dataclasses.replace(cfg.base_recipe(), epochs=epochs, phase=f"strategy-{strategy}")
+        if data.get("val") is not None:
+            val = TensorData(*data["val"], batch_size=cfg.batch_size)
     else:
         x, y = x_extra, y_extra
-        lr = {"lora": cfg.ft_lr, "full": FULL_FT_LR, "head": HEAD_FT_LR}.get(strategy)
+        lr = {"lora": cfg.ft_lr, "full": FULL_FT_LR, "head": HEAD_FT_LR}.get(strategy, cfg.ft_lr)
         epochs = cfg.ft_epochs if strategy != "base" else 0
-        fit_kwargs |= dict(epochs=epochs, lr=lr)
+        recipe = cfg.finetune_recipe(phase=f"strategy-{strategy}", epochs=epochs, lr=lr)
     trainable = model.n_params(trainable_only=True)
-    memory = training_state_bytes(model, x[:cfg.batch_size], y[:cfg.batch_size], optimizer=optimizer,
+    memory = training_state_bytes(model, x[:cfg.batch_size], y[:cfg.batch_size], optimizer=recipe.optimizer,
                                   precision=cfg.precision) if trainable else None
     cuda_peak = None
     seconds, samples, best_epoch = 0.0, 0, None
@@ -140,7 +137,8 @@ def run_one(strategy: str, base: ResidualMLP, cfg: TrainConfig, data: dict, *, p
             torch.cuda.reset_peak_memory_stats(device)
             before = torch.cuda.memory_allocated(device)
         t = time.perf_counter()
-        result = fit(model, x, y, **fit_kwargs)
+        result = fit(model, TensorData(x, y, batch_size=cfg.batch_size), recipe, val=val, progress=progress,
+                     verbose=verbose)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
             cuda_peak = torch.cuda.max_memory_allocated(device) - before
@@ -149,7 +147,7 @@ def run_one(strategy: str, base: ResidualMLP, cfg: TrainConfig, data: dict, *, p
     metrics = binary_metrics(predict_logits(model, data["test"][0]).cpu(), data["test"][1].cpu())
     return dict(strategy=strategy, title=TITLES[strategy], test=metrics, trainable_params=trainable,
                 total_params=model.n_params(), epochs=epochs, best_epoch=best_epoch,
-                lr=fit_kwargs.get("lr"), wall_s=seconds, samples=samples,
+                lr=None if strategy == "base" else recipe.lr, wall_s=seconds, samples=samples,
                 samples_per_s=samples / seconds if seconds > 0 else None,
                 train_state_bytes=memory, cuda_peak_bytes=cuda_peak)
 
@@ -208,12 +206,11 @@ def write_outputs(out: Path, result: dict) -> list[Path]:
 
 
 def plot(result: dict, path: Path) -> Path:
-    from higgs_lora.plots import _figure, _save
     rows = result["strategies"]
     names = [r["strategy"] for r in rows]
     colors = {"lora": "tab:orange", "full": "tab:red", "head": "tab:green", "scratch": "tab:purple",
               "base": "tab:blue"}
-    fig = _figure(width=13, height=3.8)
+    fig = new_figure(width=13, height=3.8)
     ax_auc, ax_time, ax_params = fig.subplots(1, 3)
     aucs = [r["test"]["roc_auc"] for r in rows]
     ax_auc.bar(names, aucs, color=[colors[n] for n in names])
@@ -234,79 +231,4 @@ def plot(result: dict, path: Path) -> Path:
     ax_params.legend(fontsize=8)
     for ax in (ax_auc, ax_time, ax_params):
         ax.grid(alpha=0.3)
-    return _save(fig, path)
-
-
-# ---------------------------------------------------------------- the command
-
-def add_parser(subparsers) -> None:
-    from higgs_lora import cli
-    p = subparsers.add_parser(
-        "strategies", help="compare LoRA with full fine-tuning, head-only, from scratch and the untouched base",
-        description="On one base network (trained here with the recipe, or --base MODEL) and the same extra rows, "
-                    "train and measure: adapters (LoRA), full fine-tuning, the head only, a network from scratch "
-                    "on train+extra with the same sample budget, and the base untouched. Writes strategies.json, "
-                    "strategies.md and strategies.png into --out.")
-    cli._data_args(p)
-    p.add_argument("--out", metavar="DIR", required=True, help="output directory")
-    p.add_argument("--force", action="store_true", help="write into a non-empty directory")
-    p.add_argument("--base", metavar="MODEL", help="use this saved base model instead of training one")
-    cli._train_args(p)
-
-
-def command(args, argv) -> None:
-    from higgs_lora import cli, pipeline, steps
-    from higgs_lora.data import Standardizer, split_rows
-    from higgs_lora.train import resolve_device
-    cfg = cli._resolve_config(args)
-    device = resolve_device(cfg.device)
-    out = Path(args.out)
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not args.force)):
-        raise UserError(f"--out {out}: exists and is not an empty directory (use --force to write into it)")
-    base = meta = None
-    if args.base:
-        base, standardizer, meta = io.load_model(args.base)
-    table = steps._table(args, shards_ok=False)
-    if base is not None:
-        steps._check_features(table, base, meta, args.base)
-        split = steps._split_for_model(table, meta, args)
-    else:
-        split = split_rows(table.rows, train_rows=args.train_rows, test_rows=args.test_rows,
-                           val_fraction=cfg.val_fraction, source=table.source)
-        standardizer = Standardizer.fit(table.features[split.train])
-    if split.extra_rows == 0:
-        raise UserError(f"{table.source}: no extra rows between the train and test rows; nothing to adapt on")
-    out.mkdir(parents=True, exist_ok=True)
-    tensors = lambda rows: pipeline.standardized_tensor(table, rows, standardizer, device)  # noqa: E731
-    data = dict(train=tensors(split.train), extra=tensors(split.extra), test=tensors(split.test),
-                val=tensors(split.val) if split.val_rows else None)
-    base_training = None
-    torch.manual_seed(cfg.seed)
-    if base is None:
-        if cfg.model.n_features != table.n_features:
-            cfg.model = type(cfg.model)(**{**cfg.model.to_dict(), "n_features": table.n_features})
-        base = ResidualMLP.from_config(cfg.model).to(device)
-        pipeline.log(f"training the base: preset {cfg.preset}, {cfg.epochs} epochs on {split.train.stop:,} rows")
-        x_val, y_val = data["val"] if data["val"] is not None else (None, None)
-        t = time.perf_counter()
-        r = fit(base, *data["train"], epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed,
-                phase="base", optimizer=cfg.optimizer, weight_decay=cfg.weight_decay, schedule=cfg.schedule,
-                warmup_frac=cfg.warmup_frac, val_features=x_val, val_labels=y_val, patience=cfg.patience,
-                precision=cfg.precision, compile=cfg.compile, progress=not args.no_progress)
-        base_training = dict(wall_s=time.perf_counter() - t, samples=r.samples_seen, epochs_run=len(r.history),
-                             best_epoch=r.best_epoch, train_rows=split.train.stop - split.train.start)
-        io.save_model(out / "base.safetensors", base.cpu(), standardizer, feature_names=table.feature_names,
-                      kind="base", provenance=dict(data=pipeline.data_summary(table, split) | {"feature_names": None},
-                                                   seed=cfg.seed, preset=cfg.preset))
-        base = base.to(device)
-    base = base.to(device).eval()
-    rows = run_all(base, cfg, data, progress=not args.no_progress, log=pipeline.log)
-    result = dict(config=cfg.to_dict(), device=str(device), threads=torch.get_num_threads(),
-                  data=dict(source=table.source, fingerprint=table.fingerprint, **split.to_dict()),
-                  base=args.base, base_training=base_training, head_layers=list(HEAD_LAYERS),
-                  lora_layers=list(adapters(prepare("lora", base, cfg))), strategies=rows,
-                  command="higgs-lora " + " ".join(argv))
-    paths = write_outputs(out, io.json_safe(result))
-    pipeline.log("\n" + markdown_table(result) + "\n")
-    pipeline.log("wrote " + "  ".join(str(p) for p in paths))
-
+    return save_figure(fig, path)

@@ -7,45 +7,33 @@ cache, one at a time, and then read like array shards. Together the shards form 
 are numbered in that order, so the notebook's split (first rows train, last rows test) still applies.
 
 Nothing holds the whole table: rows are read with plain file reads (not memory maps, whose pages
-would count as the process's memory) into windows of about a million rows. Under torchrun every part
-(train, val, extra, test) is cut into one contiguous range per rank, so each rank reads only its own
-shards (a shard on a boundary is shared by two neighbours), and ranks differ by at most one row.
+would count as the process's memory). Under torchrun every part (train, val, extra, test) is cut into
+one contiguous range per rank (rank_range), so each rank reads only its own shards (a shard on a
+boundary is shared by two neighbours), and ranks differ by at most one row.
 
-Training order (ShardStream): the rank's range is cut into blocks of 65,536 rows; each epoch shuffles
-the blocks (seeded by seed, phase, epoch, rank), groups them into windows of >= `window_rows` rows and
-visits the rows of each window in a shuffled order. That mixes rows from all over the rank's range
-(shards written class by class still give mixed batches) while reading 7 MB contiguous pieces. Every rank
-takes the same number of steps per epoch, ceil(part rows / --batch-size), with its rows spread evenly
-over them, so DDP's collectives line up and every row is used once per epoch. The order is a pure
-function of (seed, phase, epoch, rank, world size, step): a resumed run continues bit for bit.
+This module is storage only: how the rows are streamed into training is train/stream.py.
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import math
 import os
 import re
 import shutil
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from higgs_lora import distributed
-from higgs_lora.data.standardize import Standardizer
+from higgs_lora import distributed, io
+from higgs_lora.data.cache import write_arrays
+from higgs_lora.data.read import feature_names, fingerprint_file, iter_chunks, prepare
 from higgs_lora.data.table import default_feature_names
 from higgs_lora.errors import UserError
-from higgs_lora.train import predict_logits, seed_key
 
 SHARD_FORMAT = "higgs-lora-shard"
 TABLE_SUFFIXES = (".parquet", ".pq", ".csv", ".csv.gz")
-BLOCK_ROWS = 1 << 16
-WINDOW_ROWS = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -202,7 +190,6 @@ def _natural(path: Path) -> list:
 
 
 def _cache(path: Path, *, label_column, cache_dir, progress) -> Path:
-    from higgs_lora.data.read import prepare
     info = prepare(path, label_column=label_column, cache_dir=cache_dir, progress=progress)
     if info["cache_path"] is None:
         raise UserError(f"{path}: could not write its cache, which a shard directory needs (it is read from "
@@ -229,7 +216,7 @@ def _open_array_shard(folder: Path, *, name: str, start: int) -> tuple[ArrayShar
             raise UserError(f"{meta_path}: unreadable ({e})") from None
         if len(names) != n:
             raise UserError(f"{meta_path}: {len(names)} feature names for {n} columns")
-    from higgs_lora.data.read import fingerprint_file  # size, mtime and both ends, as for any data file
+    # size, mtime and both ends, as for any data file
     return shard, names, f"{fingerprint_file(fpath)}:{fingerprint_file(lpath)}"
 
 
@@ -260,14 +247,13 @@ def write_shards(path, out, *, rows_per_shard: int, label_column=0, progress: bo
     """Stream the table in `path` into cached array shards of `rows_per_shard` rows in directory `out`,
     never holding more than one shard. The directory is built under a temporary name and renamed at
     the end: it is complete or absent."""
-    from higgs_lora.data.read import fsync, iter_chunks
     out = Path(out)
     if rows_per_shard < 1:
         raise UserError(f"--rows-per-shard must be >= 1, got {rows_per_shard}")
     if out.exists():
         raise UserError(f"--out {out}: exists; choose a new directory")
     out.parent.mkdir(parents=True, exist_ok=True)
-    names = _names_of(path, label_column)
+    names = feature_names(path, label_column=label_column)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     written = []
     try:
@@ -285,7 +271,7 @@ def write_shards(path, out, *, rows_per_shard: int, label_column=0, progress: bo
                     buf_x, buf_y, held = [], [], 0
         if held:
             written.append(_write_array_shard(tmp, len(written), buf_x, buf_y, names))
-        fsync(tmp)
+        io.fsync(tmp)
         os.rename(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -293,13 +279,7 @@ def write_shards(path, out, *, rows_per_shard: int, label_column=0, progress: bo
     return [out / p.name for p in written]
 
 
-def _names_of(path, label_column) -> list[str]:
-    from higgs_lora.data.read import _layout
-    return _layout(Path(path), label_column).feature_names()
-
-
 def _write_array_shard(root: Path, index: int, xs, ys, names) -> Path:
-    from higgs_lora.data.read import write_arrays
     folder = root / f"part-{index:05d}"
     folder.mkdir()
     features, labels = np.concatenate(xs), np.concatenate(ys)
@@ -307,193 +287,3 @@ def _write_array_shard(root: Path, index: int, xs, ys, names) -> Path:
                  meta=dict(format=SHARD_FORMAT, rows=len(labels), n_features=features.shape[1], feature_names=names,
                            signal=int(np.count_nonzero(labels))))
     return folder
-
-
-# ------------------------------------------------------------------------------------------- using
-
-def fit_standardizer(shards: ShardSet, rows: slice, *, device: torch.device) -> Standardizer:
-    """Train-row statistics computed block by block, each rank over its own range, summed across ranks:
-    the same two float64 passes (mean, then centred squares) as Standardizer.fit on an array."""
-    lo, hi = shards.rank_range(rows)
-    n = rows.stop - rows.start
-    total = torch.zeros(shards.n_features, dtype=torch.float64)
-    for a in range(lo, hi, BLOCK_ROWS):  # blocks, not windows: the float64 temporaries stay ~15 MB
-        total += torch.from_numpy(shards.read(a, min(hi, a + BLOCK_ROWS))[0].sum(axis=0, dtype=np.float64))
-    mean = _all_reduce_cpu(total, device) / n
-    sq = torch.zeros(shards.n_features, dtype=torch.float64)
-    for a in range(lo, hi, BLOCK_ROWS):
-        d = shards.read(a, min(hi, a + BLOCK_ROWS))[0].astype(np.float64) - mean.numpy()
-        sq += torch.from_numpy(np.einsum("ij,ij->j", d, d))
-    std = np.sqrt(_all_reduce_cpu(sq, device).numpy() / n)
-    std[std == 0] = 1.0
-    return Standardizer(mean=mean.numpy().astype(np.float32), std=std.astype(np.float32))
-
-
-def _all_reduce_cpu(t: torch.Tensor, device: torch.device) -> torch.Tensor:
-    return distributed.all_reduce_(t.to(device)).cpu()
-
-
-@torch.inference_mode()
-def _predict_range(model, shards: ShardSet, lo: int, hi: int, standardizer: Standardizer, device: torch.device, *,
-                   precision: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits and float labels of global rows lo..hi-1, a window at a time."""
-    logits = torch.empty(hi - lo, dtype=torch.float32, device=device)
-    labels = torch.empty(hi - lo, dtype=torch.float32, device=device)
-    for a in range(lo, hi, WINDOW_ROWS):
-        b = min(hi, a + WINDOW_ROWS)
-        x, y = shards.read(a, b)
-        x = torch.from_numpy(standardizer.transform(x, out=x)).to(device)
-        logits[a - lo:b - lo] = predict_logits(model, x, precision=precision)
-        labels[a - lo:b - lo] = torch.from_numpy(y)
-    return logits, labels
-
-
-def predict_part(model, shards: ShardSet, rows: slice, standardizer: Standardizer, device: torch.device, *,
-                 precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits and labels (float) of global rows `rows`, in order, on every rank: each rank predicts its
-    own range window by window, then the ranks exchange their logits."""
-    lo, hi = shards.rank_range(rows)
-    logits, _ = _predict_range(model, shards, lo, hi, standardizer, device, precision=precision)
-    logits = _gather_ranges(logits, rows, shards, device)
-    labels = torch.from_numpy(shards.labels[rows].astype(np.float32)).to(device)
-    return logits, labels
-
-
-def _gather_ranges(local: torch.Tensor, rows: slice, shards: ShardSet, device) -> torch.Tensor:
-    rank, world = distributed.world()
-    if world == 1:
-        return local
-    import torch.distributed as dist
-    sizes = [b - a for a, b in (shards.rank_range(rows, r, world) for r in range(world))]
-    padded = torch.zeros(max(sizes), dtype=local.dtype, device=device)
-    padded[:local.shape[0]] = local
-    parts = [torch.empty_like(padded) for _ in range(world)]
-    dist.all_gather(parts, padded)
-    return torch.cat([p[:s] for p, s in zip(parts, sizes)])
-
-
-def _core_to_spare(device: torch.device) -> bool:
-    """Whether a thread can read ahead without slowing training. Not when PyTorch's threads (times the
-    processes on this node) fill every core: on 2 busy cores the reading thread stalled PyTorch's
-    spinning OpenMP threads, and reading ahead trained at 0.85x the speed of reading when needed (medians
-    of 5 interleaved runs, 3M rows), which itself matched training from memory. On a GPU the CPU is free."""
-    if device.type == "cuda":
-        return True
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return cores > torch.get_num_threads() * int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-
-
-class _Done:
-    """A finished 'future': the window read in place, when there is no thread to read ahead."""
-
-    def __init__(self, fn, *args):
-        self._value = fn(*args)
-
-    def result(self):
-        return self._value
-
-    def cancel(self):
-        return False
-
-
-class ShardStream:
-    """Training batches of one part of a ShardSet for fit(): this rank's rows, a window at a time."""
-
-    def __init__(self, shards: ShardSet, rows: slice, standardizer: Standardizer, device: torch.device, *,
-                 batch_size: int, window_rows: int = WINDOW_ROWS, block_rows: int = BLOCK_ROWS,
-                 rank: int | None = None, world: int | None = None, read_ahead: bool | None = None):
-        if rank is None:
-            rank, world = distributed.world()
-        self.shards, self.standardizer, self.device = shards, standardizer, device
-        self.rank, self.world, self.window_rows, self.batch_size = rank, world, window_rows, batch_size
-        self.rows = rows.stop - rows.start
-        self.lo, self.hi = shards.rank_range(rows, rank, world)
-        self.steps_per_epoch = math.ceil(self.rows / batch_size)
-        if self.hi - self.lo < self.steps_per_epoch:
-            raise UserError(f"{shards.source}: {self.rows:,} rows over {world} processes leave fewer rows per "
-                            f"process than the {self.steps_per_epoch:,} steps of an epoch; use a larger --batch-size")
-        self.blocks = [(a, min(a + block_rows, self.hi)) for a in range(self.lo, self.hi, block_rows)]
-        self.read_ahead = _core_to_spare(device) if read_ahead is None else read_ahead
-
-    def describe(self) -> str:
-        names = self.shards.shards_between(self.lo, self.hi)
-        return (f"rank {self.rank}: rows {self.lo:,}..{self.hi - 1:,} ({self.hi - self.lo:,}) from "
-                + (names[0] if len(names) == 1 else f"{len(names)} shards {names[0]}..{names[-1]}"))
-
-    def _windows(self, *, seed, phase, epoch) -> list[list[tuple[int, int]]]:
-        g = torch.Generator().manual_seed(seed_key(seed, phase, epoch, self.rank, self.world))
-        order = [self.blocks[i] for i in torch.randperm(len(self.blocks), generator=g).tolist()]
-        windows, current, held = [], [], 0
-        for block in order:
-            current.append(block)
-            held += block[1] - block[0]
-            if held >= self.window_rows:
-                windows.append(current)
-                current, held = [], 0
-        if current:
-            windows.append(current)
-        return windows
-
-    def _load(self, blocks, key: int):
-        """A window's rows, standardized, and the order to visit them in. One buffer: the blocks are read
-        straight into place and standardized there; the shuffle is a gather per batch, as in TensorData."""
-        rows = sum(b - a for a, b in blocks)
-        x, y = np.empty((rows, self.shards.n_features), dtype=np.float32), np.empty(rows, dtype=np.uint8)
-        pos = 0
-        for a, b in blocks:
-            self.shards.read(a, b, out=(x[pos:pos + b - a], y[pos:pos + b - a]))
-            pos += b - a
-        self.standardizer.transform(x, out=x)
-        order = torch.randperm(rows, generator=torch.Generator().manual_seed(key)).to(self.device)
-        return (torch.from_numpy(x).to(self.device), torch.from_numpy(y.astype(np.float32)).to(self.device), order)
-
-    def batches(self, *, seed: int, phase: str, epoch: int, first_step: int = 0):
-        """Yield (features, labels) of steps first_step.. of the epoch; with read_ahead, the next window
-        is read in a thread meanwhile, else when it is needed."""
-        windows = self._windows(seed=seed, phase=phase, epoch=epoch)
-        ends = np.cumsum([sum(b - a for a, b in w) for w in windows])
-        m, steps = self.hi - self.lo, self.steps_per_epoch
-        keys = [seed_key(seed, phase, epoch, self.rank, self.world, "window", i) for i in range(len(windows))]
-        with ThreadPoolExecutor(max_workers=1) if self.read_ahead else contextlib.nullcontext() as pool:
-            loaded = {}  # window index -> future of its tensors; at most the current two are kept
-
-            def window(i):
-                if i not in loaded:
-                    args = (self._load, windows[i], keys[i])
-                    loaded[i] = pool.submit(*args) if pool else _Done(*args)
-                return loaded[i]
-
-            try:
-                for step in range(first_step, steps):
-                    p0, p1 = step * m // steps, (step + 1) * m // steps
-                    w = int(np.searchsorted(ends, p0, side="right"))
-                    xs, ys = [], []
-                    while p0 < p1:
-                        x, y, order = window(w).result()
-                        begin = ends[w] - x.shape[0]
-                        take = min(p1, ends[w]) - p0
-                        idx = order[p0 - begin:p0 - begin + take]
-                        xs.append(x.index_select(0, idx)); ys.append(y.index_select(0, idx))
-                        p0 += take
-                        if p0 == ends[w]:
-                            w += 1
-                    for old in [i for i in loaded if i < w]:
-                        del loaded[old]
-                    if self.read_ahead and w < len(windows):
-                        window(w)
-                        if w + 1 < len(windows):
-                            window(w + 1)  # read ahead while this window trains
-                    yield (xs[0], ys[0]) if len(xs) == 1 else (torch.cat(xs), torch.cat(ys))
-            finally:
-                for f in loaded.values():
-                    f.cancel()
-
-    def loss_and_accuracy(self, model, *, precision: str) -> tuple[float, float]:
-        """Mean loss and accuracy over the whole part, each rank on its own rows, summed across ranks."""
-        logits, y = _predict_range(model, self.shards, self.lo, self.hi, self.standardizer, self.device,
-                                   precision=precision)
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, y, reduction="sum")
-        sums = torch.stack([loss.double(), ((logits > 0) == (y > 0.5)).sum().double(),
-                            torch.tensor(float(y.shape[0]), dtype=torch.float64, device=self.device)])
-        sums = distributed.all_reduce_(sums)
-        return (sums[0] / sums[2]).item(), (sums[1] / sums[2]).item()

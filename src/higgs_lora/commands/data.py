@@ -1,0 +1,76 @@
+"""Commands on data files: prepare (read once and cache), shard, simulate. None of them imports PyTorch."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from higgs_lora.config import SIM_SEED
+from higgs_lora.errors import UserError
+
+
+def add_parsers(sub) -> dict:
+    p = sub.add_parser("prepare", help="read a data file (or every file of a shard directory) once and cache it; "
+                                       "print rows, columns, class balance")
+    p.add_argument("file", metavar="FILE|DIR")
+    p.add_argument("--label-column", default="0", metavar="NAME|INDEX", help="label column (default: 0)")
+    p.add_argument("--cache-dir", metavar="DIR", help="cache directory")
+
+    p = sub.add_parser("shard", help="split a big table file into a directory of array shards, streamed",
+                       description="Stream FILE (CSV, .csv.gz or Parquet, any size) into DIR/part-00000, part-00001, "
+                                   "...: each holds features.npy (float32), labels.npy (uint8) and meta.json. "
+                                   "Training reads such a directory (--data DIR) window by window, each torchrun "
+                                   "process only its own shards. DIR appears complete or not at all.")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--out", required=True, metavar="DIR", help="new directory for the shards")
+    p.add_argument("--rows-per-shard", type=int, default=1_000_000, metavar="N",
+                   help="rows per shard (default: 1,000,000, about 113 MB with 28 features)")
+    p.add_argument("--label-column", default="0", metavar="NAME|INDEX", help="label column (default: 0)")
+
+    p = sub.add_parser("simulate", help="write a HIGGS-format file from the built-in toy Monte Carlo")
+    p.add_argument("--events", type=int, required=True, metavar="N", help="number of events")
+    p.add_argument("--seed", type=int, default=SIM_SEED, metavar="S", help=f"seed (default: {SIM_SEED})")
+    p.add_argument("--out", required=True, metavar="FILE", help="output .csv or .csv.gz")
+    p.add_argument("--force", action="store_true", help="overwrite an existing file")
+    return {"prepare": prepare, "shard": shard, "simulate": simulate}
+
+
+def prepare(args, argv) -> None:
+    if Path(args.file).is_dir():
+        from higgs_lora.data.shards import open_shards
+        from higgs_lora.data.split import class_balance
+        t = time.perf_counter()
+        shards = open_shards(args.file, label_column=args.label_column, cache_dir=args.cache_dir, progress=True)
+        b = class_balance(shards.labels)
+        print(f"{args.file}: {len(shards.shards)} shards, {b['rows']:,} rows x {shards.n_features} features  "
+              f"signal {b['signal']:,} ({100 * b['signal_fraction']:.2f}%)  background {b['background']:,}  "
+              f"ready in {time.perf_counter() - t:.2f}s")
+        return
+    from higgs_lora.data.read import prepare as read_and_cache
+    s = read_and_cache(args.file, label_column=args.label_column, cache_dir=args.cache_dir, progress=True)
+    print(f"{args.file}: {s['rows']:,} rows x {s['columns']} columns  signal {s['signal']:,} "
+          f"({100 * s['signal_fraction']:.2f}%)  background {s['background']:,}  "
+          f"{'loaded from cache' if s['from_cache'] else 'parsed and cached'} in {s['seconds']:.2f}s -> {s['cache_path']}")
+
+
+def shard(args, argv) -> None:
+    from higgs_lora.data.shards import write_shards
+    t = time.perf_counter()
+    parts = write_shards(args.file, args.out, rows_per_shard=args.rows_per_shard, label_column=args.label_column,
+                         progress=True)
+    print(f"wrote {len(parts)} shards to {args.out} in {time.perf_counter() - t:.1f}s")
+
+
+def simulate(args, argv) -> None:
+    from higgs_lora.data.simulate import simulate as run_simulation
+    from higgs_lora.data.simulate import write_higgs_csv
+    out = Path(args.out)
+    if args.events < 1:
+        raise UserError(f"--events must be >= 1, got {args.events}")
+    if out.exists() and not args.force:
+        raise UserError(f"--out {out}: file exists (use --force to overwrite)")
+    t = time.perf_counter()
+    features, labels = run_simulation(args.events, seed=args.seed)
+    t_sim = time.perf_counter() - t
+    write_higgs_csv(out, features, labels)
+    print(f"simulated {args.events:,} events in {t_sim:.1f}s ({args.events / t_sim:,.0f}/s), "
+          f"signal {labels.mean() * 100:.2f}%, written to {out} in {time.perf_counter() - t - t_sim:.1f}s")

@@ -1,0 +1,117 @@
+"""The phases of the notebook's workflow, shared by `run` and the single-step commands: train a base
+network, add adapters, fine-tune them, evaluate a part, verify a merge, measure inference speed."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from higgs_lora.config import MERGE_TOLERANCE, ModelConfig, TrainConfig
+from higgs_lora.distributed import gather, log
+from higgs_lora.errors import UserError
+from higgs_lora.lora import adapters, add_adapters, merge_adapters
+from higgs_lora.metrics import binary_metrics
+from higgs_lora.model import ResidualMLP
+from higgs_lora.pipeline.data import Prepared
+from higgs_lora.runtime import predict_logits
+from higgs_lora.train import Checkpoint, FitResult, fit
+
+
+def fit_features(cfg: TrainConfig, n_features: int) -> None:
+    """The network's input width follows the data (HIGGS: 28; SUSY: 18; ...)."""
+    if cfg.model.n_features != n_features:
+        cfg.model = ModelConfig(**{**cfg.model.to_dict(), "n_features": n_features})
+
+
+def part(data: Prepared, rows: slice, *, batch_size: int):
+    """A part's batches for fit(); a streamed part says which rows each process reads."""
+    batches = data.source.part(rows, data.standardizer, batch_size=batch_size)
+    lines = gather(batches.describe())
+    for line in lines:
+        if line:
+            log("  " + line)
+    return batches
+
+
+def train_base(cfg: TrainConfig, data: Prepared, *, checkpoint: Path | None = None, resume: bool = False,
+               progress: bool = True, on_epoch=None) -> tuple[ResidualMLP, FitResult]:
+    """Train a fresh base network on the train rows (validating on the val rows)."""
+    model = ResidualMLP.from_config(cfg.model).to(data.source.device)
+    log(f"base network: {cfg.model.to_dict()}  {model.n_params():,} parameters")
+    train = part(data, data.split.train, batch_size=cfg.batch_size)
+    val = part(data, data.split.val, batch_size=cfg.batch_size) if data.split.val_rows else None
+    result = fit(model, train, cfg.base_recipe(), val=val, on_epoch=on_epoch, progress=progress,
+                 checkpoint=Checkpoint(checkpoint, resume=resume) if checkpoint is not None else None)
+    if result.best_epoch is not None:
+        log(f"base: keeping epoch {result.best_epoch} (lowest validation loss)")
+    return model, result
+
+
+def adapt(cfg: TrainConfig, model: ResidualMLP) -> ResidualMLP:
+    """Freeze the network and add the configured adapters, saying how many parameters train."""
+    model = add_adapters(model, rank=cfg.rank, scale=cfg.scale, targets=cfg.targets)
+    trainable = model.n_params(trainable_only=True)
+    log(f"adapters: rank {cfg.rank}, scale {cfg.scale} on {len(adapters(model))} layers  "
+        f"trainable {trainable:,}  frozen {model.n_params() - trainable:,}")
+    return model
+
+
+def finetune(cfg: TrainConfig, model: ResidualMLP, data: Prepared, *, checkpoint: Path | None = None,
+             resume: bool = False, progress: bool = True, on_epoch=None) -> FitResult:
+    """Train the adapters of `model` on the extra rows."""
+    extra = part(data, data.split.extra, batch_size=cfg.batch_size)
+    return fit(model, extra, cfg.finetune_recipe(), on_epoch=on_epoch, progress=progress,
+               checkpoint=Checkpoint(checkpoint, resume=resume) if checkpoint is not None else None)
+
+
+@dataclass
+class Evaluation:
+    metrics: dict
+    logits: torch.Tensor   # [rows] of the part, in order
+    labels: torch.Tensor   # [rows], float 0/1
+
+
+def evaluate(model: torch.nn.Module, data: Prepared, rows: slice, *, precision: str = "fp32") -> Evaluation:
+    """Metrics, logits and labels of a part."""
+    logits, labels = data.source.predict(model, rows, data.standardizer, precision=precision)
+    return Evaluation(metrics=binary_metrics(logits.cpu(), labels.cpu()), logits=logits, labels=labels)
+
+
+def check_unchanged_at_start(adapted: torch.nn.Module, base_logits: torch.Tensor, data: Prepared) -> None:
+    """B starts at zero, so the adapted network must compute exactly what the base computes."""
+    head = data.source.head(data.split.test, data.standardizer, 65536)
+    diff = (predict_logits(adapted, head) - base_logits[:head.shape[0]]).abs().max().item()
+    if diff != 0.0:
+        raise RuntimeError(f"adapted network differs from the base before training (max |diff| {diff})")
+
+
+def merge_difference(merged: torch.nn.Module, adapted: torch.nn.Module, data: Prepared) -> float:
+    """max |p_merged - p_adapted| over the test rows."""
+    p_merged = torch.sigmoid(data.source.predict(merged, data.split.test, data.standardizer)[0])
+    p_adapted = torch.sigmoid(data.source.predict(adapted, data.split.test, data.standardizer)[0])
+    return (p_merged - p_adapted).abs().max().item()
+
+
+def refuse_inexact_merge(diff: float, *, merged: torch.nn.Module, test_rows: int) -> None:
+    """Say how far the merged network's probabilities are from the adapted one's; above MERGE_TOLERANCE, refuse."""
+    log(f"merge: {merged.n_params():,} parameters; max |p_merged - p_adapted| on {test_rows:,} test rows = {diff:.3g}")
+    if not diff <= MERGE_TOLERANCE:
+        raise UserError(f"merge check failed: merged and adapted predictions differ by {diff:.3g} > {MERGE_TOLERANCE}")
+
+
+def merge(model: ResidualMLP) -> ResidualMLP:
+    return merge_adapters(model)
+
+
+def inference_rate(model: torch.nn.Module, x: torch.Tensor, *, precision: str) -> float:
+    """Rows/s of the model on `x` after a warm-up pass (first calls pay for allocations and kernel choice)."""
+    predict_logits(model, x[:16384], precision=precision)
+    if x.device.type == "cuda":
+        torch.cuda.synchronize(x.device)
+    t = time.perf_counter()
+    predict_logits(model, x, precision=precision)
+    if x.device.type == "cuda":
+        torch.cuda.synchronize(x.device)
+    return x.shape[0] / (time.perf_counter() - t)

@@ -1,0 +1,244 @@
+"""`higgs-lora run`: the notebook's whole workflow, as a list of named steps over one RunState.
+
+load -> split -> standardize -> train the base -> save, reload and evaluate it -> freeze + adapters ->
+fine-tune on the extra rows -> evaluate -> compare -> merge -> verify -> save -> measure -> report.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from higgs_lora import distributed, io
+from higgs_lora.config import TrainConfig
+from higgs_lora.distributed import log
+from higgs_lora.errors import ConfigError
+from higgs_lora.lora import adapters
+from higgs_lora.metrics import binary_metrics, format_metrics
+from higgs_lora.pipeline import phases
+from higgs_lora.pipeline.data import DataSpec, Prepared, prepare_data
+from higgs_lora.pipeline.rundir import machine_info, prepare_run_dir, write_history
+from higgs_lora.runtime import resolve_device
+from higgs_lora.weights import load_model, save_adapter, save_model, tensors_fingerprint
+
+SHORT_METRICS = ("accuracy", "precision", "recall", "f1", "balanced_accuracy", "roc_auc")
+
+
+@dataclass
+class RunState:
+    """What the steps of a run hand each other."""
+    cfg: TrainConfig
+    spec: DataSpec
+    out: Path
+    force: bool
+    resume: bool
+    progress: bool
+    command: str
+    device: torch.device
+    data: Prepared | None = None
+    history: list[dict] = field(default_factory=list)
+    metrics: dict = field(default_factory=dict)
+    timings: dict = field(default_factory=lambda: dict(evaluate=0.0))
+    rates: dict = field(default_factory=dict)
+    provenance: dict = field(default_factory=dict)
+    base: torch.nn.Module | None = None
+    base_meta: dict | None = None
+    base_logits: torch.Tensor | None = None
+    y_test: torch.Tensor | None = None
+    adapted: torch.nn.Module | None = None
+    adapted_logits: torch.Tensor | None = None
+    merged: torch.nn.Module | None = None
+
+    @property
+    def main(self) -> bool:
+        return distributed.is_main()
+
+
+def run(cfg: TrainConfig, spec: DataSpec, *, out: Path, force: bool = False, resume: bool = False,
+        progress: bool = True, report: bool = True, command: str = "") -> dict:
+    """Run the whole workflow into the directory `out`; returns the metrics (as in metrics.json)."""
+    t_total = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    r = RunState(cfg=cfg, spec=spec, out=Path(out), force=force, resume=resume, progress=progress, command=command,
+                 device=distributed.local_device(resolve_device(cfg.device)))
+    refuse_changed_settings(r)
+    prepare(r)
+    write_config(r)
+    train_or_reuse_base(r)
+    evaluate_saved_base(r)
+    adapt_and_finetune(r)
+    evaluate_adapted(r)
+    merge_and_verify(r)
+    r.timings["total"] = time.perf_counter() - t_total
+    measure(r)
+    if r.main:
+        write_outputs(r)
+        if report:
+            write_report(r.out)
+        log(f"done in {r.timings['total']:.1f}s -> {r.out}")
+    return r.metrics
+
+
+# ---------------------------------------------------------------- the steps, in order
+
+def refuse_changed_settings(r: RunState) -> None:
+    """--resume continues only the run that was started: same recipe. Checked before any work."""
+    if not (r.resume and (r.out / "config.json").exists()):
+        return
+    previous = io.read_json(r.out / "config.json").get("train", {})
+    now = json.loads(json.dumps(r.cfg.to_dict()))
+    changed = sorted(k for k in now if k != "device" and previous.get(k) != now[k])
+    if changed:
+        raise ConfigError(f"--resume: settings differ from the run in {r.out}: {', '.join(changed)}")
+
+
+def prepare(r: RunState) -> None:
+    t = time.perf_counter()
+    r.data = prepare_data(r.spec, device=r.device, val_fraction=r.cfg.val_fraction, progress=r.progress)
+    phases.fit_features(r.cfg, r.data.source.n_features)
+    prepare_run_dir(r.out, force=r.force, resume=r.resume)
+    log(f"data: {r.data.source.describe()}")
+    r.data.log_split()
+    r.data.log_balance()
+    r.timings["load"] = time.perf_counter() - t
+    r.metrics["data"] = r.data.summary()
+    r.provenance = dict(data=r.data.summary() | {"feature_names": None}, seed=r.cfg.seed, preset=r.cfg.preset,
+                        standardizer="train rows only, population std, zero std -> 1")
+
+
+def write_config(r: RunState) -> None:
+    if r.main:
+        io.write_json(r.out / "config.json", dict(
+            train=r.cfg.to_dict(), data=dict(r.spec.to_dict(), source=r.data.source.source), command=r.command,
+            versions=io.versions(), machine=machine_info(r.device)))
+
+
+def train_or_reuse_base(r: RunState) -> None:
+    base_path = r.out / "base.safetensors"
+    if r.resume and base_path.exists() and (r.out / "base.json").exists():
+        log(f"base: {base_path} exists, skipping base training (--resume)")
+        from higgs_lora.plots import read_history
+        r.history += [row for row in read_history(r.out / "history.jsonl") if row["phase"] == "base"]
+        r.timings["train"], r.rates["train"] = 0.0, float("nan")
+        return
+    model, result = phases.train_base(r.cfg, r.data, checkpoint=r.out / "checkpoints" / "base.safetensors",
+                                      resume=r.resume, progress=r.progress, on_epoch=_history_writer(r))
+    r.history += result.history
+    write_history(r.out / "history.jsonl", r.history)
+    r.timings["train"], r.rates["train"] = result.seconds, result.samples_per_s
+    if r.main:
+        save_model(base_path, model.cpu(), r.data.standardizer, feature_names=r.data.source.feature_names,
+                   kind="base", provenance=r.provenance | {"history": result.history})
+        log(f"saved {base_path}")
+    distributed.barrier()
+
+
+def evaluate_saved_base(r: RunState) -> None:
+    """Reload the base from disk, as the notebook does, and evaluate what was saved."""
+    r.base, _, r.base_meta = load_model(r.out / "base.safetensors")
+    r.base = r.base.to(r.device)
+    e = _timed_evaluation(r, r.base)
+    r.metrics["base"], r.base_logits, r.y_test = e.metrics, e.logits, e.labels
+    log("base test:    " + _short(e.metrics))
+
+
+def adapt_and_finetune(r: RunState) -> None:
+    cfg = r.cfg
+    r.adapted = phases.adapt(cfg, r.base)
+    trainable = r.adapted.n_params(trainable_only=True)
+    r.metrics["lora"] = dict(rank=cfg.rank, scale=cfg.scale, lora_alpha=cfg.scale * cfg.rank,
+                             targets=list(adapters(r.adapted)), trainable_params=trainable,
+                             frozen_params=r.adapted.n_params() - trainable)
+    phases.check_unchanged_at_start(r.adapted, r.base_logits, r.data)
+    if r.data.split.extra_rows == 0 or cfg.ft_epochs == 0:
+        log("fine-tuning skipped (no extra rows or --ft-epochs 0)")
+        r.timings["finetune"], r.rates["finetune"] = 0.0, float("nan")
+    else:
+        result = phases.finetune(cfg, r.adapted, r.data, checkpoint=r.out / "checkpoints" / "finetune.safetensors",
+                                 resume=r.resume, progress=r.progress, on_epoch=_history_writer(r))
+        r.history += result.history
+        write_history(r.out / "history.jsonl", r.history)
+        r.timings["finetune"], r.rates["finetune"] = result.seconds, result.samples_per_s
+    if r.main:
+        adapter_path = r.out / "adapter.safetensors"
+        save_adapter(adapter_path, r.adapted, base_fingerprint=r.base_meta["fingerprint"],
+                     provenance=dict(base=str(r.out / "base.safetensors"), seed=cfg.seed, ft_epochs=cfg.ft_epochs,
+                                     ft_lr=cfg.ft_lr))
+        log(f"saved {adapter_path}")
+
+
+def evaluate_adapted(r: RunState) -> None:
+    e = _timed_evaluation(r, r.adapted)
+    r.metrics["adapted"], r.adapted_logits = e.metrics, e.logits
+    log("adapted test: " + _short(e.metrics))
+    from higgs_lora.report import comparison_table
+    log("\n" + comparison_table(r.metrics) + "\n")
+
+
+def merge_and_verify(r: RunState) -> None:
+    """Fold the adapters in, check the merged network predicts what the adapted one does, save it."""
+    t = time.perf_counter()
+    r.merged = phases.merge(r.adapted)
+    r.timings["merge"] = time.perf_counter() - t
+    merged_logits = r.data.source.predict(r.merged, r.data.split.test, r.data.standardizer)[0]
+    diff = (torch.sigmoid(merged_logits) - torch.sigmoid(r.adapted_logits)).abs().max().item()
+    r.metrics["merge_max_abs_diff"] = diff
+    r.metrics["merged"] = binary_metrics(merged_logits.cpu(), r.y_test.cpu())
+    phases.refuse_inexact_merge(diff, merged=r.merged, test_rows=r.data.split.test_rows)
+    if r.main:
+        save_model(r.out / "merged.safetensors", r.merged.cpu(), r.data.standardizer,
+                   feature_names=r.data.source.feature_names, kind="merged",
+                   provenance=r.provenance | {"base": r.base_meta["fingerprint"],
+                                              "adapter": str(r.out / "adapter.safetensors")})
+        log(f"saved {r.out / 'merged.safetensors'}")
+
+
+def measure(r: RunState) -> None:
+    """Speeds, and the check that every process merged the same weights."""
+    r.metrics["timings_s"] = r.timings
+    x = r.data.source.head(r.data.split.test, r.data.standardizer, 1 << 20)
+    r.metrics["throughput"] = dict(train_samples_per_s=r.rates["train"], finetune_samples_per_s=r.rates["finetune"],
+                                   inference_rows_per_s=phases.inference_rate(r.merged, x, precision="fp32"),
+                                   inference_rows_per_s_bf16=phases.inference_rate(r.merged, x, precision="bf16"))
+    # Every rank merged its own copy: they must agree bit for bit, or the ranks drifted apart.
+    fingerprints = distributed.gather(tensors_fingerprint(r.merged.state_dict()))
+    if len(set(fingerprints)) != 1:
+        raise RuntimeError(f"ranks disagree on the merged weights: {fingerprints}")
+    r.metrics["distributed"] = dict(world_size=distributed.world()[1], merged_fingerprints=fingerprints)
+
+
+def write_outputs(r: RunState) -> None:
+    io.write_json(r.out / "metrics.json", r.metrics)
+    with io.atomic_path(r.out / "test_predictions.npz") as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, labels=r.data.source.labels[r.data.split.test].astype(np.uint8),
+                     base=torch.sigmoid(r.base_logits).cpu().numpy().astype(np.float32),
+                     adapted=torch.sigmoid(r.adapted_logits).cpu().numpy().astype(np.float32))
+
+
+def write_report(out: Path) -> None:
+    from higgs_lora.report import write_report as write
+    md, html = write(out)
+    log(f"report: {md}  {html}")
+
+
+# ---------------------------------------------------------------- helpers
+
+def _history_writer(r: RunState):
+    before = list(r.history)
+    return lambda rows: write_history(r.out / "history.jsonl", [*before, *rows])
+
+
+def _timed_evaluation(r: RunState, model) -> phases.Evaluation:
+    t = time.perf_counter()
+    e = phases.evaluate(model, r.data, r.data.split.test)
+    r.timings["evaluate"] += time.perf_counter() - t
+    return e
+
+
+def _short(m: dict) -> str:
+    return format_metrics({k: m[k] for k in SHORT_METRICS})

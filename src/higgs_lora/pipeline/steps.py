@@ -1,0 +1,204 @@
+"""The single-step workflows (train, finetune, evaluate, merge, predict, export, import-keras): each works
+on files an earlier step saved, in a fresh process. Plain keyword arguments, no command-line objects:
+the CLI's commands and Python callers use them alike."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from higgs_lora import distributed, io
+from higgs_lora.config import TrainConfig
+from higgs_lora.distributed import log
+from higgs_lora.errors import DataError, UserError
+from higgs_lora.lora import adapters
+from higgs_lora.metrics import format_metrics
+from higgs_lora.pipeline import phases
+from higgs_lora.pipeline.data import DataSpec, prepare_data
+from higgs_lora.pipeline.rundir import new_file, new_model_path, prepare_run_dir
+from higgs_lora.runtime import predict_logits, resolve_device
+from higgs_lora.weights import LoadedModel, load_adapter, load_model, save_adapter, save_model
+
+PARTS = ("train", "val", "extra", "test", "all")
+
+
+@dataclass(frozen=True)
+class Trained:
+    """A model or adapter file a step wrote, and how its training went."""
+    path: Path
+    seconds: float
+    samples_per_s: float
+    history: list[dict]
+
+
+def load_with_adapter(model_path, adapter_path=None) -> LoadedModel:
+    """A saved model, with the adapter trained on it added when given."""
+    loaded = load_model(model_path)
+    if adapter_path:
+        load_adapter(adapter_path, loaded.model, base_fingerprint=loaded.meta["fingerprint"])
+    return loaded
+
+
+def train(cfg: TrainConfig, spec: DataSpec, *, out, force: bool = False, resume: bool = False,
+          progress: bool = True) -> Trained | None:
+    """Train a base network; writes OUT/base.safetensors + .json, OUT/history.jsonl and a checkpoint per
+    epoch. Returns None on the processes of a torchrun other than the first (they write nothing)."""
+    device = distributed.local_device(resolve_device(cfg.device))
+    torch.manual_seed(cfg.seed)
+    data = prepare_data(spec, device=device, val_fraction=cfg.val_fraction, progress=progress)
+    phases.fit_features(cfg, data.source.n_features)
+    out = prepare_run_dir(Path(out), force=force, resume=resume)
+    data.log_balance()
+    model, result = phases.train_base(cfg, data, checkpoint=out / "checkpoints" / "base.safetensors",
+                                      resume=resume, progress=progress)
+    provenance = dict(data=data.summary() | {"feature_names": None}, seed=cfg.seed, preset=cfg.preset,
+                      train=cfg.to_dict(), history=result.history)
+    if not distributed.is_main():
+        return None
+    path = save_model(out / "base.safetensors", model.cpu(), data.standardizer,
+                      feature_names=data.source.feature_names, provenance=provenance)
+    log(f"trained in {result.seconds:.1f}s ({result.samples_per_s:,.0f} samples/s); saved {path}")
+    return Trained(path, result.seconds, result.samples_per_s, result.history)
+
+
+def finetune(cfg: TrainConfig, spec: DataSpec, *, model_path, out, force: bool = False, resume: bool = False,
+             progress: bool = True) -> Trained | None:
+    """Freeze a saved base, add adapters and train them on the extra rows; writes OUT/adapter.safetensors
+    + .json and OUT/history.jsonl."""
+    device = distributed.local_device(resolve_device(cfg.device))
+    torch.manual_seed(cfg.seed)
+    loaded = load_model(model_path)
+    data = prepare_data(spec, device=device, model=loaded, progress=progress)
+    if data.split.extra_rows == 0:
+        raise DataError(f"{data.source.source}: no extra rows to fine-tune on with train {data.split.train_rows:,} "
+                        f"and test {data.split.test_rows:,} of {data.source.rows:,} rows")
+    out = prepare_run_dir(Path(out), force=force, resume=resume)
+    data.log_balance()
+    model = phases.adapt(cfg, loaded.model.to(device))
+    result = phases.finetune(cfg, model, data, checkpoint=out / "checkpoints" / "finetune.safetensors",
+                             resume=resume, progress=progress)
+    if not distributed.is_main():
+        return None
+    path = save_adapter(out / "adapter.safetensors", model, base_fingerprint=loaded.meta["fingerprint"],
+                        provenance=dict(base=str(model_path), data=data.source.source, seed=cfg.seed,
+                                        ft_epochs=cfg.ft_epochs, ft_lr=cfg.ft_lr, history=result.history))
+    log(f"fine-tuned in {result.seconds:.1f}s ({result.samples_per_s:,.0f} samples/s); saved {path}")
+    return Trained(path, result.seconds, result.samples_per_s, result.history)
+
+
+def evaluate(spec: DataSpec, *, model_path, adapter_path=None, part: str = "test", device: str = "auto",
+             json_path=None, progress: bool = True) -> dict:
+    """Metrics of a saved model (with an adapter) on a part of the data; also written to `json_path`."""
+    if part not in PARTS:
+        raise ValueError(f"unknown part {part!r}; choose one of {', '.join(PARTS)}")
+    loaded = load_with_adapter(model_path, adapter_path)
+    data = prepare_data(spec, device=resolve_device(device), model=loaded, progress=progress)
+    rows = slice(0, data.source.rows) if part == "all" else getattr(data.split, part)
+    if rows.stop <= rows.start:
+        raise DataError(f"{data.source.source}: the {part} part is empty")
+    m = phases.evaluate(loaded.model.to(data.source.device), data, rows).metrics
+    log(f"{part} ({rows.stop - rows.start:,} rows): {format_metrics(m)}")
+    if json_path:
+        io.write_json(json_path, dict(model=str(model_path), adapter=adapter_path, data=data.source.source, part=part,
+                                      rows=rows.stop - rows.start, metrics=m))
+    return m
+
+
+def merge(*, model_path, adapter_path, out, force: bool = False, check: DataSpec | None = None,
+          device: str = "auto", progress: bool = True) -> Path:
+    """Fold an adapter into a plain network and save it; with `check`, first verify on that data's test
+    rows that the merged network predicts what the adapted one does."""
+    out = new_model_path(out, force=force)
+    loaded = load_with_adapter(model_path, adapter_path)
+    merged = phases.merge(loaded.model)
+    log(f"merged {len(adapters(loaded.model))} adapters -> {merged.n_params():,} parameters")
+    if check is not None:
+        data = prepare_data(check, device=resolve_device(device), model=loaded, progress=progress)
+        dev = data.source.device
+        diff = phases.merge_difference(merged.to(dev), loaded.model.to(dev), data)
+        phases.refuse_inexact_merge(diff, merged=merged, test_rows=data.split.test_rows)
+    meta = loaded.meta
+    path = save_model(out, merged.cpu(), loaded.standardizer, feature_names=meta["feature_names"], kind="merged",
+                      provenance=dict(meta.get("provenance", {}), base=meta["fingerprint"], adapter=str(adapter_path)))
+    log(f"saved {path}")
+    return path
+
+
+def predict(*, model_path, data, out, adapter_path=None, label_column=0, chunk_rows: int = 1 << 20,
+            precision: str = "fp32", force: bool = False, device: str = "auto") -> int:
+    """Stream a file through a saved model in chunks and write one probability per row (and the label,
+    when the file has one; label_column None: features only) to a .csv or .parquet file. Returns the rows."""
+    from higgs_lora.data.read import iter_chunks
+    out = Path(out)
+    if out.suffix not in (".csv", ".parquet"):
+        raise UserError(f"--out {out}: use a .csv or .parquet file name")
+    new_file(out, force=force)
+    if Path(data).is_dir():
+        raise UserError(f"--data {data}: a directory; predict streams one file (run it once per shard)")
+    if chunk_rows < 1:
+        raise UserError(f"--chunk-rows must be >= 1, got {chunk_rows}")
+    dev = resolve_device(device)
+    loaded = load_with_adapter(model_path, adapter_path)
+    model, standardizer = loaded.model.to(dev), loaded.standardizer
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+    from tqdm.auto import tqdm
+    t, rows = time.perf_counter(), 0
+    with io.atomic_path(out) as tmp:
+        writer = None
+        try:
+            with tqdm(unit="rows", unit_scale=True, desc="predict", dynamic_ncols=True) as bar:
+                for features, labels in iter_chunks(data, label_column=label_column, chunk_rows=chunk_rows):
+                    if features.shape[1] != model.config.n_features:
+                        raise DataError(f"{data}: {features.shape[1]} features, but {model_path} expects "
+                                        f"{model.config.n_features}")
+                    x = torch.from_numpy(standardizer.transform(features)).to(dev)
+                    p = torch.sigmoid(predict_logits(model, x, precision=precision)).cpu().numpy()
+                    cols = {"probability": pa.array(p)}
+                    if labels is not None:
+                        cols = {"label": pa.array(labels), **cols}
+                    batch = pa.table(cols)
+                    if writer is None:
+                        writer = (pq.ParquetWriter(str(tmp), batch.schema) if out.suffix == ".parquet"
+                                  else pacsv.CSVWriter(str(tmp), batch.schema))
+                    writer.write_table(batch)
+                    rows += len(p)
+                    bar.update(len(p))
+        finally:
+            if writer is not None:
+                writer.close()
+        if writer is None:
+            raise DataError(f"{data}: no rows")
+    s = time.perf_counter() - t
+    log(f"wrote {rows:,} probabilities to {out} in {s:.1f}s ({rows / s:,.0f} rows/s)")
+    return rows
+
+
+def export(*, model_path, out, adapter_path=None, include_standardization: bool = False) -> Path:
+    """An ONNX graph of a saved model (the adapter merged in) and its preprocess.json, in directory `out`."""
+    from higgs_lora.export import export_onnx
+    loaded = load_with_adapter(model_path, adapter_path)
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"--out {out}: cannot create ({e.strerror})") from None
+    path = export_onnx(loaded.model, loaded.standardizer, feature_names=loaded.meta["feature_names"], out_dir=out,
+                       include_standardization=include_standardization)
+    log(f"wrote {path} and {out / 'preprocess.json'}")
+    return path
+
+
+def import_keras(*, keras_path, stats_path, out, force: bool = False) -> Path:
+    """Convert a .keras model saved by the notebook's code (with its train mean/std) into a model file."""
+    from higgs_lora.data import default_feature_names
+    from higgs_lora.keras_import import import_keras as convert
+    out = new_model_path(out, force=force)
+    model, standardizer = convert(keras_path, stats_path=stats_path)
+    path = save_model(out, model, standardizer, feature_names=default_feature_names(model.config.n_features),
+                      kind="imported", provenance=dict(keras_file=str(keras_path), stats=str(stats_path)))
+    log(f"imported {keras_path} ({model.n_params():,} parameters, {model.config.to_dict()}) -> {path}")
+    return path

@@ -1,0 +1,47 @@
+"""Where and in what arithmetic the network runs: the device, bf16 autocast, batched inference."""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from higgs_lora.config import PRECISIONS
+from higgs_lora.errors import ConfigError, UserError
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise UserError(f"--device: unknown device {device!r} (use auto, cpu, cuda or cuda:N)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {device}: CUDA is not available on this machine")
+    return dev
+
+
+def autocast(device: torch.device, precision: str):
+    """The arithmetic context for `precision`: bf16 autocast, or nothing for fp32. Unknown names raise."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@torch.inference_mode()
+def predict_logits(model: torch.nn.Module, features: torch.Tensor, *, batch_size: int | None = None,
+                   precision: str = "fp32") -> torch.Tensor:
+    """Logits [n] for standardized features [n, d], batch by batch, on the features' device.
+
+    Default batch: 2048 rows on a CPU, where a [2048, 128] activation stays in L2 cache (measured on a
+    2-core EPYC: 0.9M rows/s in fp32 against 0.29M at 65,536 rows); 65,536 on a GPU, to fill it."""
+    if batch_size is None:
+        batch_size = 2048 if features.device.type == "cpu" else 1 << 16
+    model.eval()
+    out = torch.empty(features.shape[0], dtype=torch.float32, device=features.device)
+    with autocast(features.device, precision):
+        for i in range(0, features.shape[0], batch_size):
+            out[i:i + batch_size] = model(features[i:i + batch_size]).float()
+    return out

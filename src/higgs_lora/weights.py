@@ -1,0 +1,153 @@
+"""Saved networks and adapters: safetensors (tensors) + JSON (everything else); nothing is ever unpickled.
+
+A model is two files, NAME.safetensors and NAME.json. The JSON holds the ModelConfig, the feature
+names, the standardizer's provenance and the SHA-256 of the tensor file, so a truncated or swapped
+file is caught on load.
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from higgs_lora.config import ModelConfig
+from higgs_lora.data.standardize import Standardizer
+from higgs_lora.errors import UserError
+from higgs_lora.io import atomic_path, read_json, sha256_file, versions, write_json
+from higgs_lora.lora import adapter_state, adapters, add_adapters, load_adapter_state
+from higgs_lora.model import ResidualMLP
+
+MODEL_FORMAT = "higgs-lora-model"
+ADAPTER_FORMAT = "higgs-lora-adapter"
+FORMAT_VERSION = 1
+
+
+class _Loaded(NamedTuple):
+    model: ResidualMLP
+    standardizer: Standardizer
+    meta: dict
+
+
+class LoadedModel(_Loaded):
+    """What load_model gives: (model, standardizer, meta), unpackable as a tuple, and the file's `path`."""
+    path: Path
+
+
+def tensors_fingerprint(state: dict[str, torch.Tensor]) -> str:
+    """Content hash of named tensors, independent of file layout; ties an adapter to its base."""
+    h = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name].detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:32]
+
+
+def model_paths(path) -> tuple[Path, Path]:
+    """NAME.safetensors and NAME.json for NAME, NAME.safetensors or NAME.json."""
+    p = Path(path)
+    stem = p.with_suffix("") if p.suffix in (".safetensors", ".json") else p
+    return stem.with_suffix(".safetensors"), stem.with_suffix(".json")
+
+
+def model_state(model: ResidualMLP, standardizer: Standardizer) -> dict[str, torch.Tensor]:
+    state = {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}
+    state["standardizer.mean"] = torch.from_numpy(np.ascontiguousarray(standardizer.mean, dtype=np.float32))
+    state["standardizer.std"] = torch.from_numpy(np.ascontiguousarray(standardizer.std, dtype=np.float32))
+    return state
+
+
+def save_model(path, model: ResidualMLP, standardizer: Standardizer, *, feature_names: list[str],
+               kind: str = "base", provenance: dict | None = None) -> Path:
+    """Write NAME.safetensors then NAME.json, each atomically. Returns the .safetensors path."""
+    if adapters(model):
+        raise ValueError("save_model takes a plain network; merge the adapters first or use save_adapter")
+    st_path, js_path = model_paths(path)
+    state = model_state(model, standardizer)
+    with atomic_path(st_path) as tmp:
+        save_file(state, str(tmp), metadata={"format": MODEL_FORMAT})
+    meta = dict(format=MODEL_FORMAT, format_version=FORMAT_VERSION, kind=kind, model=model.config.to_dict(),
+                feature_names=list(feature_names), fingerprint=tensors_fingerprint(state),
+                sha256=sha256_file(st_path), n_params=model.n_params(), versions=versions(),
+                provenance=provenance or {})
+    write_json(js_path, meta)
+    return st_path
+
+
+def _load_tensors(st_path: Path, meta: dict) -> dict[str, torch.Tensor]:
+    if not st_path.exists():
+        raise UserError(f"{st_path}: file not found (its JSON is at {st_path.with_suffix('.json')})")
+    if meta.get("sha256") and sha256_file(st_path) != meta["sha256"]:
+        raise UserError(f"{st_path}: contents do not match the checksum in {st_path.with_suffix('.json')} "
+                        "(file corrupt, truncated or replaced)")
+    try:
+        return load_file(str(st_path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise UserError(f"{st_path}: not a readable safetensors file ({e})") from None
+
+
+def load_model(path) -> LoadedModel:
+    """Load NAME.safetensors + NAME.json; returns (model in eval mode, standardizer, metadata)."""
+    st_path, js_path = model_paths(path)
+    meta = read_json(js_path)
+    if meta.get("format") != MODEL_FORMAT:
+        hint = " (it is an adapter: use it with --adapter on its base model)" if meta.get("format") == ADAPTER_FORMAT else ""
+        raise UserError(f"{js_path}: not a higgs-lora model file{hint}")
+    try:
+        config = ModelConfig.from_dict(meta["model"])
+    except (KeyError, TypeError, UserError) as e:
+        raise UserError(f"{js_path}: bad model hyperparameters ({e})") from None
+    state = _load_tensors(st_path, meta)
+    model = ResidualMLP.from_config(config)
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    expected["standardizer.mean"] = expected["standardizer.std"] = (config.n_features,)
+    got = {k: tuple(v.shape) for k, v in state.items()}
+    if got != expected:
+        diff = sorted(k for k in set(got) | set(expected) if got.get(k) != expected.get(k))
+        raise UserError(f"{st_path}: tensors do not match the architecture in {js_path.name} "
+                        f"{config.to_dict()}: " + ", ".join(f"{k} {got.get(k)} vs expected {expected.get(k)}" for k in diff[:6]))
+    standardizer = Standardizer(mean=state.pop("standardizer.mean").numpy(), std=state.pop("standardizer.std").numpy())
+    model.load_state_dict(state)
+    model.eval()
+    loaded = LoadedModel(model, standardizer, meta)
+    loaded.path = st_path
+    return loaded
+
+
+def save_adapter(path, model: ResidualMLP, *, base_fingerprint: str, provenance: dict | None = None) -> Path:
+    layers = adapters(model)
+    if not layers:
+        raise ValueError("model has no adapters")
+    first = next(iter(layers.values()))
+    st_path, js_path = model_paths(path)
+    state = {k: v.float().cpu().contiguous() for k, v in adapter_state(model).items()}
+    with atomic_path(st_path) as tmp:
+        save_file(state, str(tmp), metadata={"format": ADAPTER_FORMAT})
+    meta = dict(format=ADAPTER_FORMAT, format_version=FORMAT_VERSION, rank=first.rank, scale=first.scale,
+                lora_alpha=first.scale * first.rank, targets=list(layers), formulation=first.formulation,
+                base_fingerprint=base_fingerprint, model=model.config.to_dict(),
+                trainable_params=sum(v.numel() for v in state.values()), sha256=sha256_file(st_path),
+                versions=versions(), provenance=provenance or {})
+    write_json(js_path, meta)
+    return st_path
+
+
+def load_adapter(path, model: ResidualMLP, *, base_fingerprint: str) -> ResidualMLP:
+    """Add the saved adapters to `model` (a base loaded with load_model) and fill them in."""
+    st_path, js_path = model_paths(path)
+    meta = read_json(js_path)
+    if meta.get("format") != ADAPTER_FORMAT:
+        raise UserError(f"{js_path}: not a higgs-lora adapter file")
+    if meta.get("base_fingerprint") != base_fingerprint:
+        raise UserError(f"{js_path}: this adapter was trained on another base model "
+                        f"(its base {meta.get('base_fingerprint')}, this base {base_fingerprint})")
+    state = _load_tensors(st_path, meta)
+    add_adapters(model, rank=int(meta["rank"]), scale=float(meta["scale"]), targets=meta["targets"],
+                 formulation=meta.get("formulation", "reform"))
+    load_adapter_state(model, state)
+    return model
