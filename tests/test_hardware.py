@@ -74,6 +74,7 @@ def test_no_cgroup_files_at_all(tmp_path):
 def test_configure_threads_sets_omp_environment():
     env = {"PATH": "/bin"}
     setting = hardware.configure_threads(env, cores=Cores(3, "3 CPUs in the affinity mask"))
+    assert "PASSIVE" in setting.reason and "3 CPUs in the affinity mask" in setting.reason
     assert env["OMP_NUM_THREADS"] == "3" and env["OMP_WAIT_POLICY"] == "PASSIVE"
     assert setting.threads == 3 and setting.environment == {"OMP_NUM_THREADS": "3", "OMP_WAIT_POLICY": "PASSIVE"}
 

@@ -19,6 +19,7 @@ import json
 import math
 import os
 import platform
+import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -165,11 +166,28 @@ class ThreadSetting:
     environment: dict      # what was set (empty where the user had decided)
 
 
-def configure_threads(environ=os.environ, *, cores: Cores | None = None) -> ThreadSetting:
-    """Set OMP_NUM_THREADS (usable cores) and OMP_WAIT_POLICY=PASSIVE in `environ`, to be done before
-    torch is first imported (OpenMP reads them once). Leaves everything alone where the user, or a
-    launcher like torchrun, set any OpenMP variable: their choice wins."""
-    cores = usable_cores() if cores is None else cores
+_SETTING: ThreadSetting | None = None   # what configure_threads did in this process
+
+
+def configure_threads(environ=None, *, cores: Cores | None = None) -> ThreadSetting:
+    """Set OMP_NUM_THREADS (usable cores) and OMP_WAIT_POLICY=PASSIVE, before torch is first imported
+    (OpenMP reads them once). Leaves everything alone where the user, or a launcher like torchrun, set
+    any OpenMP variable (their choice wins), and where torch is already imported (too late to matter).
+    `environ`: a dict to set instead of this process's environment (tests)."""
+    global _SETTING
+    if environ is None:
+        if _SETTING is not None:
+            return _SETTING
+        if "torch" in sys.modules:
+            import torch
+            return ThreadSetting(torch.get_num_threads(), "PyTorch's own choice (it was imported before "
+                                 "higgs-lora could set OpenMP up)", {})
+        _SETTING = _configure(os.environ, cores or usable_cores())
+        return _SETTING
+    return _configure(environ, cores or usable_cores())
+
+
+def _configure(environ, cores: Cores) -> ThreadSetting:
     mine = [v for v in OMP_USER_VARIABLES if v in environ]
     if mine:
         n = environ.get("OMP_NUM_THREADS", "")
@@ -177,7 +195,15 @@ def configure_threads(environ=os.environ, *, cores: Cores | None = None) -> Thre
                              f"set by the environment ({', '.join(f'{v}={environ[v]}' for v in mine)})", {})
     env = {"OMP_NUM_THREADS": str(cores.n), "OMP_WAIT_POLICY": "PASSIVE"}
     environ.update(env)
-    return ThreadSetting(cores.n, cores.reason + "; OpenMP threads sleep when idle (OMP_WAIT_POLICY=PASSIVE)", env)
+    return ThreadSetting(cores.n, cores.reason + "; idle OpenMP threads sleep (OMP_WAIT_POLICY=PASSIVE)", env)
+
+
+def thread_setting() -> ThreadSetting:
+    """What this process runs with: as configure_threads set it, or as torch chose on its own."""
+    if _SETTING is not None:
+        return _SETTING
+    import torch
+    return ThreadSetting(torch.get_num_threads(), f"PyTorch's own choice; usable cores: {usable_cores().reason}", {})
 
 
 # ------------------------------------------------------------------------------------------------ precision
@@ -352,24 +378,41 @@ def step_times(model, *, device: str, n_features: int, batch_size: int, kind: st
 
 def resolve_recipe(cfg, *, device: str, make_model: Callable, previous: dict | None = None,
                    probe: Callable | None = None, native: tuple[bool, str] | None = None):
-    """(cfg with precision fp32|bf16 and its epochs for that precision, the record for config.json).
+    """(cfg with precision fp32|bf16 and its epochs for that precision, the record for config.json, the
+    PrecisionChoice, or None where `previous` was reused).
 
     `cfg` is a TrainConfig (precision auto|fp32|bf16; `scale_epochs`: its epochs are given for fp32, as
     the default preset's are, and become floor(epochs x measured bf16 speed-up) where bf16 is chosen, so
     the run takes the time it promises). `previous`: the record of the run being resumed: reused as it
     is, never measured again, so a resumed run has the epochs and precision it started with."""
-    import dataclasses
+    reused = reuse_record(cfg, previous)
+    if reused is not None:
+        return reused, previous, None
+    choice = choose_precision(cfg.precision, device=device, make_model=make_model, n_features=cfg.model.n_features,
+                              batch_size=cfg.batch_size, probe=probe, native=native)
+    epochs = scaled_epochs(cfg.epochs, choice) if cfg.scale_epochs else cfg.epochs
+    record = dict(requested=cfg.precision, precision=choice.precision, reason=choice.reason,
+                  bf16_speedup=choice.bf16_speedup, epochs_requested=cfg.epochs, epochs=epochs,
+                  epochs_scaled=bool(cfg.scale_epochs and epochs != cfg.epochs))
+    return _resolved(cfg, record), record, choice
 
-    requested, epochs = cfg.precision, cfg.epochs
-    if previous and previous.get("requested") == requested and previous.get("epochs_requested") == epochs:
-        choice = PrecisionChoice(previous["precision"], previous["reason"], previous.get("bf16_speedup"))
-        resolved_epochs = previous["epochs"]
-    else:
-        choice = choose_precision(requested, device=device, make_model=make_model, n_features=cfg.model.n_features,
-                                  batch_size=cfg.batch_size, probe=probe, native=native)
-        resolved_epochs = scaled_epochs(epochs, choice) if cfg.scale_epochs else epochs
-    record = dict(requested=requested, precision=choice.precision, reason=choice.reason,
-                  bf16_speedup=choice.bf16_speedup, epochs_requested=epochs, epochs=resolved_epochs,
-                  epochs_scaled=bool(cfg.scale_epochs and resolved_epochs != epochs))
-    resolved = dataclasses.replace(cfg, precision=choice.precision, epochs=resolved_epochs, scale_epochs=False)
-    return resolved, record, choice
+
+def reuse_record(cfg, record: dict | None):
+    """`cfg` resolved as `record` says, when the record was made for the same request; else None."""
+    if not record or record.get("requested") != cfg.precision or record.get("epochs_requested") != cfg.epochs:
+        return None
+    return _resolved(cfg, record)
+
+
+def _resolved(cfg, record: dict):
+    import dataclasses
+    return dataclasses.replace(cfg, precision=record["precision"], epochs=record["epochs"], scale_epochs=False)
+
+
+def record_line(record: dict) -> str:
+    """The one line a run prints about its arithmetic."""
+    line = f"precision: {record['precision']} ({record['reason']})"
+    if record.get("epochs_scaled"):
+        line += (f"; epochs {record['epochs_requested']} (given for fp32) x {record['bf16_speedup']:.2f} -> "
+                 f"{record['epochs']}")
+    return line

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from higgs_lora import distributed, io
+from higgs_lora import distributed, hardware, io
 from higgs_lora.config import TrainConfig
 from higgs_lora.distributed import log
 from higgs_lora.errors import ConfigError
@@ -45,6 +45,7 @@ class RunState:
     timings: dict = field(default_factory=lambda: dict(evaluate=0.0))
     rates: dict = field(default_factory=dict)
     provenance: dict = field(default_factory=dict)
+    hardware: dict | None = None     # what precision, epochs and threads this machine got, and why
     base: torch.nn.Module | None = None
     base_meta: dict | None = None
     base_logits: torch.Tensor | None = None
@@ -67,6 +68,8 @@ def run(cfg: TrainConfig, spec: DataSpec, *, out: Path, force: bool = False, res
                  device=distributed.local_device(resolve_device(cfg.device)))
     refuse_changed_settings(r)
     prepare(r)
+    r.cfg, r.hardware = phases.resolve_hardware(r.cfg, r.device, previous=r.hardware)
+    r.provenance["precision"] = {k: r.hardware[k] for k in ("precision", "reason", "epochs")}
     write_config(r)
     train_or_reuse_base(r)
     evaluate_saved_base(r)
@@ -89,8 +92,12 @@ def refuse_changed_settings(r: RunState) -> None:
     """--resume continues only the run that was started: same recipe. Checked before any work."""
     if not (r.resume and (r.out / "config.json").exists()):
         return
-    previous = io.read_json(r.out / "config.json").get("train", {})
-    now = json.loads(json.dumps(r.cfg.to_dict()))
+    config = io.read_json(r.out / "config.json")
+    previous = config.get("train", {})
+    # The precision and epochs this machine chose when the run started, not a new measurement.
+    r.hardware = config.get("hardware")
+    cfg = hardware.reuse_record(r.cfg, r.hardware) or r.cfg
+    now = json.loads(json.dumps(cfg.to_dict()))
     changed = sorted(k for k in now if k != "device" and previous.get(k) != now[k])
     if changed:
         raise ConfigError(f"--resume: settings differ from the run in {r.out}: {', '.join(changed)}")
@@ -113,8 +120,8 @@ def prepare(r: RunState) -> None:
 def write_config(r: RunState) -> None:
     if r.main:
         io.write_json(r.out / "config.json", dict(
-            train=r.cfg.to_dict(), data=dict(r.spec.to_dict(), source=r.data.source.source), command=r.command,
-            versions=io.versions(), machine=machine_info(r.device)))
+            train=r.cfg.to_dict(), hardware=r.hardware, data=dict(r.spec.to_dict(), source=r.data.source.source),
+            command=r.command, versions=io.versions(), machine=machine_info(r.device)))
 
 
 def train_or_reuse_base(r: RunState) -> None:

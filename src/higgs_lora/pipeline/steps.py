@@ -51,16 +51,28 @@ def train(cfg: TrainConfig, spec: DataSpec, *, out, force: bool = False, resume:
     phases.fit_features(cfg, data.source.n_features)
     out = prepare_run_dir(Path(out), force=force, resume=resume)
     data.log_balance()
+    cfg, hw = _resolve_hardware(cfg, device, out=out, resume=resume)
     model, result = phases.train_base(cfg, data, checkpoint=out / "checkpoints" / "base.safetensors",
                                       resume=resume, progress=progress)
     provenance = dict(data=data.summary() | {"feature_names": None}, seed=cfg.seed, preset=cfg.preset,
-                      train=cfg.to_dict(), history=result.history)
+                      train=cfg.to_dict(), hardware=hw, history=result.history)
     if not distributed.is_main():
         return None
     path = save_model(out / "base.safetensors", model.cpu(), data.standardizer,
                       feature_names=data.source.feature_names, provenance=provenance)
+
     log(f"trained in {result.seconds:.1f}s ({result.samples_per_s:,.0f} samples/s); saved {path}")
     return Trained(path, result.seconds, result.samples_per_s, result.history)
+
+
+def _resolve_hardware(cfg: TrainConfig, device, *, out: Path, resume: bool) -> tuple[TrainConfig, dict]:
+    """The precision and epochs of this machine (phases.resolve_hardware), kept in OUT/hardware.json, so
+    that --resume continues with what the run started with."""
+    path = out / "hardware.json"
+    cfg, hw = phases.resolve_hardware(cfg, device, previous=io.read_json(path) if resume and path.exists() else None)
+    if distributed.is_main():
+        io.write_json(path, hw)
+    return cfg, hw
 
 
 def finetune(cfg: TrainConfig, spec: DataSpec, *, model_path, out, force: bool = False, resume: bool = False,
@@ -76,6 +88,8 @@ def finetune(cfg: TrainConfig, spec: DataSpec, *, model_path, out, force: bool =
                         f"and test {data.split.test_rows:,} of {data.source.rows:,} rows")
     out = prepare_run_dir(Path(out), force=force, resume=resume)
     data.log_balance()
+    cfg.model = loaded.model.config  # the probe measures the network being adapted
+    cfg, hw = _resolve_hardware(cfg, device, out=out, resume=resume)
     model = phases.adapt(cfg, loaded.model.to(device))
     result = phases.finetune(cfg, model, data, checkpoint=out / "checkpoints" / "finetune.safetensors",
                              resume=resume, progress=progress)
@@ -83,7 +97,8 @@ def finetune(cfg: TrainConfig, spec: DataSpec, *, model_path, out, force: bool =
         return None
     path = save_adapter(out / "adapter.safetensors", model, base_fingerprint=loaded.meta["fingerprint"],
                         provenance=dict(base=str(model_path), data=data.source.source, seed=cfg.seed,
-                                        ft_epochs=cfg.ft_epochs, ft_lr=cfg.ft_lr, history=result.history))
+                                        ft_epochs=cfg.ft_epochs, ft_lr=cfg.ft_lr, hardware=hw, history=result.history))
+
     log(f"fine-tuned in {result.seconds:.1f}s ({result.samples_per_s:,.0f} samples/s); saved {path}")
     return Trained(path, result.seconds, result.samples_per_s, result.history)
 
@@ -127,7 +142,7 @@ def merge(*, model_path, adapter_path, out, force: bool = False, check: DataSpec
 
 
 def predict(*, model_path, data, out, adapter_path=None, label_column=0, chunk_rows: int = 1 << 20,
-            precision: str = "fp32", force: bool = False, device: str = "auto") -> int:
+            precision: str = "auto", force: bool = False, device: str = "auto") -> int:
     """Stream a file through a saved model in chunks and write one probability per row (and the label,
     when the file has one; label_column None: features only) to a .csv or .parquet file. Returns the rows."""
     from higgs_lora.data.read import iter_chunks
@@ -142,6 +157,7 @@ def predict(*, model_path, data, out, adapter_path=None, label_column=0, chunk_r
     dev = resolve_device(device)
     loaded = load_with_adapter(model_path, adapter_path)
     model, standardizer = loaded.model.to(dev), loaded.standardizer
+    precision = phases.inference_precision(precision, model.config, dev)
     import pyarrow as pa
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
