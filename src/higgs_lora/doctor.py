@@ -24,7 +24,7 @@ def diagnose(*, model_config, batch_size: int, seconds: float = PROBE_SECONDS) -
     flags = hardware.cpu_flags()
     native, native_why = hardware.native_bf16("cpu")
     cores = hardware.usable_cores()
-    omp = {v: os.environ[v] for v in hardware.OMP_USER_VARIABLES if v in os.environ}
+    threads = hardware.thread_setting()
     gpus = [dict(index=i, name=torch.cuda.get_device_name(i), bf16=hardware.native_bf16(f"cuda:{i}")[0])
             for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
     device = "cuda" if gpus else "cpu"
@@ -40,7 +40,7 @@ def diagnose(*, model_config, batch_size: int, seconds: float = PROBE_SECONDS) -
         times = hardware.step_times(make_model(), device=device, n_features=model_config.n_features,
                                     batch_size=rows, kind=kind, seconds=seconds)
         probe[kind] = {p: rows / statistics.median(t) for p, t in times.items()}
-        probe[kind]["bf16_speedup"] = probe[kind]["bf16"] / probe[kind]["fp32"]
+        probe[kind]["bf16_speedup"] = statistics.median(f / b for f, b in zip(times["fp32"], times["bf16"]))
     return dict(
         higgs_lora=__version__, python=platform.python_version(), torch=torch.__version__,
         platform=platform.platform(),
@@ -48,7 +48,7 @@ def diagnose(*, model_config, batch_size: int, seconds: float = PROBE_SECONDS) -
                  flags=sorted(f for f in flags if f.startswith(("avx", "amx", "fma", "sse4", "bf16", "asimd", "sve"))),
                  native_bf16=native, native_bf16_reason=native_why),
         cores=dict(usable=cores.n, reason=cores.reason, os_cpu_count=os.cpu_count(),
-                   torch_threads=torch.get_num_threads(), omp_environment=omp),
+                   torch_threads=torch.get_num_threads(), threads_reason=threads.reason),
         gpus=gpus, device=device,
         auto=dict(precision=choice.precision, reason=choice.reason, bf16_speedup=choice.bf16_speedup),
         probe=dict(model=model_config.to_dict(), batch=batch_size, seconds_per_kind=seconds,
@@ -60,7 +60,6 @@ def diagnose(*, model_config, batch_size: int, seconds: float = PROBE_SECONDS) -
 def format_report(d: dict) -> str:
     c, k, p = d["cpu"], d["cores"], d["probe"]
     gpus = ", ".join(f"cuda:{g['index']} {g['name']} (bf16 {'yes' if g['bf16'] else 'no'})" for g in d["gpus"]) or "none"
-    omp = " ".join(f"{n}={v}" for n, v in k["omp_environment"].items()) or "none set"
     tr, inf = p["train_samples_per_s"], p["inference_rows_per_s"]
     speed = "faster" if tr["bf16_speedup"] >= 1 else "slower"
     lines = [
@@ -68,8 +67,8 @@ def format_report(d: dict) -> str:
         f"CPU:        {c['model']}",
         f"ISA level:  {c['isa']} (torch.backends.cpu.get_cpu_capability)  flags: {' '.join(c['flags']) or '-'}",
         f"native bf16: {'yes' if c['native_bf16'] else 'no'} ({c['native_bf16_reason']})",
-        f"cores:      {k['usable']} usable ({k['reason']}); os.cpu_count {k['os_cpu_count']}; "
-        f"torch threads {k['torch_threads']}; OpenMP: {omp}",
+        f"cores:      {k['usable']} usable ({k['reason']}); os.cpu_count {k['os_cpu_count']}",
+        f"threads:    {k['torch_threads']} ({k['threads_reason']})",
         f"GPUs:       {gpus}",
         f"auto:       {d['auto']['precision']} on {d['device']} ({d['auto']['reason']})",
         f"probe ({d['device']}, width {p['model']['width']}, {p['model']['n_blocks']} blocks, batch {p['batch']}, "

@@ -322,12 +322,14 @@ def _write_cache(path: Path, cache: dict) -> None:
 def measure_speedup(model, *, device: str, n_features: int, batch_size: int, kind: str = "train",
                     seconds: float = PROBE_SECONDS) -> float:
     """fp32 step time / bf16 step time of `model` on random rows: a warm-up step each, then steps
-    alternating fp32 and bf16 until `seconds` (at least PROBE_MIN_STEPS each); medians, so a step
-    slowed by another process counts little. `kind`: train (forward, backward, Adam) or infer."""
+    alternating fp32 and bf16 until `seconds` (at least PROBE_MIN_STEPS each). The median of the ratios
+    of neighbouring steps: two steps a few milliseconds apart see the same load from other processes,
+    where medians taken apart drifted by 1.5x on a busy 2-core machine. `kind`: train (forward,
+    backward, Adam) or infer."""
     import statistics
-    rates = step_times(model, device=device, n_features=n_features, batch_size=batch_size, kind=kind,
+    times = step_times(model, device=device, n_features=n_features, batch_size=batch_size, kind=kind,
                        seconds=seconds, precisions=("fp32", "bf16"))
-    return statistics.median(rates["fp32"]) / statistics.median(rates["bf16"])
+    return statistics.median(f / b for f, b in zip(times["fp32"], times["bf16"]))
 
 
 def step_times(model, *, device: str, n_features: int, batch_size: int, kind: str, seconds: float,
