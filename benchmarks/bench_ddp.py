@@ -49,7 +49,7 @@ def main():
     for _ in range(5):
         step(True)
     t = {True: 0.0, False: 0.0}
-    for i in range(args.steps):
+    for _ in range(args.steps):
         for sync in (True, False):
             dist.barrier()
             t0 = time.perf_counter()

@@ -222,7 +222,7 @@ def part_select(args) -> list[str]:
         nb2 = train_base(make_cfg({}, seed=SEEDS[0]), data_name)
         budgets.append(nb2["cpu_s"])
         runs.append(dict(nb2, name="notebook preset (no val rows), again"))
-        lines += [f"", f"data {data_name}: {table(data_name).source}",
+        lines += ["", f"data {data_name}: {table(data_name).source}",
                   f"budget = notebook preset's base-training CPU time: {budgets[0]:.1f}s before the candidates, "
                   f"{budgets[1]:.1f}s after; notebook preset test AUC {nb['test']['auc']:.4f} acc {100 * nb['test']['acc']:.2f}%",
                   f"{'candidate':<46} {'ep':>3} {'cost/ep':>7} {'cpu s':>6} {'wall s':>7} {'best':>4} {'val AUC':>8} {'val acc':>8}"

@@ -51,6 +51,19 @@ def cli(*args, check=True):
     return p
 
 
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+
+
+def torchrun(nproc, *args, check=True, **kw):
+    """The CLI under torchrun with `nproc` processes (gloo on this CPU)."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    p = subprocess.run([*TORCHRUN, f"--nproc_per_node={nproc}", "-m", "higgs_lora", *map(str, args)],
+                       capture_output=True, text=True, env=env, timeout=600, **kw)
+    if check and p.returncode != 0:
+        raise AssertionError(f"exit {p.returncode}\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
+    return p
+
+
 class CtrlCAfter:
     """A training part that sends this process SIGINT (Ctrl-C) when `steps` steps of the run are done:
     fit() then stops at that step, writes its checkpoint and raises Interrupted, as for a user's Ctrl-C."""

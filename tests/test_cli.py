@@ -6,7 +6,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +15,8 @@ from safetensors.torch import load_file
 from higgs_lora.cli import main
 from conftest import cli, write_higgs_csv
 
-SMALL = ["--preset", "notebook", "--train-rows", "1500", "--test-rows", "500", "--epochs", "2", "--ft-epochs", "1", "--batch-size", "256",
+SMALL = ["--preset", "notebook", "--train-rows", "1500", "--test-rows", "500", "--epochs", "2", "--ft-epochs", "1",
+         "--batch-size", "256",
          "--no-progress"]
 
 
@@ -168,12 +168,12 @@ def test_sigkill_mid_training_then_resume_equals_uninterrupted(tmp_path, layout)
 
 def test_sigint_writes_checkpoint_and_says_how_to_resume(tmp_path):
     data = write_higgs_csv(tmp_path / "big.csv", 30000, seed=2)
-    args = ["train", "--data", str(data), "--preset", "notebook", "--train-rows", "20000", "--test-rows", "1000", "--epochs", "50",
-            "--batch-size", "128", "--no-progress", "--out", str(tmp_path / "run")]
+    args = ["train", "--data", str(data), "--preset", "notebook", "--train-rows", "20000", "--test-rows", "1000",
+            "--epochs", "50", "--batch-size", "128", "--no-progress", "--out", str(tmp_path / "run")]
     proc = subprocess.Popen([sys.executable, "-m", "higgs_lora", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
     deadline = time.time() + 120
-    while "epoch 1/50" not in (line := proc.stdout.readline()) and time.time() < deadline and proc.poll() is None:
+    while "epoch 1/50" not in proc.stdout.readline() and time.time() < deadline and proc.poll() is None:
         pass
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)

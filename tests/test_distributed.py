@@ -10,19 +10,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import write_higgs_csv
+from conftest import TORCHRUN, torchrun, write_higgs_csv
 
-TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
 ARGS = ["--preset", "notebook", "--train-rows", "4000", "--test-rows", "1000", "--batch-size", "256", "--no-progress"]
-
-
-def torchrun(nproc, *args, check=True, **kw):
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    p = subprocess.run([*TORCHRUN, f"--nproc_per_node={nproc}", "-m", "higgs_lora", *map(str, args)],
-                       capture_output=True, text=True, env=env, timeout=600, **kw)
-    if check and p.returncode != 0:
-        raise AssertionError(f"exit {p.returncode}\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
-    return p
 
 
 @pytest.fixture(scope="module")

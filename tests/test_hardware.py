@@ -148,7 +148,8 @@ def test_explicit_bf16_where_emulated_obeys_with_the_measured_slowdown():
 
 
 def test_explicit_bf16_where_native_and_fp32_do_not_probe():
-    assert choose("bf16", native=NATIVE, speedup=0.1) == (PrecisionChoice("bf16", "requested; native bf16: " + NATIVE[1], None), [])
+    expected = PrecisionChoice("bf16", "requested; native bf16: " + NATIVE[1], None)
+    assert choose("bf16", native=NATIVE, speedup=0.1) == (expected, [])
     assert choose("fp32", native=NATIVE, speedup=9.0)[0].precision == "fp32"
 
 

@@ -64,7 +64,8 @@ def test_formulations_agree_and_freeze_the_base():
     b = LoRALinear(torch.nn.Linear(16, 8), rank=4, scale=0.5, formulation="reform")
     b.load_state_dict(a.state_dict())
     with torch.no_grad():
-        a.lora_B.normal_(); b.lora_B.copy_(a.lora_B)
+        a.lora_B.normal_()
+        b.lora_B.copy_(a.lora_B)
     x = torch.randn(32, 16)
     torch.testing.assert_close(a(x), b(x))
     a(x).sum().backward()
@@ -72,9 +73,20 @@ def test_formulations_agree_and_freeze_the_base():
 
 
 def test_glorot_init_of_a():
-    layer = LoRALinear(torch.nn.Linear(128, 128), rank=4, scale=0.1)
-    limit = (6 / (128 + 4)) ** 0.5
-    assert layer.lora_A.abs().max() <= limit and torch.all(layer.lora_B == 0)
+    """A is drawn like torch.nn.init.xavier_uniform_ draws a [in, r] tensor: U(-bound, bound) with
+    bound = sqrt(6 / (in + r)); so its largest value is near the bound and its spread that of the uniform
+    distribution (std = bound / sqrt(3)). B starts at zero."""
+    torch.manual_seed(0)
+    layer = LoRALinear(torch.nn.Linear(128, 128), rank=16, scale=0.1)
+    a = layer.lora_A.detach()
+    reference = torch.nn.init.xavier_uniform_(torch.empty(128, 16))
+    bound = (6 / (128 + 16)) ** 0.5
+    assert reference.abs().max() <= bound  # the formula is xavier_uniform_'s own
+    assert 0.95 * bound < a.abs().max() <= bound
+    assert a.std().item() == pytest.approx(bound / 3 ** 0.5, rel=0.05)
+    assert a.std().item() == pytest.approx(reference.std().item(), rel=0.08)
+    assert abs(a.mean().item()) < 0.05 * bound
+    assert torch.all(layer.lora_B == 0)
 
 
 def test_target_subsets_and_unknown_target():

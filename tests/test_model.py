@@ -1,5 +1,10 @@
+import io
 import math
+import zipfile
+from pathlib import Path
 
+import h5py
+import numpy as np
 import pytest
 import torch
 
@@ -7,12 +12,27 @@ from higgs_lora.config import ModelConfig
 from higgs_lora.errors import UserError
 from higgs_lora.model import ResidualMLP, dense_layer_names
 
+KERAS = Path(__file__).parent / "data" / "notebook_model" / "model.keras"
 
-def test_notebook_architecture_has_78081_parameters():
-    # Keras' summary in the notebook: 78,081 parameters (28*128+128 + 2*2*(128*128+128) + 128*64+64 + 64+1).
-    expected = 28 * 128 + 128 + 4 * (128 * 128 + 128) + 128 * 64 + 64 + 64 + 1
-    assert expected == 78_081
-    assert ResidualMLP().n_params() == expected
+
+def _keras_weights() -> list[np.ndarray]:
+    """Every weight array of the model the notebook's own code saved (tests/data/notebook_model)."""
+    with zipfile.ZipFile(KERAS) as z:
+        h5 = z.read("model.weights.h5")
+    arrays = []
+    with h5py.File(io.BytesIO(h5), "r") as f:
+        f.visititems(lambda name, obj: arrays.append(obj[()]) if isinstance(obj, h5py.Dataset) else None)
+    return arrays
+
+
+def test_notebook_architecture_has_the_keras_models_parameters():
+    # The reference: the notebook's saved Keras model (78,081 parameters, as its summary says).
+    keras = _keras_weights()
+    assert sum(a.size for a in keras) == 78_081
+    assert ResidualMLP().n_params() == sum(a.size for a in keras)
+    # the same tensors, Keras' kernels [in, out] being our weights [out, in] transposed
+    ours = sorted(tuple(p.shape[::-1]) for p in ResidualMLP().parameters())
+    assert ours == sorted(a.shape for a in keras)
 
 
 def test_keras_initialisation_glorot_uniform_and_zero_bias():
@@ -24,6 +44,8 @@ def test_keras_initialisation_glorot_uniform_and_zero_bias():
         limit = math.sqrt(6 / (fan_in + fan_out))
         assert layer.weight.abs().max() <= limit
         assert layer.weight.abs().max() > 0.9 * limit  # uniform over the whole range, not a narrower init
+        # the spread of U(-limit, limit), not e.g. Kaiming's (PyTorch's default) or a normal draw
+        assert layer.weight.std().item() == pytest.approx(limit / math.sqrt(3), rel=0.15 if fan_out == 1 else 0.05)
         assert torch.all(layer.bias == 0)
 
 

@@ -9,7 +9,6 @@ import io
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -21,7 +20,7 @@ from PIL import Image
 from sklearn import metrics as skm
 
 from higgs_lora.errors import UserError
-from higgs_lora.plots import roc_auc, roc_points
+from higgs_lora.metrics import ROC_POINTS, roc_auc, roc_curve
 from higgs_lora.report import METRICS, comparison_table, write_report
 
 REPO = Path(__file__).resolve().parents[1]
@@ -104,35 +103,54 @@ def _decode_png(data: bytes) -> Image.Image:
 
 
 # ---------------------------------------------------------------- ROC against sklearn
+# The curve is torchmetrics' (metrics.roc_curve), in float32: equal to sklearn's within float32 rounding.
 
 @pytest.mark.parametrize("ties", [False, True])
 def test_roc_matches_sklearn(ties):
     rng = np.random.default_rng(3)
     labels = (rng.random(3000) < 0.4).astype(np.uint8)
-    scores = rng.random(3000) + 0.3 * labels
+    scores = (rng.random(3000) + 0.3 * labels) / 1.3
     if ties:
         scores = np.round(scores, 1)  # many tied scores, and ties across classes
-    fpr, tpr, thresholds = roc_points(labels=labels, scores=scores)
+    fpr, tpr, thresholds = roc_curve(labels=labels, scores=scores)
     ref_fpr, ref_tpr, ref_thr = skm.roc_curve(labels, scores, drop_intermediate=False)
-    np.testing.assert_allclose(fpr, ref_fpr, rtol=0, atol=1e-12)
-    np.testing.assert_allclose(tpr, ref_tpr, rtol=0, atol=1e-12)
+    assert fpr.shape == ref_fpr.shape  # one point per distinct score, nothing dropped
+    np.testing.assert_allclose(fpr, ref_fpr, rtol=0, atol=1e-7)
+    np.testing.assert_allclose(tpr, ref_tpr, rtol=0, atol=1e-7)
     np.testing.assert_array_equal(thresholds[1:], ref_thr[1:])
-    assert roc_auc(fpr=fpr, tpr=tpr) == pytest.approx(skm.roc_auc_score(labels, scores), abs=1e-12)
+    assert roc_auc(labels=labels, scores=scores) == pytest.approx(skm.roc_auc_score(labels, scores), abs=1e-6)
 
 
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.tuples(st.booleans(), st.integers(0, 6)), min_size=2, max_size=40)
        .filter(lambda rows: len({r[0] for r in rows}) == 2))
-def test_roc_auc_matches_sklearn_on_small_tied_inputs(rows):
+def test_roc_matches_sklearn_on_small_tied_inputs(rows):
     labels = np.array([r[0] for r in rows], dtype=np.uint8)
     scores = np.array([r[1] for r in rows], dtype=np.float32) / 6
-    fpr, tpr, _ = roc_points(labels=labels, scores=scores)
-    assert roc_auc(fpr=fpr, tpr=tpr) == pytest.approx(skm.roc_auc_score(labels, scores), abs=1e-12)
+    fpr, tpr, _ = roc_curve(labels=labels, scores=scores)
+    ref_fpr, ref_tpr, _ = skm.roc_curve(labels, scores, drop_intermediate=False)
+    np.testing.assert_allclose(fpr, ref_fpr, rtol=0, atol=1e-7)
+    np.testing.assert_allclose(tpr, ref_tpr, rtol=0, atol=1e-7)
+    assert roc_auc(labels=labels, scores=scores) == pytest.approx(skm.roc_auc_score(labels, scores), abs=1e-6)
+
+
+def test_roc_thinned_keeps_the_ends_and_the_shape():
+    rng = np.random.default_rng(4)
+    labels = (rng.random(50_000) < 0.5).astype(np.uint8)
+    scores = rng.random(50_000) * 0.5 + 0.4 * labels
+    full = roc_curve(labels=labels, scores=scores)
+    thin = roc_curve(labels=labels, scores=scores, max_points=ROC_POINTS)
+    assert full[0].size > 40_000 and ROC_POINTS <= thin[0].size <= ROC_POINTS + 1
+    for f, t in zip(full[:2], thin[:2]):
+        assert t[0] == f[0] and t[-1] == f[-1]
+    # every kept point lies on the full curve
+    index = {(a, b) for a, b in zip(full[0].tolist(), full[1].tolist())}
+    assert all((a, b) in index for a, b in zip(thin[0].tolist(), thin[1].tolist()))
 
 
 def test_roc_needs_both_classes():
     with pytest.raises(ValueError, match="both classes"):
-        roc_points(labels=np.ones(5, np.uint8), scores=np.linspace(0, 1, 5))
+        roc_curve(labels=np.ones(5, np.uint8), scores=np.linspace(0, 1, 5))
 
 
 # ---------------------------------------------------------------- the full report
@@ -310,7 +328,8 @@ def test_browser_check_catches_an_undecodable_image(full_run, tmp_path):
     broken = tmp_path / "broken"
     broken.mkdir()
     junk = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"not a png" * 40).decode()
-    text = re.sub(r"data:image/png;base64,[^\"]+", "data:image/png;base64," + junk, html_path.read_text(encoding="utf-8"), count=1)
+    text = re.sub(r"data:image/png;base64,[^\"]+", "data:image/png;base64," + junk, html_path.read_text(encoding="utf-8"),
+                  count=1)
     (broken / "report.html").write_text(text, encoding="utf-8")
     done = subprocess.run([sys.executable, str(REPO / "scripts" / "check_report_browser.py"), str(broken),
                            "--screenshot", str(tmp_path / "shot.png")], capture_output=True, text=True, timeout=300)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+import warnings
 
 from higgs_lora import __version__, commands, hardware
 from higgs_lora.errors import HiggsLoraError, Interrupted
@@ -35,7 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     parser, functions = build_parser()
     args = parser.parse_args(argv)
     from higgs_lora import distributed
-    code = _main(functions[args.command], args, argv, distributed)
+    with warnings.catch_warnings():
+        warnings.showwarning = _warning_line  # a warning (e.g. tracking failed) is one line, like an error
+        code = _main(functions[args.command], args, argv, distributed)
     distributed.finish(code)  # under torchrun: a clean, trustworthy exit (see distributed.finish)
     return code
 
@@ -66,6 +69,10 @@ def _main(function, args, argv, distributed) -> int:
         where = f"{e.filename}: " if e.filename else ""
         print(f"higgs-lora: error: {where}{e.strerror or e}", file=sys.stderr)
         return 1
+
+
+def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"higgs-lora: warning: {message}", file=sys.stderr if file is None else file)
 
 
 def _with_resume(argv: list[str]) -> list[str]:

@@ -26,10 +26,10 @@ SIM_SEED = 2014
 
 @dataclass(frozen=True)
 class ModelConfig:
-    n_features: int = 28
-    width: int = 128
-    n_blocks: int = 2
-    head_width: int = 64
+    n_features: int = 28  # follows the data; not a flag
+    width: int = field(default=128, metadata=dict(flag="width", help="residual width (notebook: 128)"))
+    n_blocks: int = field(default=2, metadata=dict(flag="blocks", help="number of residual blocks (notebook: 2)"))
+    head_width: int = field(default=64, metadata=dict(flag="head-width", help="hidden head width (notebook: 64)"))
 
     def __post_init__(self):
         for name in ("n_features", "width", "head_width"):
@@ -87,34 +87,55 @@ def _check(checks) -> None:
             raise ConfigError(msg)
 
 
+def _flag(default, help: str, group: str, *, show_default: bool = True, note: str = "", **argparse_options):
+    """A TrainConfig setting that is also a command-line flag; `group`: all, base, lora or execution."""
+    if show_default:
+        shown = f"{default:.0e}".replace("e-0", "e-") if isinstance(default, float) and 0 < default < 0.01 \
+            else f"{default:g}" if isinstance(default, float) else default
+        help = f"{help} (notebook: {shown}{note})"
+    return field(default=default, metadata=dict(help=help, group=group, argparse=argparse_options))
+
+
 @dataclass
 class TrainConfig:
     """Everything that decides a run besides the data. Resolved values land in config.json."""
     preset: str = "notebook"
     model: ModelConfig = field(default_factory=ModelConfig)
     # base training
-    epochs: int = 10
-    batch_size: int = 4096
-    lr: float = 1e-3
-    optimizer: str = "adam"          # adam | adamw
-    weight_decay: float = 0.0
-    schedule: str = "constant"       # constant | cosine (with linear warm-up)
-    warmup_frac: float = 0.0
-    val_fraction: float = 0.0        # carved from the end of the train rows; 0 = none (notebook)
-    patience: int = 0                # early stopping on validation loss; 0 = off
+    # Each setting is also a command-line flag (--name-with-dashes); `help` and `group` say how to show it,
+    # and "(notebook: X)" is the default below, which is the notebook's recipe.
+    # base training
+    epochs: int = _flag(10, "base training epochs", "base", metavar="N")
+    batch_size: int = _flag(4096, "batch size", "all", metavar="N")
+    lr: float = _flag(1e-3, "base learning rate", "base", metavar="LR")
+    optimizer: str = _flag("adam", "optimizer", "base", choices=OPTIMIZERS)
+    weight_decay: float = _flag(0.0, "weight decay", "base", metavar="WD")
+    schedule: str = _flag("constant", "learning-rate schedule", "base", choices=SCHEDULES)
+    warmup_frac: float = _flag(0.0, "fraction of steps of linear warm-up", "base", metavar="F")
+    val_fraction: float = _flag(0.0, "fraction of the train rows (their end) held out for validation", "base",
+                                metavar="F")
+    patience: int = _flag(0, "stop after N epochs without validation improvement and keep the best (0: off)",
+                          "base", metavar="N", show_default=False)
     # adapter fine-tuning
-    ft_epochs: int = 3
-    ft_lr: float = 5e-4
-    rank: int = 4
-    scale: float = 0.1
-    targets: tuple[str, ...] = ("all",)
+    ft_epochs: int = _flag(3, "adapter fine-tuning epochs", "lora", metavar="N")
+    ft_lr: float = _flag(5e-4, "adapter learning rate", "lora", metavar="LR")
+    rank: int = _flag(4, "adapter rank r", "lora", metavar="R")
+    scale: float = _flag(0.1, "adapter scale: W + S*A*B", "lora", metavar="S", note="; PEFT's lora_alpha = S*r")
+    targets: tuple[str, ...] = _flag(("all",), "layers that get adapters: all (default), blocks, or names like "
+                                     "input blocks.0.dense1 hidden output", "lora", metavar="LAYER", nargs="+",
+                                     show_default=False)
     # execution
-    seed: int = 1234
-    device: str = "auto"
-    precision: str = "fp32"          # auto | fp32 | bf16 (autocast); auto is resolved before training
-    compile: bool = False
-    # The epochs are given for fp32: where `auto` picks bf16 they become floor(epochs x the measured bf16
-    # speed-up), so the run takes the time it would in fp32 (the default preset's time promise).
+    seed: int = _flag(1234, "random seed (default: 1234, the notebook's)", "execution", metavar="S",
+                      show_default=False)
+    device: str = _flag("auto", "auto (CUDA when present), cpu, cuda, cuda:N (default: auto)", "execution",
+                        metavar="DEV", show_default=False)
+    precision: str = _flag("fp32", "training arithmetic; bf16 = autocast; auto: bf16 where the hardware has it "
+                           "natively and a short probe of this network (cached per machine) measures it faster, "
+                           "else fp32 (default preset: auto; notebook: fp32)", "execution",
+                           choices=PRECISION_CHOICES, show_default=False)
+    compile: bool = _flag(False, "torch.compile the training step", "execution", show_default=False)
+    # Not a flag. The epochs are given for fp32: where `auto` picks bf16 they become floor(epochs x the
+    # measured bf16 speed-up), so the run takes the time it would in fp32 (the default preset's time promise).
     scale_epochs: bool = False
 
     def to_dict(self) -> dict:
@@ -135,8 +156,9 @@ class TrainConfig:
 
     @classmethod
     def recipe_fields(cls) -> list[dataclasses.Field]:
-        """The settings a user may override one by one (everything but the preset's name and the network)."""
-        return [f for f in dataclasses.fields(cls) if f.name not in ("preset", "model")]
+        """The settings a user may override one by one, each a flag (not the preset's name, the network, or
+        scale_epochs, which follows from the preset and an explicit --epochs)."""
+        return [f for f in dataclasses.fields(cls) if "group" in f.metadata]
 
     def validate(self) -> "TrainConfig":
         checks = [

@@ -22,9 +22,10 @@ import torch
 
 from higgs_lora.data.standardize import Standardizer
 from higgs_lora.errors import UserError
-from higgs_lora.io import atomic_path, versions, write_json
+from higgs_lora.io import atomic_path, write_json
 from higgs_lora.lora import adapters, merge_adapters
-from higgs_lora.model import ResidualMLP
+from higgs_lora.runtime import versions
+from higgs_lora.model import ResidualMLP, dense_layer_names
 
 ALLOWED_OPS = frozenset({"Gemm", "Relu", "Add", "Sigmoid"})
 INPUT_NAME, OUTPUT_NAME, BATCH_AXIS = "features", "probability", "batch"
@@ -69,10 +70,7 @@ def export_onnx(model: ResidualMLP, standardizer: Standardizer, *, feature_names
 
 def _dense_weights(model: ResidualMLP) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """{layer name: (weight [out, in], bias [out])} as float64 numpy, in forward order."""
-    layers = {"input": model.input}
-    for i, block in enumerate(model.blocks):
-        layers[f"blocks.{i}.dense1"], layers[f"blocks.{i}.dense2"] = block.dense1, block.dense2
-    layers["hidden"], layers["output"] = model.hidden, model.output
+    layers = {name: model.get_submodule(name) for name in dense_layer_names(model.config)}
     out = {}
     for name, layer in layers.items():
         if not isinstance(layer, torch.nn.Linear):

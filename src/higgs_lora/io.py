@@ -6,13 +6,11 @@ import contextlib
 import hashlib
 import json
 import os
-import platform
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from higgs_lora import __version__
 from higgs_lora.errors import UserError
 
 
@@ -94,9 +92,3 @@ def fsync(path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def versions() -> dict:
-    import torch  # here, not at the top: commands that do not train never import PyTorch
-    return dict(higgs_lora=__version__, torch=torch.__version__, numpy=np.__version__,
-                python=platform.python_version())

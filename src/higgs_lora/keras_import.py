@@ -29,7 +29,7 @@ import torch
 from higgs_lora.data.standardize import Standardizer
 from higgs_lora.errors import UserError
 from higgs_lora.io import read_json
-from higgs_lora.model import ResidualMLP
+from higgs_lora.model import ResidualMLP, dense_layer_names
 
 _WEIGHTS = "model.weights.h5"
 _CONFIG = "config.json"
@@ -153,17 +153,14 @@ def _build_model(path: Path, layers: dict[str, list[np.ndarray]]) -> ResidualMLP
     n_blocks = sum(1 for name in layers if name.endswith("/dense1"))
     n_features, width = layers["capa_entrada"][0].shape
     head_width = layers["capa_intermedia"][0].shape[-1]
-    # Keras layer name -> our nn.Linear, with the shapes the inferred sizes demand.
-    ours = {"capa_entrada": ("input", n_features, width)}
-    for k in range(1, n_blocks + 1):
-        ours[f"res_block{k}/dense1"] = (f"blocks.{k - 1}.dense1", width, width)
-        ours[f"res_block{k}/dense2"] = (f"blocks.{k - 1}.dense2", width, width)
-    ours["capa_intermedia"] = ("hidden", width, head_width)
-    ours["capa_salida"] = ("output", head_width, 1)
-
     model = ResidualMLP(n_features=n_features, width=width, n_blocks=n_blocks, head_width=head_width)
+    # The notebook's Keras layers in forward order, beside ours (the same order: dense_layer_names).
+    keras_names = ["capa_entrada", *(f"res_block{k}/dense{j}" for k in range(1, n_blocks + 1) for j in (1, 2)),
+                   "capa_intermedia", "capa_salida"]
     state = {}
-    for keras_name, (name, n_in, n_out) in ours.items():
+    for keras_name, name in zip(keras_names, dense_layer_names(model.config), strict=True):
+        layer = model.get_submodule(name)
+        n_in, n_out = layer.in_features, layer.out_features
         kernel, bias = layers[keras_name]
         if kernel.shape != (n_in, n_out) or bias.shape != (n_out,):
             raise UserError(f"{path}: layer {keras_name} has kernel {kernel.shape} and bias {bias.shape}, "

@@ -6,7 +6,7 @@
                   -> output: Linear [1]  (a logit; sigmoid gives the probability)
 
 At the notebook's sizes (28, 128, 2 blocks, 64) it has 78,081 parameters, like the Keras model.
-The network sees standardized features; the statistics travel beside it (see io.py).
+The network sees standardized features; the statistics travel beside it (see weights.py).
 """
 from __future__ import annotations
 

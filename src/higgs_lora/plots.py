@@ -18,43 +18,6 @@ from higgs_lora.io import atomic_path, read_json
 DPI = 110
 PLOT_FILES = ("training.png", "roc.png", "scores.png", "confusion.png")
 MODELS = (("base", "base", "tab:blue"), ("adapted", "adapted (LoRA)", "tab:orange"))
-_MAX_CURVE_POINTS = 5000  # a 500k-row test set has ~500k ROC points; more than this only slows drawing
-
-
-# ---------------------------------------------------------------- ROC (NumPy, no sklearn at runtime)
-
-def roc_points(*, labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """ROC curve with one point per distinct score, as sklearn's roc_curve(drop_intermediate=False):
-    returns (fpr, tpr, thresholds), starting at (0, 0) with threshold +inf."""
-    labels = np.asarray(labels).ravel()
-    scores = np.asarray(scores, dtype=np.float64).ravel()
-    if labels.shape != scores.shape:
-        raise ValueError(f"labels {labels.shape} and scores {scores.shape} differ in shape")
-    positives = labels.astype(bool)
-    if positives.all() or not positives.any():
-        raise ValueError("ROC needs both classes among the labels")
-    order = np.argsort(-scores, kind="mergesort")
-    scores, positives = scores[order], positives[order]
-    # The last index of each run of equal scores: a threshold admits all tied rows at once.
-    last = np.r_[np.flatnonzero(np.diff(scores)), scores.size - 1]
-    tps = np.cumsum(positives)[last]
-    fps = last + 1 - tps
-    fpr = np.r_[0.0, fps / fps[-1]]
-    tpr = np.r_[0.0, tps / tps[-1]]
-    return fpr, tpr, np.r_[np.inf, scores[last]]
-
-
-def roc_auc(*, fpr: np.ndarray, tpr: np.ndarray) -> float:
-    """Area under the ROC curve by the trapezoidal rule (what roc_auc_score computes)."""
-    return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))
-
-
-def _thin(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
-    n = arrays[0].size
-    if n <= _MAX_CURVE_POINTS:
-        return arrays
-    keep = np.unique(np.r_[np.linspace(0, n - 1, _MAX_CURVE_POINTS).astype(np.int64), n - 1])
-    return tuple(a[keep] for a in arrays)
 
 
 # ---------------------------------------------------------------- reading the run directory
@@ -76,22 +39,49 @@ def read_history(path: Path) -> list[dict]:
     return rows
 
 
+ROC_ARRAYS = tuple(f"roc_{key}_{axis}" for key, _, _ in MODELS for axis in ("fpr", "tpr"))
+
+
 def read_predictions(path: Path) -> dict[str, np.ndarray]:
-    """labels plus whichever of base/adapted probabilities the file holds; {} when there is no file."""
+    """labels plus whichever of base/adapted probabilities the file holds, and their ROC curves
+    (roc_base_fpr, roc_base_tpr, ...) when the run stored them; {} when there is no file."""
     if not path.exists():
         return {}
     try:
         with np.load(path, allow_pickle=False) as z:
-            arrays = {k: np.asarray(z[k]) for k in ("labels", "base", "adapted") if k in z.files}
+            arrays = {k: np.asarray(z[k]) for k in ("labels", "base", "adapted", *ROC_ARRAYS) if k in z.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
         raise UserError(f"{path}: not a readable .npz file ({e or type(e).__name__})") from None
     if "labels" not in arrays:
         raise UserError(f"{path}: has no 'labels' array")
     n = arrays["labels"].shape
     for name, a in arrays.items():
-        if a.ndim != 1 or a.shape != n:
-            raise UserError(f"{path}: array '{name}' has shape {a.shape}, expected {n} like 'labels'")
+        expected = arrays.get(name.replace("_tpr", "_fpr"), a).shape if name.startswith("roc_") else n
+        if a.ndim != 1 or a.shape != expected:
+            raise UserError(f"{path}: array '{name}' has shape {a.shape}, expected {expected}")
     return arrays
+
+
+def roc_curves(predictions: dict[str, np.ndarray], metrics: dict) -> dict[str, tuple[np.ndarray, np.ndarray, float]]:
+    """{model: (fpr, tpr, AUC)}: the curves and AUCs the run computed (torchmetrics, stored in the
+    predictions file and metrics.json). A run directory written before the curves were stored has them
+    computed here, by the same function (which then imports PyTorch)."""
+    labels = predictions.get("labels")
+    curves = {}
+    for key, _, _ in MODELS:
+        if key not in predictions or labels is None or labels.min() == labels.max():
+            continue
+        if f"roc_{key}_fpr" in predictions:
+            fpr, tpr = predictions[f"roc_{key}_fpr"], predictions[f"roc_{key}_tpr"]
+        else:
+            from higgs_lora.metrics import ROC_POINTS, roc_curve
+            fpr, tpr, _ = roc_curve(labels=labels, scores=predictions[key], max_points=ROC_POINTS)
+        auc = metrics.get(key, {}).get("roc_auc")
+        if auc is None:
+            from higgs_lora.metrics import roc_auc
+            auc = roc_auc(labels=labels, scores=predictions[key])
+        curves[key] = (fpr, tpr, auc)
+    return curves
 
 
 # ---------------------------------------------------------------- figures
@@ -109,6 +99,13 @@ def save_figure(fig, path: Path) -> Path:
 
 
 def plot_training(history: list[dict], path: Path) -> Path | None:
+    fig = training_figure(history)
+    return None if fig is None else save_figure(fig, path)
+
+
+def training_figure(history: list[dict]):
+    """Loss and accuracy per epoch (train, and validation when there is one), a row per phase; None
+    without epochs."""
     from matplotlib.ticker import MaxNLocator
     phases = [(p, t) for p, t in (("base", "base training"), ("finetune", "LoRA fine-tuning"))
               if any(r["phase"] == p for r in history)]
@@ -130,20 +127,25 @@ def plot_training(history: list[dict], path: Path) -> Path | None:
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.grid(alpha=0.3)
             ax.legend()
-    return save_figure(fig, path)
+    return fig
 
 
-def plot_roc(predictions: dict[str, np.ndarray], path: Path) -> Path | None:
-    labels = predictions.get("labels")
-    models = [(k, name, color) for k, name, color in MODELS if k in predictions]
-    if labels is None or not models or labels.min() == labels.max():
+def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray, float]], path: Path) -> Path | None:
+    fig = roc_figure(curves)
+    return None if fig is None else save_figure(fig, path)
+
+
+def roc_figure(curves: dict[str, tuple[np.ndarray, np.ndarray, float]]):
+    """ROC curves and background rejection vs signal efficiency of every model in `curves`
+    ({"base": (fpr, tpr, AUC), "adapted": ..., or any other name}, e.g. from roc_curves); None without any."""
+    known = {k: (name, color) for k, name, color in MODELS}
+    models = [(k, *known.get(k, (k, None))) for k in curves]
+    if not models:
         return None
     fig = new_figure(width=11, height=4.6)
     ax_roc, ax_rej = fig.subplots(1, 2)
     for key, name, color in models:
-        fpr, tpr, _ = roc_points(labels=labels, scores=predictions[key])
-        auc = roc_auc(fpr=fpr, tpr=tpr)
-        fpr, tpr = _thin(fpr, tpr)
+        fpr, tpr, auc = curves[key]
         ax_roc.plot(fpr, tpr, color=color, label=f"{name}, AUC = {auc:.4f}")
         nonzero = fpr > 0
         ax_rej.plot(tpr[nonzero], 1 / fpr[nonzero], color=color, label=f"{name}, AUC = {auc:.4f}")
@@ -159,7 +161,7 @@ def plot_roc(predictions: dict[str, np.ndarray], path: Path) -> Path | None:
         ax.grid(alpha=0.3)
         ax.legend(loc="lower right" if ax is ax_roc else "upper right")
     ax_rej.grid(alpha=0.1, which="minor")
-    return save_figure(fig, path)
+    return fig
 
 
 def plot_scores(predictions: dict[str, np.ndarray], path: Path) -> Path | None:
@@ -225,7 +227,7 @@ def make_plots(run_dir) -> list[Path]:
     predictions = read_predictions(run_dir / "test_predictions.npz")
     out = run_dir / "plots"
     out.mkdir(exist_ok=True)
-    written = [plot_training(history, out / "training.png"), plot_roc(predictions, out / "roc.png"),
+    written = [plot_training(history, out / "training.png"), plot_roc(roc_curves(predictions, metrics), out / "roc.png"),
                plot_scores(predictions, out / "scores.png"), plot_confusion(metrics, out / "confusion.png")]
     written = [p for p in written if p is not None]
     for name in PLOT_FILES:  # a figure this run has no data for must not survive from an earlier drawing

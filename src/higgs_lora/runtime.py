@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import contextlib
+import platform
 
+import numpy as np
 import torch
 
+from higgs_lora import __version__
 from higgs_lora.config import PRECISIONS
 from higgs_lora.errors import ConfigError, UserError
 
@@ -45,3 +48,9 @@ def predict_logits(model: torch.nn.Module, features: torch.Tensor, *, batch_size
         for i in range(0, features.shape[0], batch_size):
             out[i:i + batch_size] = model(features[i:i + batch_size]).float()
     return out
+
+
+def versions() -> dict:
+    """The versions a result was computed with (recorded in config.json and saved models)."""
+    return dict(higgs_lora=__version__, torch=torch.__version__, numpy=np.__version__,
+                python=platform.python_version())

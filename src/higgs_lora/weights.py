@@ -18,8 +18,9 @@ from safetensors.torch import load_file, save_file
 from higgs_lora.config import ModelConfig
 from higgs_lora.data.standardize import Standardizer
 from higgs_lora.errors import UserError
-from higgs_lora.io import atomic_path, read_json, sha256_file, versions, write_json
+from higgs_lora.io import atomic_path, read_json, sha256_file, write_json
 from higgs_lora.lora import adapter_state, adapters, add_adapters, load_adapter_state
+from higgs_lora.runtime import versions
 from higgs_lora.model import ResidualMLP
 
 MODEL_FORMAT = "higgs-lora-model"

@@ -3,8 +3,9 @@ their translation into the pipeline's objects (DataSpec, TrainConfig). No PyTorc
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
-from higgs_lora.config import SIM_EVENTS, SIM_SEED, ModelConfig, TrainConfig, preset
+from higgs_lora.config import PRESETS, SIM_EVENTS, SIM_SEED, ModelConfig, TrainConfig, preset
 
 
 def add_data_args(p: argparse.ArgumentParser, *, required: bool = False) -> None:
@@ -33,45 +34,47 @@ def add_out_args(p: argparse.ArgumentParser, *, help: str, resume: str | None = 
 
 
 def add_recipe_args(p: argparse.ArgumentParser, *, base: bool = True, lora: bool = True) -> None:
+    """One flag per TrainConfig setting and per network size, made from the dataclass fields (names, types,
+    choices, help). `base`/`lora`: whether the base-training/adapter settings apply to the command. Flags
+    not given stay None: the preset's value."""
     g = p.add_argument_group("recipe (defaults come from --preset)")
-    g.add_argument("--preset", default="default", choices=["notebook", "default"],
+    g.add_argument("--preset", default="default", choices=list(PRESETS),
                    help="default: our measured recipe (precision auto, AdamW 1e-2 cosine, 9 epochs in fp32 "
                         "or as many more as bf16's measured speed-up buys in the same time, 10%% validation; "
                         "adapters rank 8, scale 1, lr 3e-3); notebook: the notebook's recipe exactly, fp32 "
                         "(default: default)")
-    g.add_argument("--batch-size", type=int, metavar="N", help="batch size (notebook: 4096)")
-    if base:
-        g.add_argument("--epochs", type=int, metavar="N", help="base training epochs (notebook: 10)")
-        g.add_argument("--lr", type=float, metavar="LR", help="base learning rate (notebook: 1e-3)")
-        g.add_argument("--optimizer", choices=["adam", "adamw"], help="optimizer (notebook: adam)")
-        g.add_argument("--weight-decay", type=float, metavar="WD", help="weight decay (notebook: 0)")
-        g.add_argument("--schedule", choices=["constant", "cosine"], help="learning-rate schedule (notebook: constant)")
-        g.add_argument("--warmup-frac", type=float, metavar="F", help="fraction of steps of linear warm-up (notebook: 0)")
-        g.add_argument("--val-fraction", type=float, metavar="F",
-                       help="fraction of the train rows (their end) held out for validation (notebook: 0)")
-        g.add_argument("--patience", type=int, metavar="N",
-                       help="stop after N epochs without validation improvement and keep the best (0: off)")
-        g.add_argument("--width", type=int, metavar="N", help="residual width (notebook: 128)")
-        g.add_argument("--blocks", type=int, metavar="N", help="number of residual blocks (notebook: 2)")
-        g.add_argument("--head-width", type=int, metavar="N", help="hidden head width (notebook: 64)")
-    if lora:
-        g.add_argument("--ft-epochs", type=int, metavar="N", help="adapter fine-tuning epochs (notebook: 3)")
-        g.add_argument("--ft-lr", type=float, metavar="LR", help="adapter learning rate (notebook: 5e-4)")
-        g.add_argument("--rank", type=int, metavar="R", help="adapter rank r (notebook: 4)")
-        g.add_argument("--scale", type=float, metavar="S",
-                       help="adapter scale: W + S*A*B (notebook: 0.1; PEFT's lora_alpha = S*r)")
-        g.add_argument("--targets", nargs="+", metavar="LAYER",
-                       help="layers that get adapters: all (default), blocks, or names like input blocks.0.dense1 "
-                            "hidden output")
     x = p.add_argument_group("execution")
-    x.add_argument("--seed", type=int, metavar="S", help="random seed (default: 1234, the notebook's)")
-    x.add_argument("--device", metavar="DEV", help="auto (CUDA when present), cpu, cuda, cuda:N (default: auto)")
-    x.add_argument("--precision", choices=["auto", "fp32", "bf16"],
-                   help="training arithmetic; bf16 = autocast; auto: bf16 where the hardware has it natively and a "
-                        "short probe of this network (cached per machine) measures it faster, else fp32 "
-                        "(default preset: auto; notebook: fp32)")
-    x.add_argument("--compile", action="store_true", default=None, help="torch.compile the training step")
+    by_group = {}
+    for f in TrainConfig.recipe_fields():
+        by_group.setdefault(f.metadata["group"], []).append(f)
+    for f in by_group["all"] + (by_group["base"] if base else []):
+        _add_field(g, f)
+    if base:
+        for f in dataclasses.fields(ModelConfig):
+            if "flag" in f.metadata:
+                g.add_argument(f"--{f.metadata['flag']}", dest=f"model_{f.name}", type=int, metavar="N",
+                               help=f.metadata["help"])
+    for f in by_group["lora"] if lora else []:
+        _add_field(g, f)
+    for f in by_group["execution"]:
+        _add_field(x, f)
     x.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _add_field(group, f: dataclasses.Field) -> None:
+    options = dict(f.metadata["argparse"])
+    if f.type in ("bool", bool):
+        options |= dict(action="store_true", default=None)
+    else:
+        options.setdefault("type", {"int": int, "float": float}.get(str(f.type), str))
+    group.add_argument("--" + f.name.replace("_", "-"), help=f.metadata["help"], **options)
+
+
+def add_track_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--track", choices=["mlflow", "tensorboard"],
+                   help="log settings, per-epoch and final metrics and the output files: mlflow (to "
+                        "MLFLOW_TRACKING_URI, else sqlite:///OUT/mlflow.db) or tensorboard (OUT/tensorboard/); "
+                        "needs the mlflow or tensorboard extra; a tracking failure warns and the run goes on")
 
 
 def train_config(args: argparse.Namespace) -> TrainConfig:
@@ -82,8 +85,8 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
     if overrides.get("epochs") is not None:  # an explicit epoch count is obeyed, never rescaled
         overrides["scale_epochs"] = False
     cfg = preset(args.preset, **overrides)
-    model = {k: v for k, v in (("width", getattr(args, "width", None)), ("n_blocks", getattr(args, "blocks", None)),
-                               ("head_width", getattr(args, "head_width", None))) if v is not None}
+    model = {f.name: getattr(args, f"model_{f.name}", None) for f in dataclasses.fields(ModelConfig)}
+    model = {k: v for k, v in model.items() if v is not None}
     if model:
         cfg.model = ModelConfig(**{**cfg.model.to_dict(), **model})
     return cfg

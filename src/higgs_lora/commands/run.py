@@ -20,6 +20,7 @@ def add_parsers(sub) -> dict:
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out from its checkpoints")
     p.add_argument("--no-report", action="store_true", help="skip plots and report.md/report.html")
     a.add_recipe_args(p)
+    a.add_track_arg(p)
     return {"run": run}
 
 
@@ -27,4 +28,5 @@ def run(args, argv) -> None:
     from higgs_lora import pipeline
     out = Path(args.out or time.strftime("runs/run-%Y%m%d-%H%M%S"))
     pipeline.run(a.train_config(args), a.data_spec(args), out=out, force=args.force, resume=args.resume,
-                 progress=a.progress(args), report=not args.no_report, command="higgs-lora " + shlex.join(argv))
+                 progress=a.progress(args), report=not args.no_report, command="higgs-lora " + shlex.join(argv),
+                 track=args.track)

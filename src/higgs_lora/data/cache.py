@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from higgs_lora import io
+from higgs_lora.data.layout import Layout
 from higgs_lora.errors import UserError
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from higgs_lora.data import gzip_stream
-from higgs_lora.data.sniff import Layout, open_binary
+from higgs_lora.data.layout import Layout
+from higgs_lora.data.sniff import open_binary
 from higgs_lora.errors import UserError
 from higgs_lora.hardware import usable_cores
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from higgs_lora.data.layout import Layout
 from higgs_lora.errors import UserError
 
 PARQUET_BATCH_ROWS = 1 << 16

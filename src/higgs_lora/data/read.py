@@ -16,16 +16,21 @@ import hashlib
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pyarrow as pa
 
 from higgs_lora.data import cache
-from higgs_lora.data.csvfile import csv_tables
-from higgs_lora.data.parquet import parquet_tables
-from higgs_lora.data.sniff import Layout, fingerprint_file, read_layout
+from higgs_lora.data.layout import Layout
+from higgs_lora.data.sniff import fingerprint_file, read_layout
 from higgs_lora.data.table import Table
 from higgs_lora.errors import UserError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+# The parsers (csvfile, parquet: PyArrow) are imported when a file is parsed, not when its cache entry is
+# found: a cached `prepare` then starts in about the time NumPy takes to import.
 
 __all__ = ["fingerprint_file", "load_table", "prepare", "iter_chunks", "feature_names"]
 
@@ -58,6 +63,8 @@ def iter_chunks(path: str | os.PathLike, *, label_column: int | str | None = 0, 
     `label_column=None`: the file holds features only."""
     path = Path(path)
     layout = read_layout(path, label_column)
+    from higgs_lora.data.csvfile import csv_tables
+    from higgs_lora.data.parquet import parquet_tables
     tables = (parquet_tables(path, layout, progress=progress) if layout.kind == "parquet"
               else csv_tables(path, layout, progress=progress))
     unit = "row" if layout.kind == "parquet" else "line"
@@ -152,6 +159,7 @@ def feature_names(path: str | os.PathLike, *, label_column=0) -> list[str]:
 
 def _read_csv(path: Path, layout: Layout, *, progress: bool) -> tuple[np.ndarray, np.ndarray]:
     rows = _Rows(len(layout.feature_columns))
+    from higgs_lora.data.csvfile import csv_tables
     for table, first_line in csv_tables(path, layout, progress=progress):
         _store(path, table, rows, first_line=first_line, layout=layout)
     if rows.n == 0:
@@ -161,6 +169,7 @@ def _read_csv(path: Path, layout: Layout, *, progress: bool) -> tuple[np.ndarray
 
 def _read_parquet(path: Path, layout: Layout, *, progress: bool) -> tuple[np.ndarray, np.ndarray]:
     rows = _Rows(len(layout.feature_columns))
+    from higgs_lora.data.parquet import parquet_tables
     for table, first_row in parquet_tables(path, layout, progress=progress):
         _store(path, table, rows, first_line=first_row, layout=layout, unit="row")
     if rows.n == 0:
@@ -202,6 +211,7 @@ def _store(path: Path, table: pa.Table, rows: _Rows, *, first_line: int, layout:
 def _float64_values(column: pa.ChunkedArray):
     """NumPy views of a float64 column without nulls, chunk by chunk. Not Arrow's to_numpy: that imports
     pandas when it is installed (~0.4 s and ~60 MB in every process that reads a file)."""
+    import pyarrow as pa
     for chunk in column.chunks:
         assert chunk.type == pa.float64() and chunk.null_count == 0
         yield np.frombuffer(chunk.buffers()[1], dtype=np.float64, count=len(chunk), offset=8 * chunk.offset)

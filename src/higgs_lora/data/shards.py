@@ -122,7 +122,8 @@ def _check_features(s: ArrayShard, first: int, features: np.ndarray) -> None:
     finite = np.isfinite(features)
     if not finite.all():
         r, c = np.argwhere(~finite)[0]
-        raise UserError(f"{s.features_path}: row {first + r + 1}, column {c + 1}: {float(features[r, c])!r} is not a finite number")
+        raise UserError(f"{s.features_path}: row {first + r + 1}, column {c + 1}: {float(features[r, c])!r} "
+                        "is not a finite number")
 
 
 def _pread(path: Path, offset: int, out: np.ndarray) -> None:
@@ -264,7 +265,8 @@ def write_shards(path, out, *, rows_per_shard: int, label_column=0, progress: bo
         for features, labels in chunks:
             while len(features):
                 take = min(rows_per_shard - held, len(features))
-                buf_x.append(features[:take]); buf_y.append(labels[:take])
+                buf_x.append(features[:take])
+                buf_y.append(labels[:take])
                 features, labels, held = features[take:], labels[take:], held + take
                 if held == rows_per_shard:
                     written.append(_write_array_shard(tmp, len(written), buf_x, buf_y, names))

@@ -15,6 +15,10 @@ See docs/simulator.md for the model, the constants and how it compares with the 
 Everything is vectorized over events. Events come from fixed-size blocks, each with its own random
 stream derived from (seed, stream, block), so the output for a seed is the same however many events are
 asked for: simulate(n, seed=s) is the first n rows of simulate(m, seed=s) for any m > n.
+
+(About 500 lines, one concept: the physics, the detector and the HIGGS text format of one generator,
+whose constants are documented together in docs/simulator.md; the default event count and seed are
+config.SIM_EVENTS and config.SIM_SEED.)
 """
 from __future__ import annotations
 

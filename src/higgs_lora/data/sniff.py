@@ -6,47 +6,20 @@ import contextlib
 import hashlib
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
-from higgs_lora.data.parquet import parquet_schema
-from higgs_lora.data.table import default_feature_names
+from higgs_lora.data.layout import Layout
 from higgs_lora.errors import UserError
 
 GZIP_MAGIC = b"\x1f\x8b"
 PARQUET_MAGIC = b"PAR1"
 
 
-@dataclass(frozen=True)
-class Layout:
-    kind: str                   # "csv", "gzip" (CSV inside) or "parquet"
-    n_columns: int
-    names: list[str] | None     # header names (all columns), or None without a header
-    label: int | None           # 0-based index of the label column; None: every column is a feature
-
-    @property
-    def header_lines(self) -> int:
-        return 1 if self.names is not None and self.kind != "parquet" else 0
-
-    @property
-    def feature_columns(self) -> list[int]:
-        return [c for c in range(self.n_columns) if c != self.label]
-
-    def feature_names(self) -> list[str]:
-        n = len(self.feature_columns)
-        if self.names is None or all(s.strip().isdigit() for s in self.names):  # pandas' default 0..n names
-            return default_feature_names(n)
-        return [self.names[c] for c in self.feature_columns]
-
-    def column_name(self, c: int) -> str:
-        """'column 5' or 'column 5 (lepton_eta)', 1-based like an editor shows it."""
-        return f"column {c + 1}" + (f" ({self.names[c]})" if self.names else "")
-
-
 def read_layout(path: Path, label_column) -> Layout:
     stat_file(path)
     kind = file_kind(path)
     if kind == "parquet":
+        from higgs_lora.data.parquet import parquet_schema  # PyArrow: only for Parquet files
         names, n_columns = parquet_schema(path)
     else:
         first = _first_line(path, kind)

@@ -68,6 +68,14 @@ def part(data: Prepared, rows: slice, *, batch_size: int):
     return batches
 
 
+def resume_settings(cfg: TrainConfig, data: Prepared, **more) -> dict:
+    """What a phase resumed from its checkpoint must share with the run that wrote it: the resolved recipe
+    (but the device: a run may move), the data (its fingerprint) and the split; `more` adds e.g. the base."""
+    train = cfg.to_dict()
+    train.pop("device")
+    return dict(train=train, data=dict(fingerprint=data.source.fingerprint), split=data.split.to_dict(), **more)
+
+
 def train_base(cfg: TrainConfig, data: Prepared, *, checkpoint: Path | None = None, resume: bool = False,
                progress: bool = True, on_epoch=None) -> tuple[ResidualMLP, FitResult]:
     """Train a fresh base network on the train rows (validating on the val rows)."""
@@ -75,8 +83,8 @@ def train_base(cfg: TrainConfig, data: Prepared, *, checkpoint: Path | None = No
     log(f"base network: {cfg.model.to_dict()}  {model.n_params():,} parameters")
     train = part(data, data.split.train, batch_size=cfg.batch_size)
     val = part(data, data.split.val, batch_size=cfg.batch_size) if data.split.val_rows else None
-    result = fit(model, train, cfg.base_recipe(), val=val, on_epoch=on_epoch, progress=progress,
-                 checkpoint=Checkpoint(checkpoint, resume=resume) if checkpoint is not None else None)
+    keep = Checkpoint(checkpoint, resume=resume, settings=resume_settings(cfg, data)) if checkpoint else None
+    result = fit(model, train, cfg.base_recipe(), val=val, checkpoint=keep, on_epoch=on_epoch, progress=progress)
     if result.best_epoch is not None:
         log(f"base: keeping epoch {result.best_epoch} (lowest validation loss)")
     return model, result
@@ -91,12 +99,13 @@ def adapt(cfg: TrainConfig, model: ResidualMLP) -> ResidualMLP:
     return model
 
 
-def finetune(cfg: TrainConfig, model: ResidualMLP, data: Prepared, *, checkpoint: Path | None = None,
-             resume: bool = False, progress: bool = True, on_epoch=None) -> FitResult:
-    """Train the adapters of `model` on the extra rows."""
+def finetune(cfg: TrainConfig, model: ResidualMLP, data: Prepared, *, base_fingerprint: str,
+             checkpoint: Path | None = None, resume: bool = False, progress: bool = True, on_epoch=None) -> FitResult:
+    """Train the adapters of `model` (whose base has `base_fingerprint`) on the extra rows."""
     extra = part(data, data.split.extra, batch_size=cfg.batch_size)
-    return fit(model, extra, cfg.finetune_recipe(), on_epoch=on_epoch, progress=progress,
-               checkpoint=Checkpoint(checkpoint, resume=resume) if checkpoint is not None else None)
+    settings = resume_settings(cfg, data, base=base_fingerprint)
+    keep = Checkpoint(checkpoint, resume=resume, settings=settings) if checkpoint else None
+    return fit(model, extra, cfg.finetune_recipe(), checkpoint=keep, on_epoch=on_epoch, progress=progress)
 
 
 @dataclass

@@ -5,7 +5,6 @@ fine-tune on the extra rows -> evaluate -> compare -> merge -> verify -> save ->
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,13 +15,14 @@ import torch
 from higgs_lora import distributed, hardware, io
 from higgs_lora.config import TrainConfig
 from higgs_lora.distributed import log
-from higgs_lora.errors import ConfigError
 from higgs_lora.lora import adapters
-from higgs_lora.metrics import binary_metrics, format_metrics
+from higgs_lora.metrics import ROC_POINTS, binary_metrics, format_metrics, roc_curve
 from higgs_lora.pipeline import phases
 from higgs_lora.pipeline.data import DataSpec, Prepared, prepare_data
-from higgs_lora.pipeline.rundir import machine_info, prepare_run_dir, write_history
-from higgs_lora.runtime import resolve_device
+from higgs_lora.pipeline.rundir import machine_info, prepare_run_dir, release_dir, write_history
+from higgs_lora.runtime import resolve_device, versions
+from higgs_lora.tracking import Tracker, make_tracker
+from higgs_lora.train.checkpoint import refuse_changed_settings as refuse_changed_settings_in
 from higgs_lora.weights import load_model, save_adapter, save_model, tensors_fingerprint
 
 SHORT_METRICS = ("accuracy", "precision", "recall", "f1", "balanced_accuracy", "roc_auc")
@@ -53,6 +53,7 @@ class RunState:
     adapted: torch.nn.Module | None = None
     adapted_logits: torch.Tensor | None = None
     merged: torch.nn.Module | None = None
+    tracker: Tracker | None = None
 
     @property
     def main(self) -> bool:
@@ -60,47 +61,67 @@ class RunState:
 
 
 def run(cfg: TrainConfig, spec: DataSpec, *, out: Path, force: bool = False, resume: bool = False,
-        progress: bool = True, report: bool = True, command: str = "") -> dict:
-    """Run the whole workflow into the directory `out`; returns the metrics (as in metrics.json)."""
+        progress: bool = True, report: bool = True, command: str = "", track=None) -> dict:
+    """Run the whole workflow into the directory `out`; returns the metrics (as in metrics.json).
+    `track` ("mlflow", "tensorboard" or a higgs_lora.tracking.Tracker) logs the settings, every epoch,
+    the final metrics and the run directory's files; a tracking failure warns and the run goes on."""
     t_total = time.perf_counter()
     torch.manual_seed(cfg.seed)
     r = RunState(cfg=cfg, spec=spec, out=Path(out), force=force, resume=resume, progress=progress, command=command,
                  device=distributed.local_device(resolve_device(cfg.device)))
     refuse_changed_settings(r)
-    prepare(r)
-    r.cfg, r.hardware = phases.resolve_hardware(r.cfg, r.device, previous=r.hardware)
-    r.provenance["precision"] = {k: r.hardware[k] for k in ("precision", "reason", "epochs")}
-    write_config(r)
-    train_or_reuse_base(r)
-    evaluate_saved_base(r)
-    adapt_and_finetune(r)
-    evaluate_adapted(r)
-    merge_and_verify(r)
-    r.timings["total"] = time.perf_counter() - t_total
-    measure(r)
-    if r.main:
-        write_outputs(r)
-        if report:
-            write_report(r.out)
-        log(f"done in {r.timings['total']:.1f}s -> {r.out}")
+    try:
+        prepare(r)  # locks the run directory
+        refuse_other_data(r)
+        r.cfg, r.hardware = phases.resolve_hardware(r.cfg, r.device, previous=r.hardware)
+        r.provenance["precision"] = {k: r.hardware[k] for k in ("precision", "reason", "epochs")}
+        write_config(r)
+        r.tracker = start_tracking(r, track)
+        train_or_reuse_base(r)
+        evaluate_saved_base(r)
+        adapt_and_finetune(r)
+        evaluate_adapted(r)
+        merge_and_verify(r)
+        r.timings["total"] = time.perf_counter() - t_total
+        measure(r)
+        if r.main:
+            write_outputs(r)
+            if report:
+                write_report(r.out)
+            log(f"done in {r.timings['total']:.1f}s -> {r.out}")
+    except BaseException:
+        if r.tracker is not None:
+            r.tracker.end(failed=True)
+        raise
+    else:
+        r.tracker.log_metrics(r.metrics)
+        r.tracker.log_artifacts()
+        r.tracker.end()
+    finally:
+        release_dir(r.out)
     return r.metrics
 
 
 # ---------------------------------------------------------------- the steps, in order
 
 def refuse_changed_settings(r: RunState) -> None:
-    """--resume continues only the run that was started: same recipe. Checked before any work."""
+    """--resume continues only the run that was started: same recipe and data (the device may change).
+    Checked before any work, from config.json; each phase's checkpoint checks again (with the data's
+    fingerprint and the split) when it resumes."""
     if not (r.resume and (r.out / "config.json").exists()):
         return
-    config = io.read_json(r.out / "config.json")
-    previous = config.get("train", {})
+    previous = io.read_json(r.out / "config.json")
     # The precision and epochs this machine chose when the run started, not a new measurement.
-    r.hardware = config.get("hardware")
+    r.hardware = previous.get("hardware")
     cfg = hardware.reuse_record(r.cfg, r.hardware) or r.cfg
-    now = json.loads(json.dumps(cfg.to_dict()))
-    changed = sorted(k for k in now if k != "device" and previous.get(k) != now[k])
-    if changed:
-        raise ConfigError(f"--resume: settings differ from the run in {r.out}: {', '.join(changed)}")
+    old = dict(train=dict(previous.get("train", {})), data=dict(previous.get("data", {})))
+    new = dict(train=cfg.to_dict(), data=r.spec.to_dict())
+    for d in (old, new):
+        d["train"].pop("device", None)
+        d["train"]["model"] = {k: v for k, v in d["train"].get("model", {}).items() if k != "n_features"}  # the data's
+        for k in ("source", "fingerprint"):  # known once the data is read: refuse_other_data
+            d["data"].pop(k, None)
+    refuse_changed_settings_in(f"the run in {r.out}", old, new)
 
 
 def prepare(r: RunState) -> None:
@@ -117,11 +138,29 @@ def prepare(r: RunState) -> None:
                         standardizer="train rows only, population std, zero std -> 1")
 
 
+def refuse_other_data(r: RunState) -> None:
+    """--resume on other rows than the run started with (same path, new content) is refused too."""
+    if not (r.resume and (r.out / "config.json").exists()):
+        return
+    old = io.read_json(r.out / "config.json").get("data", {}).get("fingerprint")
+    if old is not None:
+        refuse_changed_settings_in(f"the run in {r.out}", dict(data=dict(fingerprint=old)),
+                                   dict(data=dict(fingerprint=r.data.source.fingerprint)))
+
+
 def write_config(r: RunState) -> None:
     if r.main:
         io.write_json(r.out / "config.json", dict(
-            train=r.cfg.to_dict(), hardware=r.hardware, data=dict(r.spec.to_dict(), source=r.data.source.source),
-            command=r.command, versions=io.versions(), machine=machine_info(r.device)))
+            train=r.cfg.to_dict(), hardware=r.hardware, data=dict(r.spec.to_dict(), source=r.data.source.source,
+                                             fingerprint=r.data.source.fingerprint),
+            command=r.command, versions=versions(), machine=machine_info(r.device)))
+
+
+def start_tracking(r: RunState, track) -> Tracker:
+    """The run's tracker (on the first process only; the others track nothing), started with config.json's settings."""
+    tracker = track if isinstance(track, Tracker) else make_tracker(track if r.main else None, r.out)
+    tracker.start(params=dict(train=r.cfg.to_dict(), data=dict(r.spec.to_dict(), source=r.data.source.source)))
+    return tracker
 
 
 def train_or_reuse_base(r: RunState) -> None:
@@ -130,6 +169,8 @@ def train_or_reuse_base(r: RunState) -> None:
         log(f"base: {base_path} exists, skipping base training (--resume)")
         from higgs_lora.plots import read_history
         r.history += [row for row in read_history(r.out / "history.jsonl") if row["phase"] == "base"]
+        for row in r.history:
+            r.tracker.log_epoch(row)
         r.timings["train"], r.rates["train"] = 0.0, float("nan")
         return
     model, result = phases.train_base(r.cfg, r.data, checkpoint=r.out / "checkpoints" / "base.safetensors",
@@ -165,8 +206,9 @@ def adapt_and_finetune(r: RunState) -> None:
         log("fine-tuning skipped (no extra rows or --ft-epochs 0)")
         r.timings["finetune"], r.rates["finetune"] = 0.0, float("nan")
     else:
-        result = phases.finetune(cfg, r.adapted, r.data, checkpoint=r.out / "checkpoints" / "finetune.safetensors",
-                                 resume=r.resume, progress=r.progress, on_epoch=_history_writer(r))
+        result = phases.finetune(cfg, r.adapted, r.data, base_fingerprint=r.base_meta["fingerprint"],
+                                 checkpoint=r.out / "checkpoints" / "finetune.safetensors", resume=r.resume,
+                                 progress=r.progress, on_epoch=_history_writer(r))
         r.history += result.history
         write_history(r.out / "history.jsonl", r.history)
         r.timings["finetune"], r.rates["finetune"] = result.seconds, result.samples_per_s
@@ -219,12 +261,18 @@ def measure(r: RunState) -> None:
 
 
 def write_outputs(r: RunState) -> None:
+    """metrics.json, and the test predictions with their ROC curves (what the plots draw)."""
     io.write_json(r.out / "metrics.json", r.metrics)
+    labels = r.data.source.labels[r.data.split.test].astype(np.uint8)
+    arrays = dict(labels=labels)
+    for key, logits in (("base", r.base_logits), ("adapted", r.adapted_logits)):
+        arrays[key] = torch.sigmoid(logits).cpu().numpy().astype(np.float32)
+        if labels.min() != labels.max():
+            fpr, tpr, _ = roc_curve(labels=labels, scores=arrays[key], max_points=ROC_POINTS)
+            arrays |= {f"roc_{key}_fpr": fpr, f"roc_{key}_tpr": tpr}
     with io.atomic_path(r.out / "test_predictions.npz") as tmp:
         with open(tmp, "wb") as f:
-            np.savez(f, labels=r.data.source.labels[r.data.split.test].astype(np.uint8),
-                     base=torch.sigmoid(r.base_logits).cpu().numpy().astype(np.float32),
-                     adapted=torch.sigmoid(r.adapted_logits).cpu().numpy().astype(np.float32))
+            np.savez(f, **arrays)
 
 
 def write_report(out: Path) -> None:
@@ -237,7 +285,11 @@ def write_report(out: Path) -> None:
 
 def _history_writer(r: RunState):
     before = list(r.history)
-    return lambda rows: write_history(r.out / "history.jsonl", [*before, *rows])
+
+    def on_epoch(rows: list[dict]) -> None:
+        write_history(r.out / "history.jsonl", [*before, *rows])
+        r.tracker.log_epoch(rows[-1])
+    return on_epoch
 
 
 def _timed_evaluation(r: RunState, model) -> phases.Evaluation:

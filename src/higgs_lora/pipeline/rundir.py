@@ -1,7 +1,12 @@
-"""Output directories: a run directory made ready before any work, files a command must not replace
-by accident, the history file, and the description of the machine that ran."""
+"""Output directories: a run directory made ready (and locked) before any work, files a command must not
+replace by accident, the history file, and the description of the machine that ran.
+
+A process writing a run directory holds an OS lock on OUT/.lock (fcntl.flock), which the kernel releases
+when the process ends, however it ends: a killed run leaves no stale lock. A second process started into
+the same directory (the same command launched twice, --force, --resume) is refused, naming the first."""
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import platform
@@ -15,19 +20,26 @@ from higgs_lora.errors import RunDirectoryError
 from higgs_lora.weights import model_paths
 
 
+LOCK_NAME = ".lock"
+_held: dict[Path, int] = {}  # directory -> descriptor of its lock file, kept open while this process lives
+
+
 def prepare_run_dir(out: Path, *, force: bool, resume: bool) -> Path:
-    """Refuse a non-empty directory unless force/resume; check it is writable before any work.
-    Under torchrun only rank 0 checks and creates; the others wait for it."""
+    """Refuse a directory another process is writing, and a non-empty one unless force/resume; lock it;
+    check it is writable before any work. Under torchrun only rank 0 checks, creates and locks; the others
+    wait for it."""
     out = Path(out)
     if not distributed.is_main():
         distributed.barrier()
         return out
     if out.exists() and not out.is_dir():
         raise RunDirectoryError(f"--out {out}: exists and is not a directory")
-    if out.exists() and any(out.iterdir()) and not (force or resume):
+    if out.exists() and any(p.name != LOCK_NAME for p in out.iterdir()) and not (force or resume):
+        refuse_if_locked(out)
         raise RunDirectoryError(f"--out {out}: directory is not empty (use --force to overwrite or --resume to continue)")
     try:
         out.mkdir(parents=True, exist_ok=True)
+        lock_dir(out)
         (out / "checkpoints").mkdir(exist_ok=True)
         probe = out / ".write-test"
         probe.write_bytes(b"x" * 4096)
@@ -39,6 +51,54 @@ def prepare_run_dir(out: Path, *, force: bool, resume: bool) -> Path:
         raise RunDirectoryError(f"--out {out}: only {free >> 20} MiB free on that disk; a run needs at least 64 MiB")
     distributed.barrier()
     return out
+
+
+def lock_dir(out: Path) -> None:
+    """Hold the lock of directory `out` until this process ends; refuse if another process holds it."""
+    out = Path(out).resolve()
+    if out in _held:
+        return
+    fd = os.open(out / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = _holder(fd)
+        os.close(fd)
+        raise RunDirectoryError(_in_use(out, holder)) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    _held[out] = fd
+
+
+def release_dir(out: Path) -> None:
+    """Give the lock of `out` back (a finished step, so that a Python caller can start the next one)."""
+    fd = _held.pop(Path(out).resolve(), None)
+    if fd is not None:
+        os.close(fd)
+
+
+def refuse_if_locked(out: Path) -> None:
+    """Refuse, naming the process, when another process holds the lock of `out` (creates nothing)."""
+    try:
+        fd = os.open(Path(out) / LOCK_NAME, os.O_RDWR)
+    except FileNotFoundError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise RunDirectoryError(_in_use(out, _holder(fd))) from None
+    finally:
+        os.close(fd)  # closing drops a lock taken here; one held by another process is untouched
+
+
+def _holder(fd: int) -> str:
+    pid = os.pread(fd, 32, 0).decode(errors="replace").strip()
+    return f"process {pid}" if pid.isdigit() else "another process"
+
+
+def _in_use(out: Path, holder: str) -> str:
+    return (f"--out {out}: in use by {holder}, which is writing there now (wait for it to finish or stop it; "
+            "--force and --resume do not take over a live run)")
 
 
 def new_model_path(out, *, force: bool) -> Path:

@@ -4,6 +4,7 @@ the CLI's commands and Python callers use them alike."""
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,9 +17,10 @@ from higgs_lora.errors import DataError, UserError
 from higgs_lora.lora import adapters
 from higgs_lora.metrics import format_metrics
 from higgs_lora.pipeline import phases
-from higgs_lora.pipeline.data import DataSpec, prepare_data
-from higgs_lora.pipeline.rundir import new_file, new_model_path, prepare_run_dir
+from higgs_lora.pipeline.data import DataSpec, Prepared, prepare_data
+from higgs_lora.pipeline.rundir import new_file, new_model_path, prepare_run_dir, release_dir, write_history
 from higgs_lora.runtime import predict_logits, resolve_device
+from higgs_lora.tracking import Tracker, make_tracker
 from higgs_lora.weights import LoadedModel, load_adapter, load_model, save_adapter, save_model
 
 PARTS = ("train", "val", "extra", "test", "all")
@@ -26,11 +28,12 @@ PARTS = ("train", "val", "extra", "test", "all")
 
 @dataclass(frozen=True)
 class Trained:
-    """A model or adapter file a step wrote, and how its training went."""
+    """A model or adapter file a step wrote, how its training went, and the trained network."""
     path: Path
     seconds: float
     samples_per_s: float
     history: list[dict]
+    model: torch.nn.Module | None = None
 
 
 def load_with_adapter(model_path, adapter_path=None) -> LoadedModel:
@@ -42,27 +45,41 @@ def load_with_adapter(model_path, adapter_path=None) -> LoadedModel:
 
 
 def train(cfg: TrainConfig, spec: DataSpec, *, out, force: bool = False, resume: bool = False,
-          progress: bool = True) -> Trained | None:
+          progress: bool = True, track=None) -> Trained | None:
     """Train a base network; writes OUT/base.safetensors + .json, OUT/history.jsonl and a checkpoint per
-    epoch. Returns None on the processes of a torchrun other than the first (they write nothing)."""
+    epoch. Returns None on the processes of a torchrun other than the first (they write nothing).
+    `track`: "mlflow", "tensorboard" or a higgs_lora.tracking.Tracker (see tracking.py)."""
     device = distributed.local_device(resolve_device(cfg.device))
     torch.manual_seed(cfg.seed)
     data = prepare_data(spec, device=device, val_fraction=cfg.val_fraction, progress=progress)
+    return train_prepared(cfg, data, out=out, force=force, resume=resume, progress=progress, track=track)
+
+
+def train_prepared(cfg: TrainConfig, data: Prepared, *, out, force: bool = False, resume: bool = False,
+                   progress: bool = True, track=None) -> Trained | None:
+    """`train` on data already loaded, split and standardized (the Python API keeps data in memory)."""
     phases.fit_features(cfg, data.source.n_features)
     out = prepare_run_dir(Path(out), force=force, resume=resume)
-    data.log_balance()
-    cfg, hw = _resolve_hardware(cfg, device, out=out, resume=resume)
-    model, result = phases.train_base(cfg, data, checkpoint=out / "checkpoints" / "base.safetensors",
-                                      resume=resume, progress=progress)
-    provenance = dict(data=data.summary() | {"feature_names": None}, seed=cfg.seed, preset=cfg.preset,
-                      train=cfg.to_dict(), hardware=hw, history=result.history)
-    if not distributed.is_main():
-        return None
-    path = save_model(out / "base.safetensors", model.cpu(), data.standardizer,
-                      feature_names=data.source.feature_names, provenance=provenance)
-
+    try:
+        data.log_balance()
+        cfg, hw = _resolve_hardware(cfg, data.source.device, out=out, resume=resume)
+        tracker = _start_tracking(track, out, cfg, data)
+        with _ending(tracker):
+            model, result = phases.train_base(cfg, data, checkpoint=out / "checkpoints" / "base.safetensors",
+                                              resume=resume, progress=progress, on_epoch=_on_epoch(out, tracker))
+            provenance = dict(data=data.summary() | {"feature_names": None}, seed=cfg.seed, preset=cfg.preset,
+                              train=cfg.to_dict(), hardware=hw, history=result.history)
+            if not distributed.is_main():
+                return None
+            write_history(out / "history.jsonl", result.history)
+            path = save_model(out / "base.safetensors", model.cpu(), data.standardizer,
+                              feature_names=data.source.feature_names, provenance=provenance)
+            tracker.log_metrics({"train_samples_per_s": result.samples_per_s, "train_seconds": result.seconds})
+            tracker.log_artifacts()
+    finally:
+        release_dir(out)
     log(f"trained in {result.seconds:.1f}s ({result.samples_per_s:,.0f} samples/s); saved {path}")
-    return Trained(path, result.seconds, result.samples_per_s, result.history)
+    return Trained(path, result.seconds, result.samples_per_s, result.history, model.to(data.source.device))
 
 
 def _resolve_hardware(cfg: TrainConfig, device, *, out: Path, resume: bool) -> tuple[TrainConfig, dict]:
@@ -76,31 +93,77 @@ def _resolve_hardware(cfg: TrainConfig, device, *, out: Path, resume: bool) -> t
 
 
 def finetune(cfg: TrainConfig, spec: DataSpec, *, model_path, out, force: bool = False, resume: bool = False,
-             progress: bool = True) -> Trained | None:
+             progress: bool = True, track=None) -> Trained | None:
     """Freeze a saved base, add adapters and train them on the extra rows; writes OUT/adapter.safetensors
     + .json and OUT/history.jsonl."""
     device = distributed.local_device(resolve_device(cfg.device))
     torch.manual_seed(cfg.seed)
     loaded = load_model(model_path)
     data = prepare_data(spec, device=device, model=loaded, progress=progress)
+    check_extra_rows(data)
+    model = phases.adapt(cfg, loaded.model.to(device))
+    return finetune_prepared(cfg, model, data, base_fingerprint=loaded.meta["fingerprint"], base=str(model_path),
+                             out=out, force=force, resume=resume, progress=progress, track=track)
+
+
+def check_extra_rows(data: Prepared) -> None:
     if data.split.extra_rows == 0:
         raise DataError(f"{data.source.source}: no extra rows to fine-tune on with train {data.split.train_rows:,} "
                         f"and test {data.split.test_rows:,} of {data.source.rows:,} rows")
-    out = prepare_run_dir(Path(out), force=force, resume=resume)
-    data.log_balance()
-    cfg.model = loaded.model.config  # the probe measures the network being adapted
-    cfg, hw = _resolve_hardware(cfg, device, out=out, resume=resume)
-    model = phases.adapt(cfg, loaded.model.to(device))
-    result = phases.finetune(cfg, model, data, checkpoint=out / "checkpoints" / "finetune.safetensors",
-                             resume=resume, progress=progress)
-    if not distributed.is_main():
-        return None
-    path = save_adapter(out / "adapter.safetensors", model, base_fingerprint=loaded.meta["fingerprint"],
-                        provenance=dict(base=str(model_path), data=data.source.source, seed=cfg.seed,
-                                        ft_epochs=cfg.ft_epochs, ft_lr=cfg.ft_lr, hardware=hw, history=result.history))
 
+
+def finetune_prepared(cfg: TrainConfig, model: torch.nn.Module, data: Prepared, *, base_fingerprint: str, base: str,
+                      out, force: bool = False, resume: bool = False, progress: bool = True,
+                      track=None) -> Trained | None:
+    """`finetune` of a network that has its adapters already, on data already prepared (the Python API)."""
+    check_extra_rows(data)
+    out = prepare_run_dir(Path(out), force=force, resume=resume)
+    try:
+        data.log_balance()
+        cfg.model = model.config  # the probe measures the network being adapted
+        cfg, hw = _resolve_hardware(cfg, data.source.device, out=out, resume=resume)
+        tracker = _start_tracking(track, out, cfg, data)
+        with _ending(tracker):
+            result = phases.finetune(cfg, model, data, base_fingerprint=base_fingerprint,
+                                     checkpoint=out / "checkpoints" / "finetune.safetensors", resume=resume,
+                                     progress=progress, on_epoch=_on_epoch(out, tracker))
+            if not distributed.is_main():
+                return None
+            write_history(out / "history.jsonl", result.history)
+            path = save_adapter(out / "adapter.safetensors", model, base_fingerprint=base_fingerprint,
+                                provenance=dict(base=base, data=data.source.source, seed=cfg.seed,
+                                                ft_epochs=cfg.ft_epochs, ft_lr=cfg.ft_lr, hardware=hw,
+                                                history=result.history))
+            tracker.log_metrics({"finetune_samples_per_s": result.samples_per_s, "finetune_seconds": result.seconds})
+            tracker.log_artifacts()
+    finally:
+        release_dir(out)
     log(f"fine-tuned in {result.seconds:.1f}s ({result.samples_per_s:,.0f} samples/s); saved {path}")
-    return Trained(path, result.seconds, result.samples_per_s, result.history)
+    return Trained(path, result.seconds, result.samples_per_s, result.history, model)
+
+
+def _start_tracking(track, out: Path, cfg: TrainConfig, data: Prepared) -> Tracker:
+    tracker = track if isinstance(track, Tracker) else make_tracker(track if distributed.is_main() else None, out)
+    tracker.start(params=dict(train=cfg.to_dict(), data=dict(source=data.source.source, **data.split.to_dict())))
+    return tracker
+
+
+@contextmanager
+def _ending(tracker: Tracker):
+    """End the tracked run: FAILED when the step raised (the error goes on), FINISHED otherwise."""
+    try:
+        yield
+    except BaseException:
+        tracker.end(failed=True)
+        raise
+    tracker.end()
+
+
+def _on_epoch(out: Path, tracker: Tracker):
+    def on_epoch(rows: list[dict]) -> None:
+        write_history(out / "history.jsonl", rows)
+        tracker.log_epoch(rows[-1])
+    return on_epoch
 
 
 def evaluate(spec: DataSpec, *, model_path, adapter_path=None, part: str = "test", device: str = "auto",
@@ -145,7 +208,13 @@ def predict(*, model_path, data, out, adapter_path=None, label_column=0, chunk_r
             precision: str = "auto", force: bool = False, device: str = "auto") -> int:
     """Stream a file through a saved model in chunks and write one probability per row (and the label,
     when the file has one; label_column None: features only) to a .csv or .parquet file. Returns the rows."""
-    from higgs_lora.data.read import iter_chunks
+    _check_predict_args(data=data, out=out, chunk_rows=chunk_rows, force=force)
+    loaded = load_with_adapter(model_path, adapter_path)
+    return predict_with(loaded.model, loaded.standardizer, data=data, out=out, label_column=label_column,
+                        chunk_rows=chunk_rows, precision=precision, force=force, device=device, name=model_path)
+
+
+def _check_predict_args(*, data, out, chunk_rows: int, force: bool) -> None:
     out = Path(out)
     if out.suffix not in (".csv", ".parquet"):
         raise UserError(f"--out {out}: use a .csv or .parquet file name")
@@ -154,9 +223,16 @@ def predict(*, model_path, data, out, adapter_path=None, label_column=0, chunk_r
         raise UserError(f"--data {data}: a directory; predict streams one file (run it once per shard)")
     if chunk_rows < 1:
         raise UserError(f"--chunk-rows must be >= 1, got {chunk_rows}")
+
+
+def predict_with(model: torch.nn.Module, standardizer, *, data, out, label_column=0, chunk_rows: int = 1 << 20,
+                 precision: str = "fp32", force: bool = False, device: str = "auto", name="the model") -> int:
+    """`predict` with a network and its standardizer in memory; `name` is what error messages call it."""
+    from higgs_lora.data.read import iter_chunks
+    _check_predict_args(data=data, out=out, chunk_rows=chunk_rows, force=force)
+    out = Path(out)
     dev = resolve_device(device)
-    loaded = load_with_adapter(model_path, adapter_path)
-    model, standardizer = loaded.model.to(dev), loaded.standardizer
+    model = model.to(dev)
     precision = phases.inference_precision(precision, model.config, dev)
     import pyarrow as pa
     import pyarrow.csv as pacsv
@@ -169,7 +245,7 @@ def predict(*, model_path, data, out, adapter_path=None, label_column=0, chunk_r
             with tqdm(unit="rows", unit_scale=True, desc="predict", dynamic_ncols=True) as bar:
                 for features, labels in iter_chunks(data, label_column=label_column, chunk_rows=chunk_rows):
                     if features.shape[1] != model.config.n_features:
-                        raise DataError(f"{data}: {features.shape[1]} features, but {model_path} expects "
+                        raise DataError(f"{data}: {features.shape[1]} features, but {name} expects "
                                         f"{model.config.n_features}")
                     x = torch.from_numpy(standardizer.transform(features)).to(dev)
                     p = torch.sigmoid(predict_logits(model, x, precision=precision)).cpu().numpy()

@@ -15,6 +15,7 @@ from higgs_lora.lora import adapters
 from higgs_lora.model import ResidualMLP
 from higgs_lora.pipeline import phases
 from higgs_lora.pipeline.data import DataSpec, prepare_data
+from higgs_lora.pipeline.rundir import LOCK_NAME, lock_dir, refuse_if_locked, release_dir
 from higgs_lora.runtime import resolve_device
 from higgs_lora.strategies import HEAD_LAYERS, markdown_table, prepare, run_all, write_outputs
 from higgs_lora.train import TensorData, fit
@@ -27,7 +28,9 @@ def compare_strategies(cfg: TrainConfig, spec: DataSpec, *, out, force: bool = F
     train and measure every strategy; returns what strategies.json holds."""
     device = resolve_device(cfg.device)
     out = Path(out)
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not force)):
+    if out.exists() and out.is_dir():
+        refuse_if_locked(out)
+    if out.exists() and (not out.is_dir() or (any(p.name != LOCK_NAME for p in out.iterdir()) and not force)):
         raise RunDirectoryError(f"--out {out}: exists and is not an empty directory (use --force to write into it)")
     loaded = load_model(base_path) if base_path else None
     data = prepare_data(spec, device=device, val_fraction=cfg.val_fraction, model=loaded, in_memory=True,
@@ -36,6 +39,15 @@ def compare_strategies(cfg: TrainConfig, spec: DataSpec, *, out, force: bool = F
     if split.extra_rows == 0:
         raise DataError(f"{source.source}: no extra rows between the train and test rows; nothing to adapt on")
     out.mkdir(parents=True, exist_ok=True)
+    lock_dir(out)
+    try:
+        return _compare(cfg, data, out, loaded=loaded, base_path=base_path, progress=progress, command=command)
+    finally:
+        release_dir(out)
+
+
+def _compare(cfg: TrainConfig, data, out: Path, *, loaded, base_path, progress: bool, command: str) -> dict:
+    split, source, device = data.split, data.source, data.source.device
     tensors = {k: source.tensors(rows, data.standardizer) for k, rows in data.parts().items()}
     if not split.val_rows:
         tensors["val"] = None

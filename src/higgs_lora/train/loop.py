@@ -73,7 +73,8 @@ def fit(model: torch.nn.Module, data, recipe: Recipe, *, val=None, checkpoint: C
     best = dict(loss=float("inf"), epoch=None, state=None, bad_epochs=0)
     path = checkpoint.path if checkpoint is not None else None
     if checkpoint is not None and checkpoint.resume and path.exists():
-        start_epoch, start_step, carry, best, result.history, saved_world = load_state(path, model, opt, phase)
+        start_epoch, start_step, carry, best, result.history, saved_world = load_state(
+            path, model, opt, phase, settings=checkpoint.settings)
         if verbose:
             print(f"[{phase}] resuming from {path} at epoch {start_epoch + 1}, step {start_step}")
         if verbose and saved_world != world and not data.exact_resume:
@@ -95,7 +96,9 @@ def fit(model: torch.nn.Module, data, recipe: Recipe, *, val=None, checkpoint: C
             first_step = start_step if epoch == start_epoch else 0
             if carry is not None and epoch == start_epoch:
                 if main_rank:  # the carried sums are global; add them once
-                    loss_sum += carry["loss_sum"]; correct += carry["correct"]; seen = carry["seen"]
+                    loss_sum += carry["loss_sum"]
+                    correct += carry["correct"]
+                    seen = carry["seen"]
                 elapsed_before = carry["seconds"]
             bar = tqdm(total=n, initial=seen, unit="ev", unit_scale=True, disable=not progress, leave=False,
                        desc=f"{phase} {epoch + 1}/{epochs}", dynamic_ncols=True)
@@ -112,8 +115,8 @@ def fit(model: torch.nn.Module, data, recipe: Recipe, *, val=None, checkpoint: C
                         state = dict(loss_sum=sums[0].item(), correct=int(sums[1].item()), seen=int(sums[2].item()),
                                      seconds=elapsed_before + time.perf_counter() - t_epoch)
                         if path is not None and main_rank:
-                            save_state(path, model, opt, phase=phase, epoch=epoch, step=step,
-                                             carry=state, best=best, history=result.history)
+                            save_state(path, model, opt, phase=phase, epoch=epoch, step=step, carry=state, best=best,
+                                       history=result.history, settings=checkpoint.settings)
                         bar.close()
                         where = f"a checkpoint was written to {path}" if path else "no checkpoint was kept"
                         raise Interrupted(f"{phase} training stopped at epoch {epoch + 1}, step {step}; {where}")
@@ -151,10 +154,11 @@ def fit(model: torch.nn.Module, data, recipe: Recipe, *, val=None, checkpoint: C
                     best["bad_epochs"] += 1
             result.history.append(row)
             if path is not None and main_rank:
-                save_state(path, model, opt, phase=phase, epoch=epoch + 1, step=0, carry=None,
-                                 best=best, history=result.history)
+                save_state(path, model, opt, phase=phase, epoch=epoch + 1, step=0, carry=None, best=best,
+                           history=result.history, settings=checkpoint.settings)
             if verbose:
-                val_text = f"  val_loss {row['val_loss']:.4f}  val_acc {row['val_accuracy']:.4f}" if row["val_loss"] is not None else ""
+                val_text = "" if row["val_loss"] is None else \
+                    f"  val_loss {row['val_loss']:.4f}  val_acc {row['val_accuracy']:.4f}"
                 print(f"[{phase}] epoch {epoch + 1}/{epochs}  loss {row['loss']:.4f}  acc {row['accuracy']:.4f}{val_text}  "
                       f"{row['seconds']:.1f}s  {row['samples_per_s']:,.0f} ev/s", flush=True)
             if on_epoch is not None and main_rank:

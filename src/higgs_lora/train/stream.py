@@ -195,7 +195,8 @@ class ShardStream:
                         begin = ends[w] - x.shape[0]
                         take = min(p1, ends[w]) - p0
                         idx = order[p0 - begin:p0 - begin + take]
-                        xs.append(x.index_select(0, idx)); ys.append(y.index_select(0, idx))
+                        xs.append(x.index_select(0, idx))
+                        ys.append(y.index_select(0, idx))
                         p0 += take
                         if p0 == ends[w]:
                             w += 1

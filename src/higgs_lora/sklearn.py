@@ -1,0 +1,183 @@
+"""A scikit-learn estimator around the residual MLP: fit, predict, score, and adapt with LoRA adapters.
+
+    from higgs_lora.sklearn import ResidualMLPClassifier
+    clf = ResidualMLPClassifier(epochs=5).fit(X_train, y_train)
+    clf.adapt(X_new, y_new, rank=8)          # freeze, add adapters, fine-tune them on the new rows
+    clf.score(X_test, y_test)
+
+It is an ordinary estimator (Pipeline, cross_val_score, GridSearchCV, clone, pickle) for binary
+classification. Features arrive raw: the estimator standardizes them with the statistics of the
+rows it is fitted on, as the CLI does, and keeps those statistics when it adapts.
+
+Every recipe setting left at None takes the value of `preset` ("default" or "notebook", as
+`higgs-lora run --preset`), so the estimator trains exactly what the CLI trains.
+Needs scikit-learn (`pip install "higgs-lora[sklearn]"`).
+"""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+from scipy.special import expit
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils import check_random_state
+from sklearn.utils.multiclass import check_classification_targets, type_of_target
+from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
+
+from higgs_lora.config import ModelConfig, preset
+from higgs_lora.data.standardize import Standardizer
+from higgs_lora.lora import add_adapters
+from higgs_lora.model import ResidualMLP
+from higgs_lora.runtime import resolve_device
+from higgs_lora.train import TensorData, fit
+
+_RECIPE = ("epochs", "batch_size", "lr", "optimizer", "weight_decay", "schedule", "warmup_frac", "precision",
+           "rank", "scale", "ft_lr", "ft_epochs")
+_PREDICT_ROWS = 65536
+
+
+class ResidualMLPClassifier(ClassifierMixin, BaseEstimator):
+    """Binary classifier: the notebook's residual MLP trained with a higgs-lora recipe.
+
+    Parameters
+    ----------
+    preset : "default" or "notebook"
+        The recipe every setting left at None comes from (see the README's Presets).
+    width, n_blocks, head_width : int
+        Network sizes (the notebook's 128, 2, 64).
+    epochs, batch_size, lr, optimizer, weight_decay, schedule, warmup_frac, precision : optional
+        Base-training settings; None takes the preset's.
+    rank, scale, ft_lr, ft_epochs : optional
+        Defaults of `adapt()`; None takes the preset's.
+    device : str
+        "cpu" (default), "cuda", "cuda:N" or "auto".
+    random_state : int, RandomState or None
+        Seeds the initial weights and the batch order; None uses the recipe's seed (1234).
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (2,)
+        The two labels; `classes_[1]` is the positive class (signal).
+    model_ : ResidualMLP
+        The trained network (with LoRALinear layers after `adapt`).
+    standardizer_ : Standardizer
+        The mean and standard deviation of the rows `fit` saw.
+    history_ : list of dict
+        One row per epoch (and phase: "base", then "finetune" after `adapt`).
+    device_ : torch.device
+    n_features_in_ : int
+    feature_names_in_ : ndarray of str, when X had column names
+    """
+
+    def __init__(self, *, preset: str = "default", width: int = 128, n_blocks: int = 2, head_width: int = 64,
+                 epochs: int | None = None, batch_size: int | None = None, lr: float | None = None,
+                 optimizer: str | None = None, weight_decay: float | None = None, schedule: str | None = None,
+                 warmup_frac: float | None = None, precision: str | None = None, rank: int | None = None,
+                 scale: float | None = None, ft_lr: float | None = None, ft_epochs: int | None = None,
+                 device: str = "cpu", random_state=None):
+        self.preset = preset
+        self.width, self.n_blocks, self.head_width = width, n_blocks, head_width
+        self.epochs, self.batch_size, self.lr, self.optimizer = epochs, batch_size, lr, optimizer
+        self.weight_decay, self.schedule, self.warmup_frac = weight_decay, schedule, warmup_frac
+        self.precision = precision
+        self.rank, self.scale, self.ft_lr, self.ft_epochs = rank, scale, ft_lr, ft_epochs
+        self.device = device
+        self.random_state = random_state
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_class = False
+        tags.non_deterministic = False
+        return tags
+
+    # ------------------------------------------------------------ helpers
+
+    def _recipe(self):
+        cfg = preset(self.preset, **{k: getattr(self, k) for k in _RECIPE})
+        if self.random_state is not None:
+            rs = self.random_state
+            cfg.seed = rs if isinstance(rs, (int, np.integer)) else int(check_random_state(rs).randint(2**31 - 1))
+        return cfg
+
+    def _labels(self, y, *, learn: bool) -> np.ndarray:
+        check_classification_targets(y)
+        if learn:
+            y_type = type_of_target(y, input_name="y", raise_unknown=True)
+            if y_type != "binary":
+                raise ValueError(f"Only binary classification is supported. The type of the target is {y_type}.")
+            self.classes_ = np.unique(y)
+            if self.classes_.shape[0] != 2:
+                raise ValueError(f"{type(self).__name__} needs both classes in y, got only {self.classes_.tolist()}")
+        unknown = np.setdiff1d(np.unique(y), self.classes_)
+        if unknown.size:
+            raise ValueError(f"y has labels the classifier was not fitted with: {unknown[:5].tolist()}")
+        return (y == self.classes_[1]).astype(np.float32)
+
+    def _tensor(self, X) -> torch.Tensor:
+        x = np.ascontiguousarray(X, dtype=np.float32)
+        return torch.from_numpy(self.standardizer_.transform(x)).to(self.device_)
+
+    def _train(self, X, y01: np.ndarray, recipe, *, batch_size: int) -> None:
+        part = TensorData(self._tensor(X), torch.from_numpy(y01).to(self.device_), batch_size=batch_size)
+        result = fit(self.model_, part, recipe, progress=False, verbose=False)
+        self.history_ = [*getattr(self, "history_", []), *result.history]
+
+    # ------------------------------------------------------------ the estimator
+
+    def fit(self, X, y):
+        """Standardize X with its own statistics, build a fresh network and train it on (X, y)."""
+        X, y = validate_data(self, X, y, dtype=np.float32, ensure_min_samples=2)
+        y = column_or_1d(y, warn=True)
+        y01 = self._labels(y, learn=True)
+        cfg = self._recipe()
+        cfg.model = ModelConfig(n_features=X.shape[1], width=self.width, n_blocks=self.n_blocks,
+                                head_width=self.head_width)
+        self.device_ = resolve_device(self.device)
+        self.standardizer_ = Standardizer.fit(X)
+        with torch.random.fork_rng(devices=[]):  # seed the initial weights without touching the caller's RNG
+            torch.manual_seed(cfg.seed)
+            self.model_ = ResidualMLP.from_config(cfg.model).to(self.device_)
+        self.history_ = []
+        if cfg.epochs:
+            self._train(X, y01, cfg.base_recipe(), batch_size=cfg.batch_size)
+        return self
+
+    def adapt(self, X_new, y_new, *, rank: int | None = None, scale: float | None = None,
+              epochs: int | None = None, lr: float | None = None, targets=("all",)):
+        """Freeze the fitted network, add LoRA adapters to `targets` and train only them on the new rows.
+
+        The features are standardized with the statistics `fit` learned (the notebook's fine-tuning
+        keeps the train statistics). Unset arguments take the estimator's rank/scale/ft_epochs/ft_lr.
+        Returns self; `model_` then holds LoRALinear layers (see `higgs_lora.merge_adapters`)."""
+        check_is_fitted(self)
+        X_new, y_new = validate_data(self, X_new, y_new, dtype=np.float32, reset=False)
+        y01 = self._labels(column_or_1d(y_new, warn=True), learn=False)
+        cfg = self._recipe()
+        rank = cfg.rank if rank is None else rank
+        scale = cfg.scale if scale is None else scale
+        self.model_ = add_adapters(self.model_, rank=rank, scale=scale, targets=targets)
+        self._train(X_new, y01, cfg.finetune_recipe(epochs=epochs, lr=lr), batch_size=cfg.batch_size)
+        return self
+
+    def decision_function(self, X) -> np.ndarray:
+        """The network's logit per row (> 0 means classes_[1]), shape (n_samples,).
+
+        Computed in float64 on a copy of the network: a float32 GEMM rounds differently for different
+        numbers of rows, and an estimator's answer for a row must not depend on which rows came with it."""
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype=np.float32, reset=False)
+        x = self._tensor(X).double()
+        model = copy.deepcopy(self.model_).double().eval()
+        with torch.inference_mode():
+            logits = [model(x[i:i + _PREDICT_ROWS]) for i in range(0, x.shape[0], _PREDICT_ROWS)]
+        return torch.cat(logits).cpu().numpy() if logits else np.zeros(0)
+
+    def predict_proba(self, X) -> np.ndarray:
+        """[P(classes_[0]), P(classes_[1])] per row, shape (n_samples, 2)."""
+        p = expit(self.decision_function(X))
+        return np.column_stack([1.0 - p, p])
+
+    def predict(self, X) -> np.ndarray:
+        positive = self.decision_function(X) > 0
+        return self.classes_[positive.astype(np.intp)]
