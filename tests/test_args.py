@@ -8,7 +8,8 @@ from higgs_lora.config import ModelConfig, TrainConfig
 # A value other than both presets' for every setting, as it is typed on the command line.
 GIVEN = dict(epochs=("7", 7), batch_size=("1000", 1000), lr=("0.02", 0.02), optimizer=("adamw", "adamw"),
              weight_decay=("0.03", 0.03), schedule=("cosine", "cosine"), warmup_frac=("0.2", 0.2),
-             val_fraction=("0.3", 0.3), patience=("4", 4), ft_epochs=("5", 5), ft_lr=("0.04", 0.04),
+             val_fraction=("0.3", 0.3), patience=("4", 4), label_smoothing=("0.1", 0.1), ft_epochs=("5", 5),
+             ft_lr=("0.04", 0.04),
              rank=("6", 6), scale=("0.7", 0.7), targets=(["hidden", "output"], ("hidden", "output")),
              seed=("9", 9), device=("cpu", "cpu"), precision=("bf16", "bf16"), compile=(None, True))
 

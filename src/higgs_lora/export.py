@@ -12,6 +12,14 @@ the result to PyTorch's output through ONNX Runtime.
 
 With include_standardization the z-score is folded into the first Gemm:
 W·((x - mean)/std) + b = (W/std)·x + (b - (W/std)·mean), computed in float64 and stored as float32.
+
+A model with a feature embedding (model.py) gets its encoding as Gemms from the features, and its input
+layer as one Gemm per part of what it reads, summed (no Concat, so no new operator for "piecewise"):
+  piecewise: z = x·S + c per (feature, bin); clamp(z, 0, 1) = Relu(z) - Relu(z - 1), so
+             input = Gemm(x; W_x, b) + Gemm(Relu(z); W_e) + Gemm(Relu(z - 1); -W_e)   (Gemm, Relu, Add)
+  periodic:  v = x·F (2·pi·frequencies, block-diagonal);
+             input = Gemm(x; W_x, b) + Gemm(Sin(v); W_sin) + Gemm(Cos(v); W_cos)    (adds Sin, Cos)
+The standardization folds into every Gemm that reads x, the same way.
 """
 from __future__ import annotations
 
@@ -27,7 +35,7 @@ from higgs_lora.lora import adapters, merge_adapters
 from higgs_lora.runtime import versions
 from higgs_lora.model import ResidualMLP, dense_layer_names
 
-ALLOWED_OPS = frozenset({"Gemm", "Relu", "Add", "Sigmoid"})
+ALLOWED_OPS = frozenset({"Gemm", "Relu", "Add", "Sigmoid", "Sin", "Cos"})  # Sin, Cos: periodic embedding only
 INPUT_NAME, OUTPUT_NAME, BATCH_AXIS = "features", "probability", "batch"
 PREPROCESS_FORMAT = "higgs-lora-onnx-preprocess"
 
@@ -48,7 +56,7 @@ def export_onnx(model: ResidualMLP, standardizer: Standardizer, *, feature_names
     if adapters(model):
         model = merge_adapters(model)
 
-    graph_model = _build_graph(_dense_weights(model), mean=mean, std=std,
+    graph_model = _build_graph(_dense_weights(model), mean=mean, std=std, encoding=_encoding(model),
                                include_standardization=include_standardization, opset=opset)
     onnx.checker.check_model(graph_model, full_check=True)
     used = {node.op_type for node in graph_model.graph.node}
@@ -82,10 +90,28 @@ def _dense_weights(model: ResidualMLP) -> dict[str, tuple[np.ndarray, np.ndarray
     return out
 
 
-def _build_graph(weights, *, mean: np.ndarray, std: np.ndarray, include_standardization: bool, opset: int):
+def _encoding(model: ResidualMLP) -> dict | None:
+    """The embedding as float64 numpy: {"kind", "scale" [E], "shift" [E]} per (feature, slot) in the input
+    layer's column order (slot fastest), or None. piecewise: z = x_j·scale + shift; periodic: v = x_j·scale."""
+    cfg = model.config
+    if cfg.embedding == "none":
+        return None
+    per_feature = lambda t: np.tile(t.detach().cpu().double().numpy(), cfg.n_features)  # noqa: E731
+    if cfg.embedding == "piecewise":
+        return dict(kind="piecewise", scale=per_feature(model.embedding.inv_width),
+                    shift=per_feature(model.embedding.shift))
+    frequencies = 2 * np.pi * model.embedding.frequencies.detach().cpu().double().numpy()  # [F, k]
+    if not np.isfinite(frequencies).all():
+        raise UserError("the periodic embedding has non-finite frequencies; the model cannot be exported")
+    return dict(kind="periodic", scale=frequencies.reshape(-1), shift=np.zeros(frequencies.size))
+
+
+def _build_graph(weights, *, mean: np.ndarray, std: np.ndarray, include_standardization: bool, opset: int,
+                 encoding: dict | None = None):
     from onnx import TensorProto, helper, numpy_helper
 
     initializers, nodes = [], []
+    n_features = mean.shape[0]
 
     def gemm(name: str, x: str) -> str:
         w, b = weights[name]
@@ -100,12 +126,41 @@ def _build_graph(weights, *, mean: np.ndarray, std: np.ndarray, include_standard
         nodes.append(helper.make_node(kind, inputs, [out], name=out))
         return out
 
-    if include_standardization:
-        w, b = weights["input"]
-        scaled = w / std.astype(np.float64)
-        weights = {**weights, "input": (scaled, b - scaled @ mean.astype(np.float64))}
+    def raw_input(name: str, w: np.ndarray, b: np.ndarray):
+        """A Gemm that reads the features: with the standardization folded in when asked."""
+        if include_standardization:
+            w = w / std.astype(np.float64)
+            b = b - w @ mean.astype(np.float64)
+        weights[name] = (w, b)
+        return gemm(name, INPUT_NAME)
 
-    x = op("Relu", [gemm("input", INPUT_NAME)], "input.relu")
+    weights = dict(weights)
+    w_in, b_in = weights["input"]
+    if encoding is None:
+        x = op("Relu", [raw_input("input", w_in, b_in)], "input.relu")
+    else:
+        w_x, w_e = w_in[:, :n_features], w_in[:, n_features:]
+        slots = encoding["scale"].shape[0] // n_features
+        # [features * slots, features]: row (j, slot) reads feature j only.
+        spread = np.kron(np.eye(n_features), np.ones((slots, 1))) * encoding["scale"][:, None]
+        no_bias = np.zeros(w_in.shape[0])
+        terms = [raw_input("input.features", w_x, b_in)]
+        if encoding["kind"] == "piecewise":
+            low = op("Relu", [raw_input("embedding.z", spread, encoding["shift"])], "embedding.relu_z")
+            high = op("Relu", [raw_input("embedding.z_minus_1", spread, encoding["shift"] - 1)], "embedding.relu_z_minus_1")
+            weights["input.bins"], weights["input.bins_minus_1"] = (w_e, no_bias), (-w_e, no_bias)
+            terms += [gemm("input.bins", low), gemm("input.bins_minus_1", high)]
+        else:
+            v = raw_input("embedding.phase", spread, encoding["shift"])
+            k = slots  # the input layer reads, per feature, k sines then k cosines
+            sin_cols = np.concatenate([np.arange(j * 2 * k, j * 2 * k + k) for j in range(n_features)])
+            weights["input.sin"], weights["input.cos"] = (w_e[:, sin_cols], no_bias), (w_e[:, sin_cols + k], no_bias)
+            terms += [gemm("input.sin", op("Sin", [v], "embedding.sin")),
+                      gemm("input.cos", op("Cos", [v], "embedding.cos"))]
+        total = terms[0]
+        for i, t in enumerate(terms[1:]):
+            total = op("Add", [total, t], f"input.sum{i}")
+        x = op("Relu", [total], "input.relu")
     n_blocks = sum(1 for name in weights if name.endswith(".dense1"))
     for i in range(n_blocks):
         h = op("Relu", [gemm(f"blocks.{i}.dense1", x)], f"blocks.{i}.relu1")
@@ -114,7 +169,6 @@ def _build_graph(weights, *, mean: np.ndarray, std: np.ndarray, include_standard
     x = op("Relu", [gemm("hidden", x)], "hidden.relu")
     op("Sigmoid", [gemm("output", x)], OUTPUT_NAME)
 
-    n_features = weights["input"][0].shape[1]
     graph = helper.make_graph(
         nodes, "higgs_lora_residual_mlp",
         inputs=[helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, [BATCH_AXIS, n_features])],

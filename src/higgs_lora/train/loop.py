@@ -47,7 +47,7 @@ def fit(model: torch.nn.Module, data, recipe: Recipe, *, val=None, checkpoint: C
     improvement.
     """
     epochs, lr, seed, phase, precision = recipe.epochs, recipe.lr, recipe.seed, recipe.phase, recipe.precision
-    patience = recipe.patience
+    patience, smoothing = recipe.patience, recipe.label_smoothing
     n = data.rows
     if n == 0:
         raise UserError(f"{phase}: no rows to train on")
@@ -125,7 +125,8 @@ def fit(model: torch.nn.Module, data, recipe: Recipe, *, val=None, checkpoint: C
                                                     schedule=recipe.schedule, warmup_frac=recipe.warmup_frac)
                     with autocast(device, precision):
                         logits = train_step_model(xb).float()
-                    loss = loss_fn(logits, yb)
+                    # Label smoothing: targets pulled toward 1/2 by label_smoothing/2 (0 = the plain loss).
+                    loss = loss_fn(logits, yb if not smoothing else yb * (1 - smoothing) + 0.5 * smoothing)
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
