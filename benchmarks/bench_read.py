@@ -3,6 +3,11 @@
     .venv/bin/python benchmarks/bench_read.py                 # 11,000,000 rows, like the real file
     .venv/bin/python benchmarks/bench_read.py --rows 200000   # a quick run
     .venv/bin/python benchmarks/bench_read.py --file HIGGS.csv.gz
+    .venv/bin/python benchmarks/bench_read.py --file F.csv.gz --processes 3   # whole processes, 3 rounds
+
+--processes N compares whole processes, as a user sees them, in N interleaved rounds (medians):
+`python -c "import pandas; pandas.read_csv(FILE, header=None)"` against `higgs-lora prepare FILE` into a
+fresh cache (the first read), then `higgs-lora prepare FILE` again (from the cache).
 
 Without --file it writes (once) bench-data/higgs_synth_<rows>.csv.gz: label then 28 features, each
 printed `%.18e` like the UCI file. Every case runs in a fresh subprocess so its peak RSS is its own.
@@ -138,8 +143,51 @@ def _machine() -> str:
     except ImportError:
         pandas_version = "not installed"
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
+    model += " (" + ("AVX-512" if " avx512f" in flags else "AVX2" if " avx2" in flags else "no AVX2") + ")"
     return (f"nproc {os.cpu_count()}, CPU {model}, load average {load}; Python {platform.python_version()}, "
             f"numpy {np.__version__}, pyarrow {pyarrow.__version__}, pandas {pandas_version}")
+
+
+def _run_process(cmd: list[str]) -> dict:
+    """Wall seconds and CPU seconds (all threads, from wait4) of one whole process."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    err = proc.stderr.read().decode(errors="replace")
+    proc.stderr.close()
+    if status != 0:
+        sys.exit(f"failed ({status}): {' '.join(cmd)}\n{err[-2000:]}")
+    return dict(seconds=wall, cpu_seconds=usage.ru_utime + usage.ru_stime)
+
+
+def processes(path: Path, *, rounds: int) -> None:
+    import statistics
+    cli = str(Path(sys.executable).with_name("higgs-lora"))
+    cases = {"pandas": [sys.executable, "-c", f"import pandas; pandas.read_csv({str(path)!r}, header=None)"],
+             "prepare": [cli, "prepare", str(path)], "prepare (cached)": [cli, "prepare", str(path)]}
+    results: dict[str, list[dict]] = {k: [] for k in cases}
+    for r in range(rounds):
+        cache = Path(tempfile.mkdtemp(prefix="bench-cache-", dir=ROOT / "bench-data"))
+        try:
+            for name, cmd in cases.items():
+                res = _run_process(cmd + (["--cache-dir", str(cache)] if name != "pandas" else []))
+                results[name].append(res)
+                print(f"  round {r + 1} {name:18s} {res['seconds']:8.2f} s wall {res['cpu_seconds']:8.2f} s CPU",
+                      file=sys.stderr, flush=True)
+        finally:
+            shutil.rmtree(cache, ignore_errors=True)
+    med = {k: {m: statistics.median(x[m] for x in v) for m in ("seconds", "cpu_seconds")} for k, v in results.items()}
+    print(f"whole processes, medians of {rounds} interleaved rounds:")
+    for name, cmd in cases.items():
+        print(f"  {name:18s} {med[name]['seconds']:8.2f} s wall {med[name]['cpu_seconds']:8.2f} s CPU   "
+              f"(walls: {', '.join('%.2f' % x['seconds'] for x in results[name])})   $ {' '.join(cmd[:2])} ...")
+    ratio = med["pandas"]["seconds"] / med["prepare"]["seconds"]
+    print(f"pandas / higgs-lora prepare (first read): {ratio:.2f}x wall (target >= 4x: {'PASS' if ratio >= 4 else 'FAIL'}); "
+          f"{med['pandas']['cpu_seconds'] / med['prepare']['cpu_seconds']:.2f}x in CPU seconds")
+    cached = med["prepare (cached)"]["seconds"]
+    print(f"higgs-lora prepare on the cached file: {cached:.2f} s wall (target <= 0.5 s: {'PASS' if cached <= 0.5 else 'FAIL'})")
 
 
 def main(argv=None) -> None:
@@ -148,6 +196,7 @@ def main(argv=None) -> None:
     ap.add_argument("--file", type=Path, help="a HIGGS-format .csv.gz to read instead of the synthetic one")
     ap.add_argument("--cases", default="pandas,nocache,build,reload",
                     help="comma-separated subset of pandas,nocache,build,reload")
+    ap.add_argument("--processes", type=int, metavar="N", help="compare whole processes instead, N interleaved rounds")
     ap.add_argument("--case", help=argparse.SUPPRESS)
     ap.add_argument("--cache-dir", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -165,6 +214,10 @@ def main(argv=None) -> None:
             seconds = synthesize(path, rows=args.rows)
             print(f"synthetic file: {path} written in {seconds:.1f} s")
     print(f"file: {path.stat().st_size / 2**30:.2f} GiB")
+    if args.processes:
+        processes(path, rounds=args.processes)
+        print(f"load average now: {', '.join(f'{x:.1f}' for x in os.getloadavg())} (the cores are shared)")
+        return
     cache_dir = Path(tempfile.mkdtemp(prefix="bench-cache-", dir=ROOT / "bench-data" if args.file is None else None))
     labels = {"pandas": "(a) pandas.read_csv + to_numpy(float32)", "nocache": "(b) load_table, use_cache=False",
               "build": "(c) load_table, building the cache", "reload": "(d) load_table, from the cache"}

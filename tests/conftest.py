@@ -13,6 +13,19 @@ import torch
 torch.set_num_threads(1)  # tests are small; one thread keeps them deterministic and polite on shared CPUs
 
 
+@pytest.fixture(autouse=True, scope="session")
+def session_user_cache(tmp_path_factory):
+    """The user cache (hardware.py's precision probes) in a folder of this test session, never ~/.cache:
+    measured once per session and network, shared by the CLI's fresh processes through the environment."""
+    before = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("user-cache"))
+    yield
+    if before is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = before
+
+
 def synthetic_xy(rows: int, *, n_features: int = 28, seed: int = 0):
     """A learnable toy problem: raw (unstandardized) float32 features and uint8 labels."""
     rng = np.random.default_rng(seed)

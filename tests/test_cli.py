@@ -1,6 +1,7 @@
 """End-to-end: the CLI on small HIGGS-format files, in-process and in fresh processes."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -74,7 +75,8 @@ def test_steps_in_fresh_processes(data, tmp_path):
     merged_metrics = json.loads((tmp_path / "eval_merged.json").read_text())
     for k in ("accuracy", "roc_auc"):
         assert merged_metrics["metrics"][k] == pytest.approx(adapted_metrics["metrics"][k], abs=1e-6)
-    p = cli("predict", tmp_path / "merged.safetensors", "--data", data, "--out", tmp_path / "p.csv")
+    p = cli("predict", tmp_path / "merged.safetensors", "--data", data, "--out", tmp_path / "p.csv",
+            "--precision", "fp32")
     preds = np.loadtxt(tmp_path / "p.csv", delimiter=",", skiprows=1)
     assert preds.shape == (4000, 2) and np.all((preds[:, 1] >= 0) & (preds[:, 1] <= 1)), p.stdout
     # the same probabilities as the model in this process
@@ -83,6 +85,10 @@ def test_steps_in_fresh_processes(data, tmp_path):
     raw = np.loadtxt(data, delimiter=",", dtype=np.float32)[:, 1:]
     expected = torch.sigmoid(model(torch.from_numpy(std.transform(raw)))).detach().numpy()
     assert np.abs(preds[:, 1] - expected).max() < 1e-6
+    # the default, --precision auto, says what it chose and why, and stays within bf16's rounding
+    p = cli("predict", tmp_path / "merged.safetensors", "--data", data, "--out", tmp_path / "auto.csv")
+    assert re.search(r"^precision: (fp32|bf16) \(auto: .+\)$", p.stdout, re.M), p.stdout
+    assert np.abs(np.loadtxt(tmp_path / "auto.csv", delimiter=",", skiprows=1)[:, 1] - expected).max() < 2e-2
 
 
 def _lines(p):

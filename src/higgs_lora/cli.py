@@ -7,7 +7,7 @@ import shlex
 import sys
 import warnings
 
-from higgs_lora import __version__, commands
+from higgs_lora import __version__, commands, hardware
 from higgs_lora.errors import HiggsLoraError, Interrupted
 
 EPILOG = "Run 'higgs-lora COMMAND --help' for a command's options. Docs: README.md"
@@ -29,6 +29,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Threads from the cores this process may use, idle OpenMP threads asleep: set before anything imports
+    # PyTorch, as OpenMP reads them once (never over the user's own OMP_* settings).
+    hardware.configure_threads()
     argv = sys.argv[1:] if argv is None else argv
     parser, functions = build_parser()
     args = parser.parse_args(argv)

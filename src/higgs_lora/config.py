@@ -13,8 +13,9 @@ LAYER_NAMES_DOC = "input, blocks.<i>.dense1, blocks.<i>.dense2, hidden, output"
 
 OPTIMIZERS = ("adam", "adamw")
 SCHEDULES = ("constant", "cosine")
-PRECISIONS = ("fp32", "bf16")
-LORA_INITS = ("glorot", "pissa")      # lora.py: how A and B start
+PRECISIONS = ("fp32", "bf16")             # what a phase runs in
+PRECISION_CHOICES = ("auto", *PRECISIONS)  # what a run may ask for: auto is decided by hardware.py
+LORA_INITS = ("glorot", "pissa")           # lora.py: how A and B start
 
 # The largest |p_merged - p_adapted| on the test rows for a merge to count as exact (float32 rounding).
 MERGE_TOLERANCE = 1e-5
@@ -163,9 +164,14 @@ class TrainConfig:
                       show_default=False)
     device: str = _flag("auto", "auto (CUDA when present), cpu, cuda, cuda:N (default: auto)", "execution",
                         metavar="DEV", show_default=False)
-    precision: str = _flag("fp32", "training arithmetic; bf16 = autocast (default: fp32)", "execution",
-                           choices=PRECISIONS, show_default=False)
+    precision: str = _flag("fp32", "training arithmetic; bf16 = autocast; auto: bf16 where the hardware has it "
+                           "natively and a short probe of this network (cached per machine) measures it faster, "
+                           "else fp32 (default preset: auto; notebook: fp32)", "execution",
+                           choices=PRECISION_CHOICES, show_default=False)
     compile: bool = _flag(False, "torch.compile the training step", "execution", show_default=False)
+    # Not a flag. The epochs are given for fp32: where `auto` picks bf16 they become floor(epochs x the
+    # measured bf16 speed-up), so the run takes the time it would in fp32 (the default preset's time promise).
+    scale_epochs: bool = False
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -186,8 +192,9 @@ class TrainConfig:
 
     @classmethod
     def recipe_fields(cls) -> list[dataclasses.Field]:
-        """The settings a user may override one by one (everything but the preset's name and the network)."""
-        return [f for f in dataclasses.fields(cls) if f.name not in ("preset", "model")]
+        """The settings a user may override one by one, each a flag (not the preset's name, the network, or
+        scale_epochs, which follows from the preset and an explicit --epochs)."""
+        return [f for f in dataclasses.fields(cls) if "group" in f.metadata]
 
     def validate(self) -> "TrainConfig":
         checks = [
@@ -203,7 +210,8 @@ class TrainConfig:
             (0 <= self.label_smoothing < 1, f"label_smoothing must be in [0, 1), got {self.label_smoothing}"),
             (self.optimizer in ("adam", "adamw"), f"--optimizer must be adam or adamw, got {self.optimizer!r}"),
             (self.schedule in ("constant", "cosine"), f"--schedule must be constant or cosine, got {self.schedule!r}"),
-            (self.precision in ("fp32", "bf16"), f"--precision must be fp32 or bf16, got {self.precision!r}"),
+            (self.precision in PRECISION_CHOICES,
+             f"--precision must be one of {', '.join(PRECISION_CHOICES)}, got {self.precision!r}"),
         ]
         _check(checks)
         return self
@@ -225,7 +233,8 @@ NOTEBOOK = dict(preset="notebook")
 # time (precision below is set by the hardware-aware choice, not by this recipe).
 # Adapters: rank 8, scale 1 (the notebook's 0.1 with lr 5e-4 barely moves them), lr 3e-3, every dense layer:
 # best of a sweep on held-out extra rows on both data sets; ft_epochs stays the notebook's 3 (not swept).
-DEFAULT = dict(preset="default", precision="bf16", epochs=9, batch_size=2048, lr=7e-3, optimizer="adamw",
+DEFAULT = dict(preset="default", precision="auto", epochs=9, scale_epochs=True, batch_size=2048, lr=7e-3,
+               optimizer="adamw",
                weight_decay=1e-2, schedule="cosine", warmup_frac=0.05, val_fraction=0.1,
                rank=8, scale=1.0, ft_lr=3e-3, targets=("all",))
 

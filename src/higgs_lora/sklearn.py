@@ -16,6 +16,7 @@ Needs scikit-learn (`pip install "higgs-lora[sklearn]"`).
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import numpy as np
 import torch
@@ -95,6 +96,10 @@ class ResidualMLPClassifier(ClassifierMixin, BaseEstimator):
 
     def _recipe(self):
         cfg = preset(self.preset, **{k: getattr(self, k) for k in _RECIPE})
+        if cfg.precision == "auto":
+            # An estimator's result must not hang on a machine measurement (scikit-learn's clone/refit
+            # contract): the preset's `auto` runs fp32 here, at the preset's epochs; pass precision="bf16".
+            cfg = dataclasses.replace(cfg, precision="fp32", scale_epochs=False)
         if self.random_state is not None:
             rs = self.random_state
             cfg.seed = rs if isinstance(rs, (int, np.integer)) else int(check_random_state(rs).randint(2**31 - 1))

@@ -2,7 +2,7 @@
 declares its commands' arguments, and one function per command, `name(args, argv)`, that turns them
 into a pipeline call and prints what a person needs. Modules import PyTorch only inside the functions
 that train or predict, so `--help`, `prepare`, `simulate` and `report` start without it."""
-from higgs_lora.commands import data, models, report, run, strategies, study, training
+from higgs_lora.commands import data, doctor, models, report, run, strategies, study, training
 
 # In the order `higgs-lora --help` lists them.
-MODULES = (run, training, models, data, report, strategies, study)
+MODULES = (run, training, models, data, report, strategies, study, doctor)

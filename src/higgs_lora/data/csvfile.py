@@ -1,37 +1,35 @@
-"""CSV text to Arrow tables, piece by piece: isal inflates gzip in its own thread while PyArrow parses
-pieces of text that end at a line break, so memory stays bounded and every row's file line is known;
+"""CSV text to Arrow tables, piece by piece: one thread inflates gzip (ISA-L) and cuts the text into
+pieces that end at a line break (gzip_stream.read_ahead) while a pool of threads, one per usable core,
+parses them with PyArrow, so both cores work, memory stays bounded and every row's file line is known;
 a piece PyArrow rejects is bisected to the line (and column) at fault."""
 from __future__ import annotations
 
+import collections
 import contextlib
-import os
 import re
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
+from higgs_lora.data import gzip_stream
 from higgs_lora.data.layout import Layout
 from higgs_lora.data.sniff import open_binary
 from higgs_lora.errors import UserError
+from higgs_lora.hardware import usable_cores
 
-PIECE_BYTES = 8 << 20           # text handed to PyArrow at once (it splits it into 1 MiB blocks per thread)
+PIECE_BYTES = 8 << 20           # text handed to one read_csv call
 
 
 @contextlib.contextmanager
-def text_stream(path: Path, kind: str, *, threaded: bool = True):
+def text_stream(path: Path, kind: str):
     """The CSV bytes of `path` (decompressed when gzip) and the raw file, whose position shows progress."""
-    from isal import igzip, igzip_threaded
-
     with open_binary(path) as raw:
         if kind == "gzip":
-            # One extra thread: gzip can only be inflated serially, and it then runs beside the parser.
-            # Its queue holds 2 blocks: blocks of half a piece let it inflate a whole piece ahead.
-            stream = igzip_threaded.open(raw, "rb", threads=1, block_size=PIECE_BYTES // 2) if threaded else \
-                igzip.open(raw, "rb")
-            with stream as f:
+            with gzip_stream.open_gzip(raw) as f:
                 yield f, raw
         else:
             yield raw, raw
@@ -42,26 +40,28 @@ def csv_tables(path: Path, layout: Layout, *, progress: bool):
     from isal.isal_zlib import error as ZlibError
     from tqdm import tqdm
 
-    # Parse with Arrow's thread pool only where cores are left beside this thread and the inflater's:
-    # on 2 cores a threaded parse of gzip input measured 25-45% more CPU time for no gain in speed.
-    options = _csv_options(layout.n_columns, threads=(os.cpu_count() or 1) > (2 if layout.kind == "gzip" else 1))
+    # Single-threaded read_csv calls in a pool, one per usable core, beside the inflating thread: Arrow's
+    # own intra-parse threads measured 25-45% more CPU time for no gain in speed on 2 cores.
+    options = _csv_options(layout.n_columns, threads=False)
+    workers = max(1, min(8, usable_cores().n))
     line = 1 + layout.header_lines  # file line of the next row
     size = path.stat().st_size
     with text_stream(path, layout.kind) as (stream, raw), \
+            ThreadPoolExecutor(workers, thread_name_prefix="csv-parse") as pool, \
             tqdm(total=size, unit="B", unit_scale=True, desc=path.name, disable=not progress, file=sys.stderr) as bar:
         try:
             blank_before = False
-            for piece, blank_tail in _pieces(stream, skip_first_line=bool(layout.header_lines)):
+            pieces = gzip_stream.read_ahead(_pieces(stream, skip_first_line=bool(layout.header_lines)))
+            for (piece, blank_tail), table in _ordered_map(pool, lambda p: _parse(p[0], options), pieces,
+                                                           ahead=workers + 1):
                 if not piece.size:
                     blank_before |= blank_tail
                     continue
                 if blank_before:  # blank lines are only harmless at the end of the file
                     raise UserError(f"{path}: line {line}: empty line")
                 blank_before = blank_tail
-                try:
-                    table = pacsv.read_csv(pa.BufferReader(piece), **options)
-                except pa.ArrowInvalid:
-                    raise _parse_error(path, piece, first_line=line, layout=layout) from None
+                if table is None:
+                    raise _parse_error(path, piece, first_line=line, layout=layout)
                 yield table, line
                 line += table.num_rows
                 bar.update(raw.tell() - bar.n)
@@ -71,6 +71,41 @@ def csv_tables(path: Path, layout: Layout, *, progress: bool):
         except (OSError, ZlibError) as e:
             what = "corrupt gzip data" if layout.kind == "gzip" else "read error"
             raise UserError(f"{path}: {what} near line {line} ({e})") from None
+
+
+def _parse(piece: pa.Buffer, options: dict) -> pa.Table | None:
+    """The parsed piece, or None when PyArrow rejects it (_parse_error then finds the line, in order)."""
+    if not piece.size:
+        return None
+    try:
+        return pacsv.read_csv(pa.BufferReader(piece), **options)
+    except pa.ArrowInvalid:
+        return None
+
+
+def _ordered_map(pool, fn, items, *, ahead: int):
+    """Yield (item, fn(item)) in the order of `items`, with up to `ahead` calls running in `pool`. An
+    error raised while taking the next item (a truncated gzip stream) is raised after the items taken
+    before it have been yielded, where a sequential loop would have raised it."""
+    pending: collections.deque = collections.deque()
+    items = iter(items)
+    while True:
+        try:
+            item = next(items)
+        except StopIteration:
+            break
+        except BaseException:
+            while pending:
+                item, future = pending.popleft()
+                yield item, future.result()
+            raise
+        pending.append((item, pool.submit(fn, item)))
+        if len(pending) > ahead:
+            item, future = pending.popleft()
+            yield item, future.result()
+    while pending:
+        item, future = pending.popleft()
+        yield item, future.result()
 
 
 def _csv_options(n_columns: int, *, threads: bool):
@@ -90,23 +125,20 @@ def _pieces(stream, *, skip_first_line: bool):
     """Yield (text, blank_tail): the stream in pieces of about PIECE_BYTES that end at a line break, the
     header line left out, trailing whitespace cut off; blank_tail says whether blank lines were cut.
 
-    `text` is a slice of one reused Arrow buffer: use it before asking for the next piece. Reused, as
-    copying 8 GB of text around costs seconds; Arrow-owned, because a threaded read_csv frees its
-    input on a worker thread after returning, and freeing a Python buffer there needs the GIL, which
-    aborts the process when that races with interpreter exit (seen with pyarrow 26 + torch 2.13)."""
-    buf = pa.allocate_buffer(PIECE_BYTES)
-    view = memoryview(buf).cast("B")
-    kept = 0  # an unfinished line carried over to the front of the buffer
+    Each piece is a slice of a buffer of its own, as several are parsed at once (the stream reads
+    straight into it: no copy more than with one reused buffer). Arrow-owned, because read_csv frees
+    its input on a worker thread, and freeing a Python buffer there needs the GIL, which aborts the
+    process when that races with interpreter exit (seen with pyarrow 26 + torch 2.13)."""
+    kept = b""  # an unfinished line carried over to the front of the next buffer
     while True:
-        if kept == len(view):  # a line longer than the buffer
-            bigger = pa.allocate_buffer(2 * len(view))
-            memoryview(bigger).cast("B")[:kept] = view
-            buf, view = bigger, memoryview(bigger).cast("B")
-        got = stream.readinto(view[kept:])
-        end = kept + got
+        buf = pa.allocate_buffer(max(PIECE_BYTES, 2 * len(kept)))  # doubles for a line longer than a piece
+        view = memoryview(buf).cast("B")
+        view[:len(kept)] = kept
+        got = stream.readinto(view[len(kept):])
+        end = len(kept) + got
         cut = end if not got else _rfind_newline(view, end) + 1  # at the end, the last line needs no break
         if got and not cut:
-            kept = end
+            kept = bytes(view[:end])
             continue
         start = 0
         if skip_first_line:
@@ -119,8 +151,7 @@ def _pieces(stream, *, skip_first_line: bool):
             yield buf.slice(start, stop - start), breaks > (1 if stop > start else 0)
         if not got:
             return
-        view[:end - cut] = bytes(view[cut:end])
-        kept = end - cut
+        kept = bytes(view[cut:end])
 
 
 def _rfind_newline(view: memoryview, end: int) -> int:

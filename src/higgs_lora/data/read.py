@@ -1,6 +1,7 @@
 """Read a numeric table (.csv, .csv.gz, .parquet) into float32 features and uint8 labels, through the cache.
 
-sniff.py says what the file is, csvfile.py and parquet.py turn it into Arrow tables piece by piece,
+sniff.py says what the file is, csvfile.py and parquet.py turn it into Arrow tables piece by piece
+(gzip inflated in a thread of its own, pieces parsed by a pool: data/gzip_stream.py, csvfile.py),
 this module checks each piece (labels 0/1, finite float32 features, naming the line and column of a
 bad value) and gathers the rows; cache.py keeps the result for the next run. Values are parsed as
 float64 and then cast to float32, as the notebook's pandas.read_csv + to_numpy(float32) does, so the
@@ -188,12 +189,16 @@ def _store(path: Path, table: pa.Table, rows: _Rows, *, first_line: int, layout:
             raise UserError(f"{path}: {unit} {first_line + bad[0]}, {layout.column_name(layout.label)}: label is "
                             f"{float(y[bad[0]]):g}; labels must be 0 or 1")
         labels[:] = y
+    # Column by column into a [features, rows] block, then one transposing copy: writing each column
+    # straight into the row-major array (a 112-byte stride) measured 3x slower.
+    by_column = np.empty((len(layout.feature_columns), n), dtype=np.float32)
     with np.errstate(over="ignore"):  # a float64 beyond float32's range becomes inf: reported just below
         for j, c in enumerate(layout.feature_columns):
             start = 0
             for values in _float64_values(table.column(c)):
-                features[start:start + len(values), j] = values
+                by_column[j, start:start + len(values)] = values
                 start += len(values)
+    features[:] = by_column.T
     finite = np.isfinite(features)
     if not finite.all():
         r, j = np.argwhere(~finite)[0]

@@ -32,7 +32,6 @@ import collections
 import dataclasses
 import hashlib
 import itertools
-import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -40,6 +39,7 @@ from isal import igzip
 
 from higgs_lora.data.table import HIGGS_FEATURES, Table
 from higgs_lora.errors import UserError
+from higgs_lora.hardware import usable_cores
 from higgs_lora.io import atomic_path
 
 # Bump when anything below changes the events a seed produces (it is part of the data fingerprint).
@@ -579,7 +579,7 @@ def write_higgs_csv(path, features: np.ndarray, labels: np.ndarray, *, workers: 
     gz = str(path).endswith(".gz")
     chunks = [(features[i:i + _WRITE_ROWS], labels[i:i + _WRITE_ROWS], gz)
               for i in range(0, features.shape[0], _WRITE_ROWS)]
-    workers = max(1, workers or len(os.sched_getaffinity(0)))
+    workers = max(1, workers or usable_cores().n)
     with atomic_path(path) as tmp, open(tmp, "wb") as f, ThreadPoolExecutor(workers) as pool:
         pending = collections.deque()                   # at most workers + 1 chunks of text in memory
         for chunk in chunks:

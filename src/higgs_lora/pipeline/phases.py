@@ -2,14 +2,16 @@
 network, add adapters, fine-tune them, evaluate a part, verify a merge, measure inference speed."""
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from higgs_lora import hardware
 from higgs_lora.config import MERGE_TOLERANCE, ModelConfig, TrainConfig
-from higgs_lora.distributed import gather, log
+from higgs_lora.distributed import gather, is_main, log
 from higgs_lora.errors import UserError
 from higgs_lora.lora import adapters, add_adapters, merge_adapters, variant_name
 from higgs_lora.metrics import binary_metrics
@@ -23,6 +25,37 @@ def fit_features(cfg: TrainConfig, n_features: int) -> None:
     """The network's input width follows the data (HIGGS: 28; SUSY: 18; ...)."""
     if cfg.model.n_features != n_features:
         cfg.model = ModelConfig(**{**cfg.model.to_dict(), "n_features": n_features})
+
+
+def resolve_hardware(cfg: TrainConfig, device: torch.device, *, previous: dict | None = None
+                     ) -> tuple[TrainConfig, dict]:
+    """The recipe this machine runs: precision auto -> fp32|bf16 by hardware.py's probe of the configured
+    network (once per machine, cached), the default preset's epochs scaled to the chosen precision's speed;
+    `previous`: the record of a run being resumed, reused. Decided on the first process and shared, so
+    every torchrun process trains the same recipe. Returns (cfg, the record for config.json)."""
+    record = None
+    if is_main():
+        _, record, choice = hardware.resolve_recipe(cfg, device=str(device), previous=previous,
+                                                    make_model=lambda: ResidualMLP.from_config(cfg.model))
+        setting = hardware.thread_setting()
+        record = dict(record, threads=setting.threads, threads_reason=setting.reason)
+        log(hardware.record_line(record) + ("  (as when the run started)" if choice is None else ""))
+        log(f"threads: {setting.threads} ({setting.reason})")
+        if choice is not None and choice.warning:
+            print(f"higgs-lora: {choice.warning}", file=sys.stderr, flush=True)
+    record = gather(record)[0]
+    return hardware.reuse_record(cfg, record), record
+
+
+def inference_precision(requested: str, config: ModelConfig, device: torch.device) -> str:
+    """auto|fp32|bf16 -> what inference runs in here (hardware.py, probing inference of the network)."""
+    choice = hardware.choose_precision(requested, device=str(device), make_model=lambda: ResidualMLP.from_config(config),
+                                       n_features=config.n_features, batch_size=2048 if device.type == "cpu" else 1 << 16,
+                                       kind="infer")
+    log(choice.line())
+    if choice.warning:
+        print(f"higgs-lora: {choice.warning}", file=sys.stderr, flush=True)
+    return choice.precision
 
 
 def part(data: Prepared, rows: slice, *, batch_size: int):

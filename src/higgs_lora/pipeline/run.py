@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from higgs_lora import distributed, io
+from higgs_lora import distributed, hardware, io
 from higgs_lora.config import TrainConfig
 from higgs_lora.distributed import log
 from higgs_lora.lora import adapters
@@ -45,6 +45,7 @@ class RunState:
     timings: dict = field(default_factory=lambda: dict(evaluate=0.0))
     rates: dict = field(default_factory=dict)
     provenance: dict = field(default_factory=dict)
+    hardware: dict | None = None     # what precision, epochs and threads this machine got, and why
     base: torch.nn.Module | None = None
     base_meta: dict | None = None
     base_logits: torch.Tensor | None = None
@@ -72,6 +73,8 @@ def run(cfg: TrainConfig, spec: DataSpec, *, out: Path, force: bool = False, res
     try:
         prepare(r)  # locks the run directory
         refuse_other_data(r)
+        r.cfg, r.hardware = phases.resolve_hardware(r.cfg, r.device, previous=r.hardware)
+        r.provenance["precision"] = {k: r.hardware[k] for k in ("precision", "reason", "epochs")}
         write_config(r)
         r.tracker = start_tracking(r, track)
         train_or_reuse_base(r)
@@ -108,8 +111,11 @@ def refuse_changed_settings(r: RunState) -> None:
     if not (r.resume and (r.out / "config.json").exists()):
         return
     previous = io.read_json(r.out / "config.json")
+    # The precision and epochs this machine chose when the run started, not a new measurement.
+    r.hardware = previous.get("hardware")
+    cfg = hardware.reuse_record(r.cfg, r.hardware) or r.cfg
     old = dict(train=dict(previous.get("train", {})), data=dict(previous.get("data", {})))
-    new = dict(train=r.cfg.to_dict(), data=r.spec.to_dict())
+    new = dict(train=cfg.to_dict(), data=r.spec.to_dict())
     for d in (old, new):
         d["train"].pop("device", None)
         d["train"]["model"] = {k: v for k, v in d["train"].get("model", {}).items() if k != "n_features"}  # the data's
@@ -145,7 +151,7 @@ def refuse_other_data(r: RunState) -> None:
 def write_config(r: RunState) -> None:
     if r.main:
         io.write_json(r.out / "config.json", dict(
-            train=r.cfg.to_dict(), data=dict(r.spec.to_dict(), source=r.data.source.source,
+            train=r.cfg.to_dict(), hardware=r.hardware, data=dict(r.spec.to_dict(), source=r.data.source.source,
                                              fingerprint=r.data.source.fingerprint),
             command=r.command, versions=versions(), machine=machine_info(r.device)))
 

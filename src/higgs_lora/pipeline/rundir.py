@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from higgs_lora import distributed, io
+from higgs_lora import distributed, hardware, io
 from higgs_lora.errors import RunDirectoryError
 from higgs_lora.weights import model_paths
 
@@ -133,7 +133,9 @@ def machine_info(device: torch.device) -> dict:
                 break
     except OSError:
         pass
-    info = dict(cpu=cpu, cores=os.cpu_count(), threads=torch.get_num_threads(), device=str(device))
+    cores = hardware.usable_cores()
+    info = dict(cpu=cpu, isa=hardware.cpu_isa(), cores=os.cpu_count(), usable_cores=cores.n,
+                usable_cores_reason=cores.reason, threads=torch.get_num_threads(), device=str(device))
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info

@@ -62,12 +62,13 @@ def train_prepared(cfg: TrainConfig, data: Prepared, *, out, force: bool = False
     out = prepare_run_dir(Path(out), force=force, resume=resume)
     try:
         data.log_balance()
+        cfg, hw = _resolve_hardware(cfg, data.source.device, out=out, resume=resume)
         tracker = _start_tracking(track, out, cfg, data)
         with _ending(tracker):
             model, result = phases.train_base(cfg, data, checkpoint=out / "checkpoints" / "base.safetensors",
                                               resume=resume, progress=progress, on_epoch=_on_epoch(out, tracker))
             provenance = dict(data=data.summary() | {"feature_names": None}, seed=cfg.seed, preset=cfg.preset,
-                              train=cfg.to_dict(), history=result.history)
+                              train=cfg.to_dict(), hardware=hw, history=result.history)
             if not distributed.is_main():
                 return None
             write_history(out / "history.jsonl", result.history)
@@ -79,6 +80,16 @@ def train_prepared(cfg: TrainConfig, data: Prepared, *, out, force: bool = False
         release_dir(out)
     log(f"trained in {result.seconds:.1f}s ({result.samples_per_s:,.0f} samples/s); saved {path}")
     return Trained(path, result.seconds, result.samples_per_s, result.history, model.to(data.source.device))
+
+
+def _resolve_hardware(cfg: TrainConfig, device, *, out: Path, resume: bool) -> tuple[TrainConfig, dict]:
+    """The precision and epochs of this machine (phases.resolve_hardware), kept in OUT/hardware.json, so
+    that --resume continues with what the run started with."""
+    path = out / "hardware.json"
+    cfg, hw = phases.resolve_hardware(cfg, device, previous=io.read_json(path) if resume and path.exists() else None)
+    if distributed.is_main():
+        io.write_json(path, hw)
+    return cfg, hw
 
 
 def finetune(cfg: TrainConfig, spec: DataSpec, *, model_path, out, force: bool = False, resume: bool = False,
@@ -111,6 +122,8 @@ def finetune_prepared(cfg: TrainConfig, model: torch.nn.Module, data: Prepared, 
     out = prepare_run_dir(Path(out), force=force, resume=resume)
     try:
         data.log_balance()
+        cfg.model = model.config  # the probe measures the network being adapted
+        cfg, hw = _resolve_hardware(cfg, data.source.device, out=out, resume=resume)
         tracker = _start_tracking(track, out, cfg, data)
         with _ending(tracker):
             result = phases.finetune(cfg, model, data, base_fingerprint=base_fingerprint,
@@ -128,7 +141,8 @@ def finetune_prepared(cfg: TrainConfig, model: torch.nn.Module, data: Prepared, 
             path = save_adapter(out / "adapter.safetensors", model, base_fingerprint=base_fingerprint,
                                 name=name or out.resolve().name, target_condition=condition or data.source.source,
                                 metrics=metrics, provenance=dict(base=base, data=data.source.source, seed=cfg.seed,
-                                                ft_epochs=cfg.ft_epochs, ft_lr=cfg.ft_lr, history=result.history))
+                                                ft_epochs=cfg.ft_epochs, ft_lr=cfg.ft_lr, hardware=hw,
+                                                history=result.history))
             tracker.log_metrics({"finetune_samples_per_s": result.samples_per_s, "finetune_seconds": result.seconds})
             tracker.log_artifacts()
     finally:
@@ -200,7 +214,7 @@ def merge(*, model_path, adapter_path, out, force: bool = False, check: DataSpec
 
 
 def predict(*, model_path, data, out, adapter_path=None, adapter_paths=(), label_column=0,
-            chunk_rows: int = 1 << 20, precision: str = "fp32", force: bool = False, device: str = "auto") -> int:
+            chunk_rows: int = 1 << 20, precision: str = "auto", force: bool = False, device: str = "auto") -> int:
     """Stream a file through a saved model in chunks and write one probability per row (and the label,
     when the file has one; label_column None: features only) to a .csv or .parquet file. Returns the rows.
 
@@ -242,6 +256,7 @@ def predict_with(model: torch.nn.Module, standardizer, *, data, out, label_colum
     dev = resolve_device(device)
     networks = {k: v.to(dev) for k, v in model.items()} if isinstance(model, dict) else {"probability": model.to(dev)}
     n_features = next(iter(networks.values())).config.n_features
+    precision = phases.inference_precision(precision, next(iter(networks.values())).config, dev)
     import pyarrow as pa
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq

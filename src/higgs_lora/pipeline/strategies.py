@@ -53,8 +53,11 @@ def _compare(cfg: TrainConfig, data, out: Path, *, loaded, base_path, progress: 
         tensors["val"] = None
     base_training = None
     torch.manual_seed(cfg.seed)
+    phases.fit_features(cfg, source.n_features if loaded is None else loaded.model.config.n_features)
+    if loaded is not None:
+        cfg.model = loaded.model.config
+    cfg, hw = phases.resolve_hardware(cfg, device)
     if loaded is None:
-        phases.fit_features(cfg, source.n_features)
         base = ResidualMLP.from_config(cfg.model).to(device)
         log(f"training the base: preset {cfg.preset}, {cfg.epochs} epochs on {split.train.stop:,} rows")
         val = TensorData(*tensors["val"], batch_size=cfg.batch_size) if tensors["val"] is not None else None
@@ -70,7 +73,7 @@ def _compare(cfg: TrainConfig, data, out: Path, *, loaded, base_path, progress: 
         base = loaded.model
     base = base.to(device).eval()
     rows = run_all(base, cfg, tensors, progress=progress, log=log)
-    result = dict(config=cfg.to_dict(), device=str(device), threads=torch.get_num_threads(),
+    result = dict(config=cfg.to_dict(), hardware=hw, device=str(device), threads=torch.get_num_threads(),
                   data=dict(source=source.source, fingerprint=source.fingerprint, **split.to_dict()),
                   base=base_path, base_training=base_training, head_layers=list(HEAD_LAYERS),
                   lora_layers=list(adapters(prepare("lora", base, cfg))), strategies=rows, command=command)

@@ -24,6 +24,7 @@ from higgs_lora import distributed
 from higgs_lora.data.shards import ShardSet
 from higgs_lora.data.standardize import Standardizer
 from higgs_lora.errors import UserError
+from higgs_lora.hardware import usable_cores
 from higgs_lora.runtime import predict_logits
 from higgs_lora.train.sources import DataSource, seed_key
 
@@ -99,7 +100,7 @@ def _core_to_spare(device: torch.device) -> bool:
     of 5 interleaved runs, 3M rows), which itself matched training from memory. On a GPU the CPU is free."""
     if device.type == "cuda":
         return True
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = usable_cores().n  # affinity and cgroup quota, not the machine's cores
     return cores > torch.get_num_threads() * int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
 
 
