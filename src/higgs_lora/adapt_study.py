@@ -44,7 +44,7 @@ from higgs_lora.data.simulate import CONDITION_PRESETS, NOMINAL, simulate
 from higgs_lora.data.standardize import Standardizer
 from higgs_lora.lora import add_adapters, adapter_state
 from higgs_lora.metrics import binary_metrics
-from higgs_lora.model import ResidualMLP
+from higgs_lora.model import HEAD_LAYERS, ResidualMLP, head_only_copy
 from higgs_lora.config import Recipe
 from higgs_lora.runtime import predict_logits
 from higgs_lora.train import TensorData, fit
@@ -56,7 +56,6 @@ ADAPTERS = {
 }
 OTHERS = ("base", "full", "head", "fresh-target", "fresh-source+target", "lightgbm")
 METHODS = ("base", *ADAPTERS, "full", "head", "fresh-target", "fresh-source+target", "lightgbm")
-HEAD_LAYERS = ("hidden", "output")       # as `higgs-lora strategies`
 TARGETS = ("mass-600-450", "jes-up", "pileup-high")
 
 
@@ -200,10 +199,7 @@ def _prepare(method: str, base: ResidualMLP, settings: StudySettings, seed: int)
     if method == "full":
         return copy.deepcopy(base).requires_grad_(True)
     if method == "head":
-        model = copy.deepcopy(base).requires_grad_(False)
-        for name in HEAD_LAYERS:
-            model.get_submodule(name).requires_grad_(True)
-        return model
+        return head_only_copy(base)
     if method in ("fresh-target", "fresh-source+target"):
         return _new_network(settings, seed)
     raise ValueError(f"not a network method: {method!r}")

@@ -18,6 +18,7 @@ The network sees standardized features; the statistics travel beside it (see wei
 """
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -133,3 +134,15 @@ def dense_layer_names(config: ModelConfig) -> list[str]:
     for i in range(config.n_blocks):
         names += [f"blocks.{i}.dense1", f"blocks.{i}.dense2"]
     return names + ["hidden", "output"]
+
+
+# The layers after the residual trunk: what "head only" fine-tuning trains (strategies, adapt-study).
+HEAD_LAYERS = ("hidden", "output")
+
+
+def head_only_copy(model: ResidualMLP) -> ResidualMLP:
+    """A copy of `model` in which only the head (HEAD_LAYERS) is trainable."""
+    head = copy.deepcopy(model).requires_grad_(False)
+    for name in HEAD_LAYERS:
+        head.get_submodule(name).requires_grad_(True)
+    return head

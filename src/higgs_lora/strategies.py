@@ -4,7 +4,7 @@ On one base network and the same extra rows, five ways to use those rows:
 
     lora     adapters (LoRA) on the frozen base: the recipe's rank, scale, targets, ft_lr, ft_epochs
     full     every weight of the base fine-tuned, same epochs, lr FULL_FT_LR
-    head     only the head after the residual trunk (layers HEAD_LAYERS) fine-tuned, lr HEAD_FT_LR
+    head     only the head after the residual trunk (model.HEAD_LAYERS) fine-tuned, lr HEAD_FT_LR
     scratch  a fresh network trained on train + extra rows with the recipe, for as many samples as
              training the base and then adapting it took (epochs x train rows + ft_epochs x extra rows)
     base     the base network untouched
@@ -32,7 +32,7 @@ from higgs_lora import io
 from higgs_lora.config import TrainConfig
 from higgs_lora.lora import add_adapters
 from higgs_lora.metrics import binary_metrics
-from higgs_lora.model import ResidualMLP
+from higgs_lora.model import ResidualMLP, head_only_copy
 from higgs_lora.plots import new_figure, save_figure
 from higgs_lora.runtime import autocast, predict_logits
 from higgs_lora.train import TensorData, fit, make_optimizer
@@ -40,7 +40,6 @@ from higgs_lora.train import TensorData, fit, make_optimizer
 STRATEGIES = ("lora", "full", "head", "scratch", "base")
 TITLES = {"lora": "adapters (LoRA)", "full": "full fine-tuning", "head": "head only",
           "scratch": "from scratch on train+extra", "base": "base untouched"}
-HEAD_LAYERS = ("hidden", "output")
 FULL_FT_LR = 3e-4  # best of {1e-4, 3e-4} on held-out extra rows, both data sets
 HEAD_FT_LR = 3e-3  # best of {1e-3, 3e-3}
 OUTPUT_FILES = ("strategies.json", "strategies.md", "strategies.png")
@@ -90,10 +89,7 @@ def prepare(strategy: str, base: ResidualMLP, cfg: TrainConfig) -> ResidualMLP:
     if strategy == "full":
         return copy.deepcopy(base).requires_grad_(True)
     if strategy == "head":
-        model = copy.deepcopy(base).requires_grad_(False)
-        for name in HEAD_LAYERS:
-            model.get_submodule(name).requires_grad_(True)
-        return model
+        return head_only_copy(base)
     if strategy == "scratch":
         torch.manual_seed(cfg.seed)
         return ResidualMLP.from_config(base.config).to(next(base.parameters()).device)

@@ -17,7 +17,8 @@ from higgs_lora.pipeline import phases
 from higgs_lora.pipeline.data import DataSpec, prepare_data
 from higgs_lora.pipeline.rundir import LOCK_NAME, lock_dir, refuse_if_locked, release_dir
 from higgs_lora.runtime import resolve_device
-from higgs_lora.strategies import HEAD_LAYERS, markdown_table, prepare, run_all, write_outputs
+from higgs_lora.model import HEAD_LAYERS
+from higgs_lora.strategies import markdown_table, prepare, run_all, write_outputs
 from higgs_lora.train import TensorData, fit
 from higgs_lora.weights import load_model, save_model
 
