@@ -8,9 +8,10 @@ Each case is a fresh process (OpenMP reads its settings once) that trains the no
 settings compared:
 
 - today:      what torch does alone (threads = cores, libgomp's default: spin, then sleep)
-- higgs-lora: what the CLI sets before torch is imported (hardware.configure_threads: usable cores,
-              OMP_WAIT_POLICY=PASSIVE)
-- plus the alternatives measured to choose that: ACTIVE, a short spin, one thread.
+- higgs-lora: what the CLI sets before torch is imported (hardware.configure_threads: usable cores) and
+              what fit() does each step (thread_governor: fewer threads while other processes are busy)
+- plus the alternatives measured to choose that: PASSIVE (idle threads sleep: the choice before the
+  governor), ACTIVE, a short spin, one thread.
 
 "contended" runs with one `while True: pass` process beside it. Rounds interleave every case, and the
 table gives medians and each case's ratio to the quiet speed of the same setting and of today's quiet.
@@ -41,7 +42,13 @@ seconds = float(sys.argv[2])
 x = torch.randn(262144, 28); y = (torch.rand(262144) < 0.5).float()
 m = ResidualMLP(); opt = torch.optim.Adam(m.parameters(), lr=1e-3, foreach=True)
 loss_fn = torch.nn.BCEWithLogitsLoss()
+poll = lambda: None
+if sys.argv[1] == "higgs-lora":  # as fit() does: the governor looks at the other processes' load each step
+    from higgs_lora.thread_governor import thread_governor
+    poll = thread_governor(torch.get_num_threads(), set_threads=torch.set_num_threads,
+                           enabled=hardware.threads_governed()).poll
 def step(i):
+    poll()
     idx = torch.randint(0, x.shape[0], (4096,))
     loss = loss_fn(m(x.index_select(0, idx)), y.index_select(0, idx))
     opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
@@ -56,6 +63,7 @@ print(json.dumps(dict(rate=n * 4096 / (time.perf_counter() - t), threads=torch.g
 CASES = {  # name -> (child mode, extra environment)
     "today": ("plain", {}),
     "higgs-lora": ("higgs-lora", {}),
+    "PASSIVE": ("plain", {"OMP_WAIT_POLICY": "PASSIVE"}),
     "ACTIVE": ("plain", {"OMP_WAIT_POLICY": "ACTIVE"}),
     "GOMP_SPINCOUNT=10000": ("plain", {"GOMP_SPINCOUNT": "10000"}),
     "1 thread": ("plain", {"OMP_NUM_THREADS": "1"}),
@@ -97,17 +105,18 @@ def main() -> None:
                         hog.kill()
                         hog.wait()
                 rates[(case, state)].append(res["rate"])
-                threads[case] = res["threads"]
+                threads[(case, state)] = res["threads"]   # at the end of the run: the governor may lower it
                 print(f"round {r + 1} {case:22s} {state:9s} {res['rate']:>10,.0f} samples/s", file=sys.stderr)
     med = {k: statistics.median(v) for k, v in rates.items()}
     today_quiet = med.get(("today", "quiet"))
     lines.append(f"medians of {args.rounds} interleaved rounds, {args.seconds:g} s of training each:")
-    lines.append(f"{'setting':24s}{'threads':>8s}{'quiet':>12s}{'contended':>12s}{'cont/quiet':>12s}"
+    lines.append(f"{'setting':24s}{'threads q/c':>12s}{'quiet':>12s}{'contended':>12s}{'cont/quiet':>12s}"
                  f"{'quiet/today':>13s}")
     for case in args.cases:
         q, c = med[(case, "quiet")], med[(case, "contended")]
         rel = f"{q / today_quiet:>12.2f}x" if today_quiet else ""
-        lines.append(f"{case:24s}{threads[case]:>8d}{q:>12,.0f}{c:>12,.0f}{c / q:>11.2f}x{rel}")
+        t = f"{threads[(case, 'quiet')]}/{threads[(case, 'contended')]}"
+        lines.append(f"{case:24s}{t:>12s}{q:>12,.0f}{c:>12,.0f}{c / q:>11.2f}x{rel}")
     if "higgs-lora" in args.cases and today_quiet:
         q, c = med[("higgs-lora", "quiet")], med[("higgs-lora", "contended")]
         lines.append(f"higgs-lora contended/quiet {c / q:.2f}x (target >= 0.4): {'PASS' if c / q >= 0.4 else 'FAIL'}; "

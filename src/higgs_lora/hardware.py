@@ -5,9 +5,9 @@ imported); torch is imported inside the functions that need it.
 
 - Threads: the cores in the process's affinity mask, capped by the cgroup CPU quota (containers, Slurm
   jobs), not os.cpu_count(), which counts the machine's cores.
-- OpenMP wait policy: PASSIVE. With the default (spin before sleeping) a second busy process on a
-  2-core machine made training collapse to ~0.1x its quiet speed; PASSIVE kept it at ~0.5x and was no
-  slower when quiet (benchmarks/bench_contention.py).
+- OpenMP wait policy: left at OpenMP's default (spin, then sleep), the fastest when the cores are free.
+  Where other processes take cores, thread_governor.py lowers the training threads while they do: that
+  kept more speed than PASSIVE (~0.5x contended, and 5-14 % slower when quiet; bench_contention.py).
 - Precision `auto`: bf16 only where the hardware has it natively (AVX512-BF16/AMX, ARM BF16, or a GPU
   that says so) and a short probe (a few training steps of the configured model at fp32 and bf16)
   measures it faster. Probes are cached per machine in the user cache directory.
@@ -170,7 +170,7 @@ _SETTING: ThreadSetting | None = None   # what configure_threads did in this pro
 
 
 def configure_threads(environ=None, *, cores: Cores | None = None) -> ThreadSetting:
-    """Set OMP_NUM_THREADS (usable cores) and OMP_WAIT_POLICY=PASSIVE, before torch is first imported
+    """Set OMP_NUM_THREADS (usable cores), before torch is first imported
     (OpenMP reads them once). Leaves everything alone where the user, or a launcher like torchrun, set
     any OpenMP variable (their choice wins), and where torch is already imported (too late to matter).
     `environ`: a dict to set instead of this process's environment (tests)."""
@@ -193,9 +193,19 @@ def _configure(environ, cores: Cores) -> ThreadSetting:
         n = environ.get("OMP_NUM_THREADS", "")
         return ThreadSetting(int(n) if n.isdigit() and int(n) > 0 else cores.n,
                              f"set by the environment ({', '.join(f'{v}={environ[v]}' for v in mine)})", {})
-    env = {"OMP_NUM_THREADS": str(cores.n), "OMP_WAIT_POLICY": "PASSIVE"}
+    env = {"OMP_NUM_THREADS": str(cores.n)}
     environ.update(env)
-    return ThreadSetting(cores.n, cores.reason + "; idle OpenMP threads sleep (OMP_WAIT_POLICY=PASSIVE)", env)
+    return ThreadSetting(cores.n, cores.reason + "; fewer while other processes keep the cores busy", env)
+
+
+def threads_governed() -> bool:
+    """May training lower and raise its threads with the load (thread_governor.py)? Not where the user,
+    or a launcher, chose the OpenMP threading, nor where a cgroup quota rather than the affinity mask
+    limits the cores (other containers' load on the host's CPUs says nothing about this one's share)."""
+    chosen = not _SETTING.environment if _SETTING is not None else any(v in os.environ for v in OMP_USER_VARIABLES)
+    if chosen or not hasattr(os, "sched_getaffinity"):
+        return False
+    return usable_cores().n >= len(os.sched_getaffinity(0))
 
 
 def thread_setting() -> ThreadSetting:

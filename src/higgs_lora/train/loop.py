@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from higgs_lora import distributed
+from higgs_lora import distributed, hardware
 from higgs_lora.config import Recipe
 from higgs_lora.errors import Interrupted, UserError
 from higgs_lora.lora import param_groups
 from higgs_lora.runtime import autocast
+from higgs_lora.thread_governor import thread_governor
 from higgs_lora.train.checkpoint import Checkpoint, load_state, save_state
 from higgs_lora.train.optim import learning_rate, make_optimizer
 
@@ -29,6 +30,7 @@ class FitResult:
     seconds: float = 0.0
     samples_seen: int = 0
     best_epoch: int | None = None
+    thread_changes: list = field(default_factory=list)   # (threads before, after, others' load in cores)
 
     @property
     def samples_per_s(self) -> float:
@@ -83,6 +85,11 @@ def fit(model: torch.nn.Module, data, recipe: Recipe, *, val=None, checkpoint: C
             print(f"[{phase}] note: the checkpoint was written by {saved_world} processes, this run has {world}; "
                   "the rest of the epoch sees its rows in another order than an uninterrupted run would")
 
+    # Fewer threads while other processes keep the cores busy (thread_governor.py); restored at the end.
+    threads_at_start = torch.get_num_threads()
+    governor = thread_governor(threads_at_start, set_threads=torch.set_num_threads,
+                               enabled=world == 1 and device.type == "cpu" and hardware.threads_governed(),
+                               on_change=_thread_note(phase, verbose))
     interrupted = {"flag": False}
     previous_handler = _install_sigint(interrupted)
     try:
@@ -105,6 +112,7 @@ def fit(model: torch.nn.Module, data, recipe: Recipe, *, val=None, checkpoint: C
                        desc=f"{phase} {epoch + 1}/{epochs}", dynamic_ncols=True)
             with contextlib.closing(data.batches(seed=seed, phase=phase, epoch=epoch, first_step=first_step)) as steps:
                 for step, (xb, yb) in enumerate(steps, start=first_step):
+                    governor.poll()
                     stop = interrupted["flag"]
                     if world > 1 and step % 8 == 0:  # ranks agree on where to stop: same step everywhere
                         stop = distributed.any_rank(stop, device)
@@ -168,12 +176,23 @@ def fit(model: torch.nn.Module, data, recipe: Recipe, *, val=None, checkpoint: C
                 on_epoch(result.history)
     finally:
         signal.signal(signal.SIGINT, previous_handler)
+        torch.set_num_threads(threads_at_start)
+    result.thread_changes = list(governor.changes)
     result.seconds = sum(r["seconds"] for r in result.history)
     result.samples_seen = n * len(result.history)
     if best["state"] is not None and patience > 0:
         model.load_state_dict(best["state"])
         result.best_epoch = best["epoch"]
     return result
+
+
+def _thread_note(phase: str, verbose: bool):
+    def note(change):
+        before, after, others = change
+        if verbose:
+            tqdm.write(f"[{phase}] threads {before} -> {after}: other processes use {others:.1f} of this "
+                       "process's cores")
+    return note
 
 
 def _install_sigint(flag: dict):
