@@ -56,24 +56,50 @@ def test_quick_study_writes_a_complete_table(quick):
 def test_summary_and_crossover_follow_the_rows(quick):
     _, result = quick
     summary = study.summarize(result)
+    rows = study.with_chosen(result)["rows"]
+    assert {s["method"] for s in summary} == set(result["methods"]) | {study.CHOSEN}
     for s in summary:
-        rs = [r for r in result["rows"] if (r["condition"], r["size"], r["method"]) ==
+        rs = [r for r in rows if (r["condition"], r["size"], r["method"]) ==
               (s["condition"], s["size"], s["method"])]
         assert s["roc_auc"] == pytest.approx(np.mean([r["roc_auc"] for r in rs]))
     c = study.crossovers(summary)["mass-600-450"]
     for p in c["sizes"]:
         cell = [s for s in summary if s["size"] == p["size"]]
-        assert p["adapter_auc"] == max(s["roc_auc"] for s in cell if study.is_adapter(s["method"]))
-        assert p["other_auc"] == max(s["roc_auc"] for s in cell if not study.is_adapter(s["method"]))
+        assert p["adapter_auc"] == next(s["roc_auc"] for s in cell if s["method"] == study.CHOSEN)
+        assert p["other_auc"] == max(s["roc_auc"] for s in cell
+                                     if not study.is_adapter(s["method"]) and s["method"] != study.CHOSEN)
         assert p["adapters_win"] == (p["adapter_auc"] >= p["other_auc"])
     if c["crossover"] is not None:
         later = [p for p in c["sizes"] if p["size"] >= c["crossover"]]
         assert not any(p["adapters_win"] for p in later)
 
 
+def test_the_adapter_setting_is_chosen_on_validation_loss_not_on_test_auc(quick):
+    _, result = quick
+    chosen = study.chosen_adapter_rows(result["rows"])
+    cells = {(r["condition"], r["size"], r["seed"]) for r in result["rows"]}
+    assert {(r["condition"], r["size"], r["seed"]) for r in chosen} == cells
+    for r in chosen:
+        adapters = [a for a in result["rows"] if study.is_adapter(a["method"])
+                    and (a["condition"], a["size"], a["seed"]) == (r["condition"], r["size"], r["seed"])]
+        pick = min(adapters, key=lambda a: a["val_loss"])
+        assert r["chosen"] == pick["method"] and r["roc_auc"] == pick["roc_auc"] and r["method"] == study.CHOSEN
+    # made-up rows where validation and test disagree: validation decides
+    rest = dict(condition="c", size=10, seed=0, accuracy=0.7, signal_efficiency=0.3, trainable_params=1,
+                stored_bytes=1, wall_s=1.0)
+    rows = [dict(rest, method="lora-r1", val_loss=0.50, roc_auc=0.70),
+            dict(rest, method="lora-r16", val_loss=0.60, roc_auc=0.90),
+            dict(rest, method="full", val_loss=0.40, roc_auc=0.80)]
+    (picked,) = study.chosen_adapter_rows(rows)
+    assert picked["chosen"] == "lora-r1" and picked["roc_auc"] == 0.70
+    summary = study.summarize(dict(methods=["lora-r1", "lora-r16", "full"], rows=rows))
+    c = study.crossovers(summary)["c"]
+    assert c["sizes"][0]["adapter_auc"] == 0.70 and c["crossover"] == 10   # not 0.90: that was test-picked
+
+
 def test_crossover_definition_on_made_up_numbers():
     def cell(size, adapter, other):
-        return [dict(condition="c", size=size, method="lora-r4", roc_auc=adapter),
+        return [dict(condition="c", size=size, method=study.CHOSEN, roc_auc=adapter),
                 dict(condition="c", size=size, method="full", roc_auc=other)]
     summary = cell(1000, 0.9, 0.8) + cell(3000, 0.85, 0.86) + cell(10000, 0.9, 0.89) + cell(30000, 0.9, 0.95)
     c = study.crossovers(summary)["c"]
@@ -118,7 +144,7 @@ def test_paired_differences_and_crossover_against_retraining_on_made_up_numbers(
                                (100, 1, "full", 0.79), (100, 0, "lightgbm", 0.70), (100, 1, "lightgbm", 0.71)]]
     d = study.paired(dict(rows=rows), "lora-r4", "full")
     assert d["c", 100][0] == pytest.approx(0.015) and d["c", 100][1] == pytest.approx(np.std([0.02, 0.01], ddof=1))
-    summary = [dict(condition="c", size=100, method="lora-r4", roc_auc=0.85), dict(condition="c", size=100,
+    summary = [dict(condition="c", size=100, method=study.CHOSEN, roc_auc=0.85), dict(condition="c", size=100,
                method="full", roc_auc=0.86), dict(condition="c", size=100, method="lightgbm", roc_auc=0.70)]
     assert study.crossovers(summary)["c"]["crossover"] == 100
     assert study.crossovers(summary, against=study.RETRAINING)["c"]["crossover"] is None

@@ -20,7 +20,10 @@ The same choice for every method, from the target's training rows only: the last
 them are validation rows; each method is trained once per learning rate of the grid, with early
 stopping on the validation loss (best epoch kept), and the learning rate with the lowest validation
 loss is the one reported (LightGBM: boosting rounds and its learning-rate grid, the same way). The
-target's test rows are never seen before the final measurement. Every run gets the same sample budget
+target's test rows are never seen before the final measurement. The same goes for the choice among the
+adapter settings: `adapter (val)` is, per condition, size and seed, the adapter setting with the lowest
+validation loss, and it is what the crossovers compare (picking the best adapter by its test AUC would
+flatter adapters). Every run gets the same sample budget
 (at most `sample_budget` samples and `max_epochs` epochs, at least one epoch), so the cost is bounded
 on a small machine; wall time is the whole grid's.
 
@@ -329,8 +332,36 @@ def run_study(settings: StudySettings, *, log=print) -> dict:
 
 # ---------------------------------------------------------------- summaries
 
+CHOSEN = "adapter (val)"   # the adapter setting chosen on the target's validation rows, per seed
+
+
+def chosen_adapter_rows(rows: list[dict]) -> list[dict]:
+    """Per (condition, size, seed): the adapter row with the lowest validation loss, as method CHOSEN (its
+    setting in `chosen`). Only validation rows decide, as for the learning rate inside each method."""
+    cells: dict[tuple, list[dict]] = {}
+    for r in rows:
+        if is_adapter(r["method"]):
+            cells.setdefault((r["condition"], r["size"], r["seed"]), []).append(r)
+    return [dict(min(rs, key=lambda r: r["val_loss"]), method=CHOSEN, chosen=min(rs, key=lambda r: r["val_loss"])
+                 ["method"]) for rs in cells.values()]
+
+
+def with_chosen(result: dict) -> dict:
+    """The result with the CHOSEN rows added (once), after the adapters in the method order."""
+    if CHOSEN in result["methods"]:
+        return result
+    methods = list(result["methods"])
+    last_adapter = max((i for i, m in enumerate(methods) if is_adapter(m)), default=None)
+    if last_adapter is None:
+        return result
+    methods.insert(last_adapter + 1, CHOSEN)
+    return dict(result, methods=methods, rows=result["rows"] + chosen_adapter_rows(result["rows"]))
+
+
 def summarize(result: dict) -> list[dict]:
-    """Mean and spread (standard deviation over seeds) per (condition, size, method)."""
+    """Mean and spread (standard deviation over seeds) per (condition, size, method), the CHOSEN adapter
+    included."""
+    result = with_chosen(result)
     groups: dict[tuple, list[dict]] = {}
     for r in result["rows"]:
         groups.setdefault((r["condition"], r["size"], r["method"]), []).append(r)
@@ -342,6 +373,8 @@ def summarize(result: dict) -> list[dict]:
         for k in ("roc_auc", "accuracy", "signal_efficiency"):
             values = np.array([r[k] for r in rs])
             s[k], s[k + "_std"] = float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
+        if method == CHOSEN:
+            s["chosen"] = {m: sum(r["chosen"] == m for r in rs) for m in dict.fromkeys(r["chosen"] for r in rs)}
         out.append(s)
     return out
 
@@ -350,22 +383,23 @@ RETRAINING = ("fresh-target", "fresh-source+target", "lightgbm")   # the methods
 
 
 def crossovers(summary: list[dict], *, against: tuple[str, ...] | None = None) -> dict:
-    """Per condition and size: the best adapter against the best other method (by mean AUC; `against`:
-    only these others, e.g. RETRAINING), and the crossover: the smallest size from which adapters no
-    longer win at any larger size. The best adapter is the best of several on the test rows, which
-    flatters adapters a little: docs/adaptation.md also pairs single adapters with full fine-tuning."""
+    """Per condition and size: the adapter chosen on validation rows (CHOSEN) against the strongest other
+    method by mean test AUC (`against`: only these others, e.g. RETRAINING), and the crossover: the
+    smallest size from which adapters no longer win at any larger size. The other side is the best of
+    several on the test rows: a bar that favours the alternatives, never the adapters."""
     out = {}
     for condition in dict.fromkeys(s["condition"] for s in summary):
         per_size = []
         for size in sorted({s["size"] for s in summary if s["condition"] == condition}):
             cell = [s for s in summary if s["condition"] == condition and s["size"] == size]
-            adapters_ = [s for s in cell if is_adapter(s["method"])]
-            others = [s for s in cell if not is_adapter(s["method"]) and (against is None or s["method"] in against)]
-            if not adapters_ or not others:
+            chosen = [s for s in cell if s["method"] == CHOSEN]
+            others = [s for s in cell if not is_adapter(s["method"]) and s["method"] != CHOSEN
+                      and (against is None or s["method"] in against)]
+            if not chosen or not others:
                 continue
-            a = max(adapters_, key=lambda s: s["roc_auc"])
+            a = chosen[0]
             o = max(others, key=lambda s: s["roc_auc"])
-            per_size.append(dict(size=size, best_adapter=a["method"], adapter_auc=a["roc_auc"],
+            per_size.append(dict(size=size, adapter=a.get("chosen"), adapter_auc=a["roc_auc"],
                                  best_other=o["method"], other_auc=o["roc_auc"], margin=a["roc_auc"] - o["roc_auc"],
                                  adapters_win=a["roc_auc"] >= o["roc_auc"]))
         crossover = None
@@ -381,7 +415,8 @@ def crossovers(summary: list[dict], *, against: tuple[str, ...] | None = None) -
 def paired(result: dict, method: str, reference: str) -> dict:
     """AUC(method) − AUC(reference) seed by seed (same base, same target rows), per (condition, size):
     (mean, std over seeds). Pairing removes the base's and the sample's share of the spread."""
-    auc = {(r["condition"], r["size"], r["seed"], r["method"]): r["roc_auc"] for r in result["rows"]}
+    rows = result["rows"] + (chosen_adapter_rows(result["rows"]) if CHOSEN in (method, reference) else [])
+    auc = {(r["condition"], r["size"], r["seed"], r["method"]): r["roc_auc"] for r in rows}
     out: dict[tuple, list] = {}
     for (condition, size, seed, m), value in auc.items():
         if m == method and (condition, size, seed, reference) in auc:
@@ -389,10 +424,15 @@ def paired(result: dict, method: str, reference: str) -> dict:
     return {k: (float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else 0.0) for k, v in out.items()}
 
 
-PAIRED_METHODS = ("lora-r4", "lora-r16", "dora-r4", "pissa-r4")
+PAIRED_METHODS = (CHOSEN, "lora-r4", "lora-r16", "dora-r4", "pissa-r4")
+
+
+def _chosen_text(counts: dict) -> str:
+    return ", ".join(f"{m} ×{n}" for m, n in sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
 def markdown(result: dict) -> str:
+    result = with_chosen(result)
     summary = summarize(result)
     sizes = sorted({s["size"] for s in summary})
     lines = []
@@ -412,8 +452,12 @@ def markdown(result: dict) -> str:
                 values.append(f"**{text}**" if s is not None and s["roc_auc"] == best[n] else text)
             lines.append(f"| {method} | " + " | ".join(values) + " |")
         c = crossovers(summary)[condition]
-        lines += ["", "Best adapter against the best other method: " + "; ".join(
-            f"{p['size']:,}: {p['best_adapter']} {p['adapter_auc']:.4f} vs {p['best_other']} {p['other_auc']:.4f} "
+        lines += ["", f"`{CHOSEN}`: the adapter setting with the lowest loss on the target's validation rows, "
+                  "seed by seed (chosen: " + "; ".join(
+                      f"{n:,}: {_chosen_text(cell[CHOSEN, n]['chosen'])}" for n in sizes if (CHOSEN, n) in cell)
+                  + ").", "",
+                  f"`{CHOSEN}` against the strongest other method at each size: " + "; ".join(
+            f"{p['size']:,}: {p['adapter_auc']:.4f} vs {p['best_other']} {p['other_auc']:.4f} "
             f"({p['margin']:+.4f})" for p in c["sizes"]) + ".",
             f"Crossover (adapters stop winning): {c['crossover']:,} target rows." if c["crossover"] else
             "Adapters win at every size measured."]
@@ -460,6 +504,7 @@ COLORS = {"base": "tab:blue", "full": "tab:red", "head": "tab:green", "fresh-tar
 
 def plot(result: dict, path) -> None:
     from matplotlib.figure import Figure
+    result = with_chosen(result)
     summary = summarize(result)
     conditions = list(dict.fromkeys(s["condition"] for s in summary))
     fig = Figure(figsize=(5 * len(conditions), 4.2))
@@ -473,8 +518,8 @@ def plot(result: dict, path) -> None:
             n, auc, std = map(np.array, zip(*pts))
             style = dict(color="tab:orange", lw=1.0, alpha=0.55, ls="-") if is_adapter(method) else \
                 dict(color=COLORS.get(method, "k"), lw=1.8)
-            if method == "lora-r4":
-                style = dict(color="tab:orange", lw=2.2)
+            if method == CHOSEN:
+                style = dict(color="tab:orange", lw=2.4)
             ax.errorbar(n, auc, yerr=std, label=method, marker="o", ms=3, capsize=2, **style)
         ax.set_xscale("log")
         ax.set_xlabel("target training rows")
@@ -482,7 +527,8 @@ def plot(result: dict, path) -> None:
         ax.set_title(condition)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7, ncol=2)
-    fig.suptitle("Adapting a nominal base to shifted conditions (orange: adapters; bars: std over seeds)")
+    fig.suptitle(f"Adapting a nominal base to shifted conditions (orange: adapters, thick: {CHOSEN}; "
+                 "bars: std over seeds)")
     fig.tight_layout()
     fig.savefig(path, dpi=110, format="png")
 
