@@ -11,7 +11,8 @@ Data (the notebook's split of 1,100,000 rows: first 200,000 train, last 50,000 t
 bench_presets.py builds it and cached in bench-data/ as .npy:
   sim  the built-in simulator, simulated_table(1_100_000, seed=2014)
   kde  a smoothed bootstrap of the 1,000 real HIGGS rows in tests/data (higgs_lora.data.kde, seed 2014)
-`--rows all` trains on all 1,050,000 non-test rows instead of the first 200,000.
+  sim11m  bench-data/sim_11M.csv.gz (`higgs-lora simulate --events 11000000 --seed 2`), 11,000,000 rows
+`--rows all` trains on all non-test rows (1,050,000; sim11m: 10,950,000) instead of the first 200,000.
 
 Everyone sees the same train part (first --rows rows). The presets carve their validation rows from its end
 (the default preset: the last 10 %) and train on the rest; the trees train on the whole part, untuned, with
@@ -63,7 +64,20 @@ N_TREES, CURVE_EVERY = 500, 50
 
 # ---------------------------------------------------------------- data
 
+BIG_FILE = common.BENCH_DATA / "sim_11M.csv.gz"   # `higgs-lora simulate --events 11000000 --seed 2 --out ...`
+
+
+def n_rows(name: str) -> int:
+    return 11_000_000 if name == "sim11m" else ROWS
+
+
 def raw_table(name: str) -> tuple[np.ndarray, np.ndarray]:
+    if name == "sim11m":  # the 11M-row HIGGS-format file, read (and cached) as `higgs-lora prepare` reads it
+        from higgs_lora.data.read import load_table
+        if not BIG_FILE.exists():
+            sys.exit(f"{BIG_FILE}: missing; make it with higgs-lora simulate --events 11000000 --seed 2 --out {BIG_FILE}")
+        t = load_table(BIG_FILE, progress=True)
+        return t.features, t.labels
     cache = common.BENCH_DATA / f"peers_{name}_{ROWS}_seed{DATA_SEED}"
     if (cache / "labels.npy").exists():
         return np.load(cache / "features.npy", mmap_mode="r"), np.load(cache / "labels.npy")
@@ -82,7 +96,7 @@ def parts(name: str, *, train_rows: int, val_fraction: float) -> dict:
     """Standardized float32 arrays: train (the rows a network trains on), val, all (train + val, what the
     trees get), test; the standardizer is fit on the network's train rows, as the pipeline does."""
     x, y = raw_table(name)
-    split = split_rows(ROWS, train_rows=train_rows, test_rows=TEST_ROWS, val_fraction=val_fraction, source=name)
+    split = split_rows(n_rows(name), train_rows=train_rows, test_rows=TEST_ROWS, val_fraction=val_fraction, source=name)
     st = Standardizer.fit(np.asarray(x[split.train]))
     def part(rows):
         return st.transform(np.asarray(x[rows])), np.asarray(y[rows]).astype(np.float32)
@@ -382,7 +396,8 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("part", choices=["peers", "select", "cost"])
-    p.add_argument("--data", nargs="+", default=["sim", "kde"], choices=["sim", "kde"])
+    p.add_argument("--data", nargs="+", default=["sim", "kde"], choices=["sim", "kde", "sim11m"],
+                   help="sim, kde (1.1M rows each) or sim11m (bench-data/sim_11M.csv.gz, 11M rows)")
     p.add_argument("--rows", default="200000", help="train part: a row count, or 'all' (every non-test row)")
     p.add_argument("--seeds", nargs="+", type=int, default=[1234, 1235, 1236])
     p.add_argument("--threads", default="1", help="threads for torch, LightGBM and XGBoost (default 1)")
@@ -396,7 +411,9 @@ def main(argv=None) -> int:
     p.add_argument("--safety", type=float, default=0.95, help="select: predicted time / budget (default 0.95)")
     p.add_argument("--tag", default="", help="suffix of the results file")
     args = p.parse_args(argv)
-    args.train_rows = ROWS - TEST_ROWS if args.rows == "all" else int(args.rows)
+    if args.rows == "all" and len({n_rows(d) for d in args.data}) > 1:
+        p.error("--rows all: give data sets of one size (sim11m apart from sim and kde)")
+    args.train_rows = n_rows(args.data[0]) - TEST_ROWS if args.rows == "all" else int(args.rows)
     t0 = time.perf_counter()
     info = common.machine()
     head = common.machine_lines(info, ["benchmarks/bench_peers.py", *argv])
