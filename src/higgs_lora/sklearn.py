@@ -162,7 +162,9 @@ class ResidualMLPClassifier(ClassifierMixin, BaseEstimator):
         rank = cfg.rank if rank is None else rank
         scale = cfg.scale if scale is None else scale
         self.model_ = add_adapters(self.model_, rank=rank, scale=scale, targets=targets)
-        self._train(X_new, y01, cfg.finetune_recipe(epochs=epochs, lr=lr), batch_size=cfg.batch_size)
+        # the estimator has one batch_size: where it is set, adapting uses it too; else the preset's
+        batch = cfg.batch_size if self.batch_size is not None else cfg.ft_batch()
+        self._train(X_new, y01, cfg.finetune_recipe(epochs=epochs, lr=lr), batch_size=batch)
         return self
 
     def decision_function(self, X) -> np.ndarray:

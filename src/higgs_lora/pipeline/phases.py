@@ -104,7 +104,7 @@ def adapt(cfg: TrainConfig, model: ResidualMLP) -> ResidualMLP:
 def finetune(cfg: TrainConfig, model: ResidualMLP, data: Prepared, *, base_fingerprint: str,
              checkpoint: Path | None = None, resume: bool = False, progress: bool = True, on_epoch=None) -> FitResult:
     """Train the adapters of `model` (whose base has `base_fingerprint`) on the extra rows."""
-    extra = part(data, data.split.extra, batch_size=cfg.batch_size)
+    extra = part(data, data.split.extra, batch_size=cfg.ft_batch())
     settings = resume_settings(cfg, data, base=base_fingerprint)
     keep = Checkpoint(checkpoint, resume=resume, settings=settings) if checkpoint else None
     return fit(model, extra, cfg.finetune_recipe(), checkpoint=keep, on_epoch=on_epoch, progress=progress)
