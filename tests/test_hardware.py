@@ -167,7 +167,13 @@ def test_epochs_scale_with_the_measured_speed():
     assert scaled_epochs(1, PrecisionChoice("bf16", "auto", 0.5)) == 1
 
 
-def test_probe_is_cached_per_machine_and_model(tmp_path, monkeypatch):
+@pytest.fixture
+def quiet(monkeypatch):
+    """No other process busy during a probe (whatever this machine is doing meanwhile)."""
+    monkeypatch.setattr(hardware, "others_cores", lambda since: 0.0)
+
+
+def test_probe_is_cached_per_machine_and_model(tmp_path, monkeypatch, quiet):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     measured = []
 
@@ -187,7 +193,7 @@ def test_probe_is_cached_per_machine_and_model(tmp_path, monkeypatch):
     assert "ResidualMLP" in key["model"] and key["torch"] == torch.__version__
 
 
-def test_damaged_cache_is_measured_again(tmp_path, monkeypatch):
+def test_damaged_cache_is_measured_again(tmp_path, monkeypatch, quiet):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     (tmp_path / "higgs-lora").mkdir()
     (tmp_path / "higgs-lora" / "hardware.json").write_text("{not json")
@@ -204,7 +210,7 @@ def test_real_probe_measures_both_precisions_briefly():
                                     seconds=0.05) > 0
 
 
-def test_refresh_measures_again_and_replaces_the_cached_probe(tmp_path, monkeypatch):
+def test_refresh_measures_again_and_replaces_the_cached_probe(tmp_path, monkeypatch, quiet):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     answers = iter([0.9, 1.7])
     monkeypatch.setattr(hardware, "measure_speedup", lambda model, **kw: next(answers))
@@ -240,3 +246,28 @@ def test_speedup_is_the_median_of_neighbouring_step_ratios(monkeypatch):
     times = {"fp32": [0.02, 0.02, 0.06, 0.06, 0.06], "bf16": [0.01, 0.01, 0.01, 0.03, 0.03]}  # medians: 6x
     monkeypatch.setattr(hardware, "step_times", lambda *a, **kw: times)
     assert hardware.measure_speedup(make_model(), device="cpu", n_features=5, batch_size=64) == 2.0
+
+
+def test_a_probe_taken_while_other_processes_are_busy_is_used_once_not_cached(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    answers = iter([2.4, 1.3, 1.25])
+    monkeypatch.setattr(hardware, "measure_speedup", lambda model, **kw: next(answers))
+    load = iter([1.2, 0.1])   # a busy neighbour during the first probe, gone for the second
+    monkeypatch.setattr(hardware, "others_cores", lambda since: next(load))
+    args = dict(device="cpu", make_model=make_model, n_features=5, batch_size=64)
+    assert hardware.cached_probe(**args) == 2.4
+    assert "used 1.2 cores" in capsys.readouterr().err
+    assert not (tmp_path / "higgs-lora" / "hardware.json").exists()
+    assert hardware.cached_probe(**args) == 1.3      # measured again, quiet this time: kept
+    assert hardware.cached_probe(**args) == 1.3
+    cached = json.loads((tmp_path / "higgs-lora" / "hardware.json").read_text())
+    assert [v["others_cores"] for v in cached.values()] == [0.1]
+
+
+def test_others_load_is_measured_from_proc():
+    import os
+    if not os.path.exists("/proc/stat"):
+        pytest.skip("no /proc on this system")
+    before = hardware.load_sample()
+    others = hardware.others_cores(before)
+    assert others is not None and 0.0 <= others <= len(os.sched_getaffinity(0)) + 0.5

@@ -22,26 +22,10 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from higgs_lora.hardware import cpu_ticks, own_ticks
+
 FIRST_CHECK_S = 0.5      # the first look, soon after training starts
 EVERY_S = 1.0            # then once a second: a /proc read costs ~0.1 ms
-
-
-def cpu_ticks(cpus: set[int], *, stat: Path = Path("/proc/stat")) -> int:
-    """Busy clock ticks (user, nice, system, irq, softirq, steal) summed over `cpus`, all processes."""
-    total = 0
-    for line in stat.read_text().splitlines():
-        if line.startswith("cpu") and line[3:4].isdigit():
-            name, *fields = line.split()
-            if int(name[3:]) in cpus:
-                user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
-                total += user + nice + system + irq + softirq + steal
-    return total
-
-
-def own_ticks(*, stat: Path = Path("/proc/self/stat")) -> int:
-    """Clock ticks this process (all its threads) has run, user + system."""
-    fields = stat.read_text().rsplit(")", 1)[1].split()   # the command name may hold spaces
-    return int(fields[11]) + int(fields[12])
 
 
 class ThreadGovernor:
