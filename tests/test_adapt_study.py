@@ -84,6 +84,7 @@ def test_the_adapter_setting_is_chosen_on_validation_loss_not_on_test_auc(quick)
                     and (a["condition"], a["size"], a["seed"]) == (r["condition"], r["size"], r["seed"])]
         pick = min(adapters, key=lambda a: a["val_loss"])
         assert r["chosen"] == pick["method"] and r["roc_auc"] == pick["roc_auc"] and r["method"] == study.CHOSEN
+        assert r["wall_s"] == pytest.approx(sum(a["wall_s"] for a in adapters))   # the choice costs every setting
     # made-up rows where validation and test disagree: validation decides
     rest = dict(condition="c", size=10, seed=0, accuracy=0.7, signal_efficiency=0.3, trainable_params=1,
                 stored_bytes=1, wall_s=1.0)

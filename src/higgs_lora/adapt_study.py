@@ -337,13 +337,17 @@ CHOSEN = "adapter (val)"   # the adapter setting chosen on the target's validati
 
 def chosen_adapter_rows(rows: list[dict]) -> list[dict]:
     """Per (condition, size, seed): the adapter row with the lowest validation loss, as method CHOSEN (its
-    setting in `chosen`). Only validation rows decide, as for the learning rate inside each method."""
+    setting in `chosen`). Only validation rows decide, as for the learning rate inside each method. Its
+    wall time is every adapter setting's: the choice costs them all."""
     cells: dict[tuple, list[dict]] = {}
     for r in rows:
         if is_adapter(r["method"]):
             cells.setdefault((r["condition"], r["size"], r["seed"]), []).append(r)
-    return [dict(min(rs, key=lambda r: r["val_loss"]), method=CHOSEN, chosen=min(rs, key=lambda r: r["val_loss"])
-                 ["method"]) for rs in cells.values()]
+    out = []
+    for rs in cells.values():
+        pick = min(rs, key=lambda r: r["val_loss"])
+        out.append(dict(pick, method=CHOSEN, chosen=pick["method"], wall_s=sum(r["wall_s"] for r in rs)))
+    return out
 
 
 def with_chosen(result: dict) -> dict:
