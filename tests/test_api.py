@@ -137,6 +137,10 @@ def test_adapt_finetune_merge(trained, data):
     merged = hl.merge(adapted, data=data)
     assert merged.adapters == [] and merged.network.n_params() == 78081 and merged.kind == "merged"
     assert 0 <= merged.merge_max_abs_diff <= 1e-5
+    shown = adapted._repr_html_()   # what a notebook shows for a model
+    assert "<td>5,748 / 78,081</td>" in shown and "adapters on 7 layers" in shown
+    assert adapted.fingerprint[:16] in shown and adapted.base_fingerprint[:16] in shown
+    assert "<td>merge max |diff|</td>" in merged._repr_html_() and "<td>merged</td>" in merged._repr_html_()
     x, _ = data.part("test")
     np.testing.assert_allclose(hl.predict(merged, x), hl.predict(adapted, x), atol=1e-5)
     with pytest.raises(UserError, match="no adapters to merge"):

@@ -32,7 +32,7 @@ from higgs_lora.model import ResidualMLP
 from higgs_lora.pipeline import phases, steps
 from higgs_lora.pipeline.data import DataSpec, Prepared, check_features, prepare_data
 from higgs_lora.pipeline.rundir import new_model_path
-from higgs_lora.results import Comparison, History, Metrics
+from higgs_lora.results import Comparison, History, Metrics, html_table
 from higgs_lora.runtime import predict_logits, resolve_device
 from higgs_lora.train import DataSource
 from higgs_lora.weights import load_adapter, model_state
@@ -152,6 +152,22 @@ class Model:
         return (f"Model({self.network.config.to_dict()}, {kind}: trainable {self.trainable_params:,}, "
                 f"frozen {self.frozen_params:,}; {len(self.history)} epochs trained"
                 + (f"; {self.path}" if self.path else "") + ")")
+
+    def _repr_html_(self) -> str:
+        c = self.network.config
+        rows = [["network", f"{c.n_features} → {c.width} × {c.n_blocks} blocks → {c.head_width} → 1"
+                            + (f", {c.embedding} embedding" if c.embedding != "none" else "")],
+                ["kind", self.kind + (f", adapters on {len(self.adapters)} layers" if self.adapters else "")],
+                ["trainable / frozen parameters", f"{self.trainable_params:,} / {self.frozen_params:,}"],
+                ["epochs trained", str(len(self.history))],
+                ["fingerprint", self.fingerprint[:16]]]
+        if self.base_fingerprint:
+            rows.append(["base fingerprint", self.base_fingerprint[:16]])
+        if self.merge_max_abs_diff is not None:
+            rows.append(["merge max |diff|", f"{self.merge_max_abs_diff:.2e}"])
+        if self.path:
+            rows.append(["file", str(self.path)])
+        return html_table(["Model", ""], rows)
 
 
 def recipe(name: str = "default", **overrides) -> TrainConfig:

@@ -29,7 +29,8 @@ def _fmt(value, digits: int = 4) -> str:
     return str(value)
 
 
-def _html_table(headers: list[str], rows: list[list[str]], caption: str = "") -> str:
+def html_table(headers: list[str], rows: list[list[str]], caption: str = "") -> str:
+    """An HTML table of text cells, escaped (the notebook display of every result here)."""
     head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
     cap = f"<caption>{html.escape(caption)}</caption>" if caption else ""
@@ -82,7 +83,7 @@ class Metrics:
         return f"Metrics({self.part}, {self.rows:,} rows: {values})"
 
     def _repr_html_(self) -> str:
-        return _html_table(["Metric", "Value"], [[label, _fmt(getattr(self, k))] for k, label in METRICS],
+        return html_table(["Metric", "Value"], [[label, _fmt(getattr(self, k))] for k, label in METRICS],
                            caption=f"{self.part}, {self.rows:,} rows")
 
 
@@ -127,7 +128,7 @@ class History:
         return "History\n" + _text_table(self._HEADERS, self._table_rows())
 
     def _repr_html_(self) -> str:
-        return _html_table(self._HEADERS, self._table_rows(), caption="training history")
+        return html_table(self._HEADERS, self._table_rows(), caption="training history")
 
 
 @dataclass(frozen=True)
@@ -176,4 +177,4 @@ class Comparison:
         return _text_table(self._headers(), self._table_rows())
 
     def _repr_html_(self) -> str:
-        return _html_table(self._headers(), self._table_rows(), caption="comparison (test set)")
+        return html_table(self._headers(), self._table_rows(), caption="comparison (test set)")
