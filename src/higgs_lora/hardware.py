@@ -248,13 +248,18 @@ def load_sample(cpus: set[int] | None = None):
         return None
 
 
+def others_between(before, after, *, hz: int | None = None) -> float:
+    """Cores other processes kept busy between two samples (clock, busy ticks of the CPUs, this
+    process's ticks, ...): all the CPUs' busy time less this process's own, per second."""
+    seconds = max(after[0] - before[0], 1e-9)
+    busy = (after[1] - before[1]) - (after[2] - before[2])
+    return max(0.0, busy) / (hz or os.sysconf("SC_CLK_TCK")) / seconds
+
+
 def others_cores(since) -> float | None:
     """How many cores other processes kept busy on the same CPUs since `since` (load_sample()), or None."""
     now = load_sample(since[3]) if since is not None else None
-    if now is None:
-        return None
-    seconds = max(now[0] - since[0], 1e-9)
-    return max(0.0, (now[1] - since[1]) - (now[2] - since[2])) / os.sysconf("SC_CLK_TCK") / seconds
+    return None if now is None else others_between(since, now)
 
 
 # ------------------------------------------------------------------------------------------------ precision

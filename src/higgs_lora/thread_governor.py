@@ -5,7 +5,7 @@ OpenMP threads meet at a barrier after every parallel region, so when another bu
 two cores, every step waits for the descheduled thread: 2 threads then ran at ~0.28x their quiet speed
 on a 2-core machine, where 1 thread kept ~0.6x (benchmarks/bench_contention.py). Making idle threads
 sleep (OMP_WAIT_POLICY=PASSIVE) instead only reached ~0.5x, and cost 5-14 % of the quiet speed. So the
-threads stay as fast as OpenMP makes them, and the governor measures, every `every` seconds of training,
+threads stay as fast as OpenMP makes them, and the governor measures, once a second of training (EVERY_S),
 how much CPU time *other* processes took on this process's CPUs (/proc/stat minus /proc/self/stat) and
 sets PyTorch's threads to the cores left free (at least 1, at most the configured count). Lowering
 happens on the first check that calls for it; raising needs two checks in a row, so a short burst
@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from higgs_lora.hardware import cpu_ticks, own_ticks
+from higgs_lora.hardware import cpu_ticks, others_between, own_ticks
 
 FIRST_CHECK_S = 0.5      # the first look, soon after training starts
 EVERY_S = 1.0            # then once a second: a /proc read costs ~0.1 ms
@@ -50,10 +50,9 @@ class ThreadGovernor:
         if now < self._due:
             return
         self._due = now + EVERY_S
-        busy, own = self._busy(), self._own()
-        t0, busy0, own0 = self._last
-        self._last = (now, busy, own)
-        others = max(0.0, (busy - busy0) - (own - own0)) / self._hz / max(now - t0, 1e-9)
+        sample = (now, self._busy(), self._own())
+        others = others_between(self._last, sample, hz=self._hz)
+        self._last = sample
         target = min(self.max_threads, max(1, math.floor(self.n_cpus - others + 0.5)))
         if target < self.threads:
             self._apply(target, others)
