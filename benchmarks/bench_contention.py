@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, machine_lines  # noqa: E402
+from common import machine, machine_lines, report, verdict  # noqa: E402
 
 CHILD = r"""
 import os, sys, time, json
@@ -119,13 +119,9 @@ def main() -> None:
         lines.append(f"{case:24s}{t:>12s}{q:>12,.0f}{c:>12,.0f}{c / q:>11.2f}x{rel}")
     if "higgs-lora" in args.cases and today_quiet:
         q, c = med[("higgs-lora", "quiet")], med[("higgs-lora", "contended")]
-        lines.append(f"higgs-lora contended/quiet {c / q:.2f}x (target >= 0.4): {'PASS' if c / q >= 0.4 else 'FAIL'}; "
-                     f"quiet vs today {q / today_quiet:.2f}x (target >= 0.95): "
-                     f"{'PASS' if q / today_quiet >= 0.95 else 'FAIL'}")
-    text = "\n".join(lines)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+        lines.append(f"higgs-lora contended/quiet {c / q:.2f}x (target >= 0.4): {verdict(c / q >= 0.4)}; "
+                     f"quiet vs today {q / today_quiet:.2f}x (target >= 0.95): {verdict(q / today_quiet >= 0.95)}")
+    report(lines, args.out)
 
 
 if __name__ == "__main__":

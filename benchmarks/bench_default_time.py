@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, machine_lines  # noqa: E402
+from common import machine, machine_lines, report, verdict  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 AVX2 = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
@@ -89,11 +89,8 @@ def main() -> None:
                      f"{100 * m['acc']:8.2f}%")
     wall, train = (med["default"][m] / med["notebook"][m] for m in ("wall", "train"))
     lines.append(f"default / notebook: wall {wall:.2f}x, base training {train:.2f}x (target <= 1.1x: "
-                 f"{'PASS' if max(wall, train) <= 1.1 else 'FAIL'})")
-    text = "\n".join(lines)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+                 f"{verdict(max(wall, train) <= 1.1)})")
+    report(lines, args.out)
 
 
 if __name__ == "__main__":

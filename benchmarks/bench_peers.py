@@ -34,7 +34,6 @@ for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse  # noqa: E402
 import copy  # noqa: E402
-import json  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -421,11 +420,7 @@ def main(argv=None) -> int:
                 f"ATEN_CPU_CAPABILITY={os.environ.get('ATEN_CPU_CAPABILITY', '(unset)')}")
     lines, runs = {"peers": part_peers, "select": part_select, "cost": part_cost}[args.part](args)
     lines.append(f"\ntotal {time.perf_counter() - t0:.0f}s")
-    text = "\n".join(head + lines) + "\n\n" + "".join(json.dumps(r, default=float) + "\n" for r in runs)
-    out = RESULTS / f"peers_{args.part}{'_' + args.tag if args.tag else ''}.txt"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
-    print("\n".join(head + lines))
+    common.report(head + lines, RESULTS / f"peers_{args.part}{'_' + args.tag if args.tag else ''}.txt", runs=runs)
     return 0
 
 

@@ -39,7 +39,6 @@ for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[var] = "1"  # before numpy and torch start their pools
 
 import argparse  # noqa: E402
-import json  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -355,11 +354,7 @@ def main(argv=None) -> int:
     else:
         lines, runs = {"select": part_select, "compare": part_compare, "adapters": part_adapters}[args.part](args)
     lines.append(f"\ntotal {time.perf_counter() - t0:.0f}s")
-    text = "\n".join(head + lines) + "\n\n" + "".join(json.dumps(r, default=float) + "\n" for r in runs)
-    out = args.out or RESULTS / f"presets_{args.part}.txt"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
-    print("\n".join(head + lines))
+    common.report(head + lines, args.out or RESULTS / f"presets_{args.part}.txt", runs=runs)
     return 0
 
 

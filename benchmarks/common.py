@@ -171,5 +171,15 @@ def verdict(ok: bool) -> str:
     return "PASS" if ok else "FAIL"
 
 
+def report(lines: list[str], out: Path | None = None, *, runs: list[dict] | None = None) -> None:
+    """Print the result lines; with `out`, also write them there (and one JSON line per run after them)."""
+    text = "\n".join(lines)
+    print(text)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tail = "\n" + "".join(json.dumps(r, default=float) + "\n" for r in runs) if runs else ""
+        out.write_text(text + "\n" + tail)
+
+
 def gb(n_bytes: float) -> str:
     return f"{n_bytes / 1e9:.2f} GB"
