@@ -91,6 +91,16 @@ def test_reader_arrays_identical_to_sequential(tmp_path, monkeypatch, piece):
     np.testing.assert_array_equal(threaded.labels, sequential.labels)
 
 
+def errors_both_ways(path) -> list[str]:
+    """The messages of the pipelined reader and of the sequential reference on the same bad file."""
+    errors = []
+    for load in (lambda: load_table(path, use_cache=False), lambda: read_sequentially(path)):
+        with pytest.raises(UserError) as err:
+            load()
+        errors.append(str(err.value))
+    return errors
+
+
 @pytest.mark.parametrize("bad_line, bad, message", [
     (1234, "1,2,oops", "column 3: not a number: 'oops'"),
     (3001, "0,1", "expected 3 columns, found 2"),
@@ -101,11 +111,7 @@ def test_reader_errors_identical_to_sequential(tmp_path, monkeypatch, bad_line, 
     lines[bad_line - 1] = bad
     path = write_gz(tmp_path / "bad.csv.gz", lines, members=2)
     monkeypatch.setattr(csvfile, "PIECE_BYTES", 4096)
-    errors = []
-    for load in (lambda: load_table(path, use_cache=False), lambda: read_sequentially(path)):
-        with pytest.raises(UserError) as err:
-            load()
-        errors.append(str(err.value))
+    errors = errors_both_ways(path)
     assert errors[0] == errors[1]
     assert f"{path}: line {bad_line}" in errors[0] and message in errors[0]
 
@@ -123,9 +129,5 @@ def test_reader_gzip_faults_same_message_as_sequential(tmp_path, monkeypatch, da
         blob = blob[:len(blob) * 3 // 4]
     path.write_bytes(bytes(blob))
     monkeypatch.setattr(csvfile, "PIECE_BYTES", 4096)
-    errors = []
-    for load in (lambda: load_table(path, use_cache=False), lambda: read_sequentially(path)):
-        with pytest.raises(UserError) as err:
-            load()
-        errors.append(str(err.value))
+    errors = errors_both_ways(path)
     assert errors[0] == errors[1] and errors[0].startswith(f"{path}: ")
