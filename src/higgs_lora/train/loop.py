@@ -89,7 +89,7 @@ def fit(model: torch.nn.Module, data, recipe: Recipe, *, val=None, checkpoint: C
     threads_at_start = torch.get_num_threads()
     governor = thread_governor(threads_at_start, set_threads=torch.set_num_threads,
                                enabled=world == 1 and device.type == "cpu" and hardware.threads_governed(),
-                               on_change=_thread_note(phase, verbose))
+                               on_change=_thread_note(phase) if verbose else None)
     interrupted = {"flag": False}
     previous_handler = _install_sigint(interrupted)
     try:
@@ -186,12 +186,10 @@ def fit(model: torch.nn.Module, data, recipe: Recipe, *, val=None, checkpoint: C
     return result
 
 
-def _thread_note(phase: str, verbose: bool):
+def _thread_note(phase: str):
     def note(change):
         before, after, others = change
-        if verbose:
-            tqdm.write(f"[{phase}] threads {before} -> {after}: other processes use {others:.1f} of this "
-                       "process's cores")
+        tqdm.write(f"[{phase}] threads {before} -> {after}: other processes use {others:.1f} of this process's cores")
     return note
 
 
