@@ -52,7 +52,8 @@ def test_parquet_directory_reads_as_one_table(parquet_dir, tmp_path):
     assert shards.feature_names == [f"f{j}" for j in range(28)]
     np.testing.assert_array_equal(shards.labels, y)
     for a, b in [(0, len(y)), (2990, 3010), (4650, 4750), (9900, 10000), (5, 6)]:  # across shard boundaries
-        features, labels = shards.read(a, b)
+        block = shards.read(a, b)
+        features, labels = block.features, block.labels
         np.testing.assert_array_equal(features, x[a:b])
         np.testing.assert_array_equal(labels, y[a:b])
     again = open_shards(folder, cache_dir=tmp_path / "cache")  # from the cache this time
@@ -65,7 +66,7 @@ def test_shards_are_ordered_by_number_in_their_names(tmp_path):
         (tmp_path / "s" / f"part-{i:03d}.parquet").rename(tmp_path / "s" / f"part-{i}.parquet")
     shards = open_shards(tmp_path / "s", cache_dir=tmp_path / "cache")
     assert [s.name for s in shards.shards][:3] == ["part-0.parquet", "part-1.parquet", "part-2.parquet"]
-    np.testing.assert_array_equal(shards.read(0, 600)[0], x)  # part-10 after part-9, not after part-1
+    np.testing.assert_array_equal(shards.read(0, 600).features, x)  # part-10 after part-9, not after part-1
 
 
 def test_shard_command_round_trip(tmp_path):
@@ -75,7 +76,7 @@ def test_shard_command_round_trip(tmp_path):
     meta = json.loads((tmp_path / "s" / "part-00002" / "meta.json").read_text())
     assert meta["rows"] == 500 and meta["n_features"] == 28
     table, shards = load_table(data, use_cache=False), open_shards(tmp_path / "s")
-    np.testing.assert_array_equal(shards.read(0, 2500)[0], table.features)
+    np.testing.assert_array_equal(shards.read(0, 2500).features, table.features)
     np.testing.assert_array_equal(shards.labels, table.labels)
     assert shards.feature_names == table.feature_names
     p = cli("shard", data, "--out", tmp_path / "s", check=False)  # never into an existing directory

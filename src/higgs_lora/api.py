@@ -67,7 +67,8 @@ class Data(Prepared):
         """(float32 features [n, d], uint8 labels [n]) of a part: train, val, extra, test or all; the raw
         features, or with `standardized` the network's input (train statistics). Read into memory."""
         rows = _rows(self, name)
-        features, labels = self.source.table.read(rows.start, rows.stop)
+        block = self.source.table.read(rows.start, rows.stop)
+        features, labels = block.features, block.labels
         features = np.array(features, dtype=np.float32)
         return (self.standardizer.transform(features) if standardized else features), np.array(labels)
 

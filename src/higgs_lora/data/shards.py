@@ -29,6 +29,7 @@ import numpy as np
 from higgs_lora import distributed, io
 from higgs_lora.data.cache import write_arrays
 from higgs_lora.data.read import feature_names, fingerprint_file, iter_chunks, prepare
+from higgs_lora.data.rows import Rows
 from higgs_lora.data.table import default_feature_names
 from higgs_lora.errors import UserError
 
@@ -69,6 +70,10 @@ class ShardSet:
         return self.shards[0].n_features
 
     @property
+    def weights(self) -> np.ndarray | None:
+        return None  # shards carry no event weights (yet)
+
+    @property
     def labels(self) -> np.ndarray:
         if self._labels is None:
             labels = np.empty(self.rows, dtype=np.uint8)
@@ -78,13 +83,13 @@ class ShardSet:
             self._labels = labels
         return self._labels
 
-    def read(self, start: int, stop: int, out: tuple[np.ndarray, np.ndarray] | None = None):
+    def read(self, start: int, stop: int, out: Rows | None = None) -> Rows:
         """Raw features float32 [stop - start, n] and labels uint8 of global rows start..stop-1, checked;
-        into `out` (features, labels) when given."""
+        into `out` when given."""
         n = self.n_features
         if out is None:
-            out = np.empty((stop - start, n), dtype=np.float32), np.empty(stop - start, dtype=np.uint8)
-        features, labels = out
+            out = Rows(np.empty((stop - start, n), dtype=np.float32), np.empty(stop - start, dtype=np.uint8))
+        features, labels = out.features, out.labels
         i = max(0, int(np.searchsorted(self._starts, start, side="right")) - 1)
         pos = start
         while pos < stop:
@@ -97,7 +102,7 @@ class ShardSet:
             _check_features(s, a, features[dst])
             pos += b - a
             i += 1
-        return features, labels
+        return out
 
     def rank_range(self, rows: slice, rank: int | None = None, world: int | None = None) -> tuple[int, int]:
         """This rank's contiguous share of the global rows `rows`."""

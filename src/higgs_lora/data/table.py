@@ -1,9 +1,12 @@
-"""The in-memory form of a data set: float32 features, uint8 labels, names and a fingerprint."""
+"""The in-memory form of a data set: Rows (float32 features, uint8 labels, optional weights and sample
+ids) with their feature names, where they came from and a fingerprint."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
+
+from higgs_lora.data.rows import Rows, SampleInfo
 
 # Column order of the UCI HIGGS file after the label (Baldi, Sadowski, Whiteson 2014).
 HIGGS_FEATURES = [
@@ -21,10 +24,13 @@ class Table:
     feature_names: list[str]
     source: str                 # path of the file read, or "simulated:..." for the built-in data
     fingerprint: str            # identifies the content the table came from (file hash or simulator settings)
+    weights: np.ndarray | None = None   # float32 [rows] event weights (sample scale included); None: all 1
+    sample: np.ndarray | None = None    # int16 [rows] index into `samples`; None: one sample
+    samples: list[SampleInfo] = field(default_factory=list)
+    weight_expr: str | None = None      # how `weights` were made (e.g. "genWeight*sf_lep"), for metrics.json
 
     def __post_init__(self):
-        if self.features.ndim != 2 or self.features.shape[0] != self.labels.shape[0]:
-            raise ValueError(f"features {self.features.shape} and labels {self.labels.shape} do not match")
+        Rows(self.features, self.labels, self.weights, self.sample)  # checks the shapes agree
 
     @property
     def rows(self) -> int:
@@ -34,9 +40,16 @@ class Table:
     def n_features(self) -> int:
         return self.features.shape[1]
 
-    def read(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
-        """Features and labels of rows start..stop-1 (views), as ShardSet.read gives them from disk."""
-        return self.features[start:stop], self.labels[start:stop]
+    @property
+    def weighted(self) -> bool:
+        return self.weights is not None
+
+    def all_rows(self) -> Rows:
+        return Rows(self.features, self.labels, self.weights, self.sample)
+
+    def read(self, start: int, stop: int) -> Rows:
+        """Rows start..stop-1 (views), as ShardSet.read gives them from disk."""
+        return self.all_rows().slice(start, stop)
 
 
 def default_feature_names(n_features: int) -> list[str]:

@@ -78,6 +78,7 @@ class DataSource:
     source = property(lambda self: self.table.source)
     fingerprint = property(lambda self: self.table.fingerprint)
     labels = property(lambda self: self.table.labels)
+    weights = property(lambda self: self.table.weights)   # float32 [rows] or None (every row weighs 1)
 
     def describe(self) -> str:
         return f"{self.source}  {self.rows:,} rows x {self.n_features} features"
@@ -96,7 +97,7 @@ class DataSource:
 
     def head(self, rows: slice, standardizer: Standardizer, n: int) -> torch.Tensor:
         """The first n rows of a part, standardized (for checks and speed measurements)."""
-        features, _ = self.table.read(rows.start, min(rows.stop, rows.start + n))
+        features = self.table.read(rows.start, min(rows.stop, rows.start + n)).features
         return torch.from_numpy(standardizer.transform(features)).to(self.device)
 
 

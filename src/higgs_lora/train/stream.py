@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from higgs_lora import distributed
+from higgs_lora.data.rows import Rows
 from higgs_lora.data.shards import ShardSet
 from higgs_lora.data.standardize import Standardizer
 from higgs_lora.errors import UserError
@@ -39,11 +40,11 @@ def fit_standardizer(shards: ShardSet, rows: slice, *, device: torch.device) -> 
     n = rows.stop - rows.start
     total = torch.zeros(shards.n_features, dtype=torch.float64)
     for a in range(lo, hi, BLOCK_ROWS):  # blocks, not windows: the float64 temporaries stay ~15 MB
-        total += torch.from_numpy(shards.read(a, min(hi, a + BLOCK_ROWS))[0].sum(axis=0, dtype=np.float64))
+        total += torch.from_numpy(shards.read(a, min(hi, a + BLOCK_ROWS)).features.sum(axis=0, dtype=np.float64))
     mean = _all_reduce_cpu(total, device) / n
     sq = torch.zeros(shards.n_features, dtype=torch.float64)
     for a in range(lo, hi, BLOCK_ROWS):
-        d = shards.read(a, min(hi, a + BLOCK_ROWS))[0].astype(np.float64) - mean.numpy()
+        d = shards.read(a, min(hi, a + BLOCK_ROWS)).features.astype(np.float64) - mean.numpy()
         sq += torch.from_numpy(np.einsum("ij,ij->j", d, d))
     std = np.sqrt(_all_reduce_cpu(sq, device).numpy() / n)
     std[std == 0] = 1.0
@@ -62,7 +63,8 @@ def _predict_range(model, shards: ShardSet, lo: int, hi: int, standardizer: Stan
     labels = torch.empty(hi - lo, dtype=torch.float32, device=device)
     for a in range(lo, hi, WINDOW_ROWS):
         b = min(hi, a + WINDOW_ROWS)
-        x, y = shards.read(a, b)
+        block = shards.read(a, b)
+        x, y = block.features, block.labels
         x = torch.from_numpy(standardizer.transform(x, out=x)).to(device)
         logits[a - lo:b - lo] = predict_logits(model, x, precision=precision)
         labels[a - lo:b - lo] = torch.from_numpy(y)
@@ -163,7 +165,7 @@ class ShardStream:
         x, y = np.empty((rows, self.shards.n_features), dtype=np.float32), np.empty(rows, dtype=np.uint8)
         pos = 0
         for a, b in blocks:
-            self.shards.read(a, b, out=(x[pos:pos + b - a], y[pos:pos + b - a]))
+            self.shards.read(a, b, out=Rows(x[pos:pos + b - a], y[pos:pos + b - a]))
             pos += b - a
         self.standardizer.transform(x, out=x)
         order = torch.randperm(rows, generator=torch.Generator().manual_seed(key)).to(self.device)
