@@ -33,6 +33,6 @@ def __dir__():
 
 
 def load_all() -> None:
-    """Import every public name now (tools that read the namespace, like pdoc, do not call __getattr__)."""
+    """Import every public name now (tools that read the namespace, like documentation generators, do not call __getattr__)."""
     for name in _LAZY:
         __getattr__(name)
