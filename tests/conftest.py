@@ -85,3 +85,28 @@ class CtrlCAfter:
 @pytest.fixture
 def xy():
     return synthetic_xy(4000)
+
+
+def make_adapters_look_trained(model, *, std: float = 1.0, seed: int = 0):
+    """Fill every adapter's B (zero at initialisation, so a fresh adapter changes nothing) with seeded
+    normal values of `std`: the adapted network then computes another function, as a trained one does."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("lora_B"):
+                p.copy_(torch.randn(p.shape, generator=g) * std)
+    return model
+
+
+def identity_standardizer(n_features: int = 28):
+    from higgs_lora.data.standardize import Standardizer
+    return Standardizer(mean=np.zeros(n_features, np.float32), std=np.ones(n_features, np.float32))
+
+
+def save_base(path, model, standardizer=None, **kw):
+    """Save `model` as a base (feature names f0.., the identity standardizer unless given) and load it
+    back: (loaded model, standardizer, meta), as a command would see it."""
+    from higgs_lora import weights
+    n = model.config.n_features
+    weights.save_model(path, model, standardizer or identity_standardizer(n), feature_names=[f"f{i}" for i in range(n)], **kw)
+    return weights.load_model(path)

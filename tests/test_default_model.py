@@ -12,6 +12,7 @@ from higgs_lora.data import Standardizer
 from higgs_lora.errors import UserError
 from higgs_lora.lora import adapters, add_adapters, merge_adapters
 from higgs_lora.model import ResidualMLP, dense_layer_names, piecewise_edges
+from conftest import make_adapters_look_trained
 
 EMBEDDINGS = [dict(embedding="piecewise", embedding_size=6), dict(embedding="periodic", embedding_size=5,
                                                                    frequency_scale=0.3)]
@@ -21,14 +22,6 @@ N_FEATURES = 28
 def _model(seed=0, **kw) -> ResidualMLP:
     torch.manual_seed(seed)
     return ResidualMLP(n_features=N_FEATURES, **kw).eval()
-
-
-def _trained_looking_adapters(model, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("lora_B"):
-                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
 
 
 def test_default_fields_are_the_notebook_network():
@@ -95,7 +88,7 @@ def test_adapters_reach_every_linear_layer_and_merge_exactly(kw):
     assert set(adapters(model)) == linears
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert all(n.endswith(("lora_A", "lora_B")) for n in trainable)  # the frequencies are frozen too
-    _trained_looking_adapters(model)
+    make_adapters_look_trained(model, std=0.3, seed=1)
     x = torch.randn(2000, N_FEATURES)
     with torch.no_grad():
         adapted = model(x)
@@ -167,7 +160,7 @@ def test_onnx_runtime_matches_pytorch(tmp_path, kw, include_standardization, ada
     model = _model(**kw)
     if adapted:
         add_adapters(model, rank=4, scale=1.0)
-        _trained_looking_adapters(model)
+        make_adapters_look_trained(model, std=0.3, seed=1)
     with torch.no_grad():
         expected = torch.sigmoid(model(torch.from_numpy(st.transform(raw)))).numpy()
     path = export_onnx(model, st, feature_names=[f"f{i}" for i in range(N_FEATURES)], out_dir=tmp_path,

@@ -14,6 +14,7 @@ from higgs_lora.errors import UserError  # noqa: E402
 from higgs_lora.export import ALLOWED_OPS, export_onnx  # noqa: E402
 from higgs_lora.lora import adapters, add_adapters  # noqa: E402
 from higgs_lora.model import ResidualMLP  # noqa: E402
+from conftest import make_adapters_look_trained  # noqa: E402
 
 N_FEATURES = 28
 NAMES = [f"f{i}" for i in range(N_FEATURES)]
@@ -38,10 +39,7 @@ def make_model(kind: str) -> ResidualMLP:
     model = ResidualMLP(n_features=N_FEATURES).eval()
     if kind == "adapted":
         add_adapters(model, rank=4, scale=0.1)
-        with torch.no_grad():
-            for name, p in model.named_parameters():
-                if name.endswith("lora_B"):
-                    p.normal_(0.0, 0.5)  # trained-looking: the adapters change the function
+        make_adapters_look_trained(model, std=0.5)
     return model
 
 

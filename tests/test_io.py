@@ -1,5 +1,6 @@
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ from higgs_lora.data import Standardizer
 from higgs_lora.errors import UserError
 from higgs_lora.lora import add_adapters
 from higgs_lora.model import ResidualMLP
+from conftest import make_adapters_look_trained
 
 
 def _saved(tmp_path, name="m", **sizes):
@@ -34,9 +36,45 @@ def test_round_trip_is_exact(tmp_path):
 
 def test_no_pickle_in_files(tmp_path):
     _, _, path = _saved(tmp_path)
-    header_len = int.from_bytes(path.read_bytes()[:8], "little")
-    header = json.loads(path.read_bytes()[8:8 + header_len])  # a safetensors file is a JSON header + raw bytes
+    raw = path.read_bytes()
+    assert raw[:1] != b"\x80" and not raw.startswith(b"PK")  # neither a pickle stream nor torch.save's zip
+    header_len = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8:8 + header_len])  # a safetensors file is a JSON header + raw bytes
     assert "input.weight" in header and "standardizer.mean" in header
+
+
+class _Payload:
+    """Unpickling this object would run its __reduce__: it would create the file named `marker`."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))
+
+
+@pytest.mark.parametrize("kind", ["pickle", "torch.save"])
+def test_a_pickle_handed_over_as_a_model_is_never_unpickled(tmp_path, kind):
+    """A pickle (or torch.save's zip of pickles) in place of the tensor file, with a valid JSON beside it:
+    loading must refuse it with the file's name, and the payload must never run."""
+    import pickle
+    _, _, path = _saved(tmp_path)
+    marker = tmp_path / "payload-ran"
+    if kind == "pickle":
+        path.write_bytes(pickle.dumps({"input.weight": _Payload(marker)}))
+    else:
+        torch.save({"input.weight": _Payload(marker)}, path)
+    with pytest.raises(UserError, match="m.safetensors"):
+        weights.load_model(path)
+    assert not marker.exists()
+    # The check above can fail: unpickling that very file does run the payload.
+    if kind == "pickle":
+        pickle.loads(path.read_bytes())
+    else:
+        copy = tmp_path / "copy.pt"  # torch.load reads a *.safetensors name with safetensors, not pickle
+        copy.write_bytes(path.read_bytes())
+        torch.load(copy, weights_only=False)
+    assert marker.exists()
 
 
 def test_corrupt_tensor_file_is_detected(tmp_path):
@@ -72,10 +110,7 @@ def test_adapter_round_trip_and_refusal_on_another_base(tmp_path):
     model, std, path = _saved(tmp_path)
     base, _, meta = weights.load_model(path)
     adapted = add_adapters(base, rank=3, scale=0.2, targets=["blocks"])
-    with torch.no_grad():
-        for n, p in adapted.named_parameters():
-            if "lora_B" in n:
-                p.normal_()
+    make_adapters_look_trained(adapted)
     ap = weights.save_adapter(tmp_path / "ad", adapted, base_fingerprint=meta["fingerprint"])
     fresh, _, meta2 = weights.load_model(path)
     weights.load_adapter(ap, fresh, base_fingerprint=meta2["fingerprint"])

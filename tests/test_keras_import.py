@@ -15,6 +15,7 @@ from higgs_lora.io import write_json
 from higgs_lora.weights import load_model, save_model
 from higgs_lora.keras_import import import_keras
 from higgs_lora.lora import add_adapters, merge_adapters
+from conftest import make_adapters_look_trained
 
 DATA = Path(__file__).parent / "data"  # copied from shared/data with its README (CC BY 4.0)
 FIXTURE = DATA / "notebook_model"
@@ -79,11 +80,7 @@ def test_round_trips_through_save_and_load(tmp_path, real_features):
 def test_adapters_can_be_added_and_merged(real_features):
     model, standardizer = import_keras(KERAS, stats_path=STATS)
     adapted = add_adapters(copy.deepcopy(model), rank=4, scale=0.1)
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for name, p in adapted.named_parameters():
-            if name.endswith("lora_B"):
-                p.normal_(0.0, 0.5)
+    make_adapters_look_trained(adapted, std=0.5)
     base_p = probabilities(model, standardizer, real_features)
     adapted_p = probabilities(adapted, standardizer, real_features)
     merged_p = probabilities(merge_adapters(adapted), standardizer, real_features)

@@ -4,14 +4,7 @@ import torch
 from higgs_lora.errors import UserError
 from higgs_lora.lora import LoRALinear, add_adapters, adapter_state, merge_adapters
 from higgs_lora.model import ResidualMLP
-
-
-def _randomize_adapters(model, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.copy_(torch.randn(p.shape, generator=g))
+from conftest import make_adapters_look_trained
 
 
 def test_notebook_adapter_counts():
@@ -35,7 +28,7 @@ def test_adapted_network_equals_base_exactly_before_training():
 def test_merge_matches_adapted_outputs(formulation):
     torch.manual_seed(0)
     m = add_adapters(ResidualMLP(), rank=4, scale=0.1, formulation=formulation)
-    _randomize_adapters(m)
+    make_adapters_look_trained(m)
     x = torch.randn(5000, 28)
     merged = merge_adapters(m)
     assert type(merged) is ResidualMLP and merged.n_params() == 78_081

@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from higgs_lora import weights
-from higgs_lora.data.standardize import Standardizer
 from higgs_lora.lora import LoRALinear, add_adapters, adapters, merge_adapters, param_groups, variant_name
 from higgs_lora.model import ResidualMLP, dense_layer_names
 from higgs_lora.config import Recipe
 from higgs_lora.train import TensorData, fit, make_optimizer
+from conftest import save_base
 
 VARIANTS = [dict(rslora=r, dora=d, init=i) for r, d, i in itertools.product([False, True], [False, True],
                                                                               ["glorot", "pissa"])]
@@ -174,9 +174,7 @@ def test_loraplus_gives_b_its_own_learning_rate():
                                      dict(dora=True, init="pissa", loraplus_lr_ratio=4.0)], ids=variant_name)
 def test_save_and_load_adapter_keeps_variant_and_outputs(tmp_path, variant):
     base = _trained_base()
-    st = Standardizer(mean=torch.zeros(28).numpy(), std=torch.ones(28).numpy())
-    weights.save_model(tmp_path / "base", base, st, feature_names=[f"f{i}" for i in range(28)])
-    loaded, _, meta = weights.load_model(tmp_path / "base")
+    loaded, _, meta = save_base(tmp_path / "base", base)
     model = add_adapters(loaded, rank=3, scale=0.5, **variant)
     _train_like(model)
     weights.save_adapter(tmp_path / "adapter", model, base_fingerprint=meta["fingerprint"])

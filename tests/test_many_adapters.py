@@ -7,20 +7,18 @@ import torch
 
 from higgs_lora import weights
 from higgs_lora.adapter_list import list_adapters, table
-from higgs_lora.data.standardize import Standardizer
 from higgs_lora.errors import UserError
 from higgs_lora.lora import add_adapters
 from higgs_lora.model import ResidualMLP
 from higgs_lora.multi_adapter import load_many, probabilities
+from conftest import save_base
 
 NAMES = [f"f{i}" for i in range(28)]
 
 
 def _save_base(path, seed):
     torch.manual_seed(seed)
-    st = Standardizer(mean=np.zeros(28, np.float32), std=np.ones(28, np.float32))
-    weights.save_model(path, ResidualMLP(width=16, head_width=8), st, feature_names=NAMES)
-    return weights.load_model(path)
+    return save_base(path, ResidualMLP(width=16, head_width=8))
 
 
 def _save_adapter(path, base, meta, *, seed, name=None, condition=None, **variant):

@@ -12,6 +12,7 @@ from higgs_lora.cli import main
 from higgs_lora.data.standardize import Standardizer
 from higgs_lora.lora import add_adapters
 from higgs_lora.model import ResidualMLP, dense_layer_names
+from conftest import save_base
 
 peft = pytest.importorskip("peft", reason="peft is not installed (optional extra 'peft'; part of 'test')")
 
@@ -28,9 +29,7 @@ def _base(tmp_path):
     with torch.no_grad():
         for p in base.parameters():
             p.add_(0.05 * torch.randn(p.shape))
-    st = Standardizer(mean=np.zeros(28, np.float32), std=np.ones(28, np.float32))
-    weights.save_model(tmp_path / "base", base, st, feature_names=[f"f{i}" for i in range(28)])
-    return weights.load_model(tmp_path / "base")
+    return save_base(tmp_path / "base", base)
 
 
 def _trained_adapter(tmp_path, variant, targets=("all",)):
