@@ -33,12 +33,17 @@ def default_cache_roots(path: str | os.PathLike) -> list[Path]:
     return [Path(path).resolve().parent / ".higgs-lora-cache", home_cache]
 
 
-def open_entry(entry: Path, *, fingerprint: str, layout: Layout):
-    """(features, labels, meta) memory-mapped from a complete, consistent cache entry; None otherwise."""
+def open_entry(entry: Path, *, fingerprint: str, layout: Layout, version: str | None = None):
+    """(features, labels, meta) memory-mapped from a complete, consistent cache entry; None otherwise.
+    `version` (sniff.file_version of the data file): an entry made from another version of the file, or
+    one that does not say which (made before versions were kept), is read again, silently."""
     if not (entry / "meta.json").exists():
         return None
     try:
         meta = json.loads((entry / "meta.json").read_text())
+        if version is not None and meta.get("file_version") != version:
+            log.info("%s changed since cache entry %s was made; reading it again", meta.get("source"), entry)
+            return None
         rows, n = int(meta["rows"]), int(meta["n_features"])
         if (meta.get("format"), meta.get("version"), meta.get("fingerprint"), meta.get("label_column")) != \
                 (CACHE_FORMAT, CACHE_VERSION, fingerprint, layout.label) or len(meta["feature_names"]) != n:
