@@ -28,5 +28,9 @@ class RunDirectoryError(UserError):
     """An output directory that cannot be used: not empty, not writable, or in use by another process."""
 
 
+class TrainingDiverged(UserError):
+    """The training loss became NaN or infinite: training stops there, and the weights are not saved."""
+
+
 class Interrupted(HiggsLoraError):
     """Training was stopped (Ctrl-C, or a stop request) after writing a checkpoint; the message says where."""

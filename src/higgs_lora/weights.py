@@ -70,6 +70,7 @@ def save_model(path, model: ResidualMLP, standardizer: Standardizer, *, feature_
         raise ValueError("save_model takes a plain network; merge the adapters first or use save_adapter")
     st_path, js_path = model_paths(path)
     state = model_state(model, standardizer)
+    refuse_nonfinite(st_path, state)
     with atomic_path(st_path) as tmp:
         save_file(state, str(tmp), metadata={"format": MODEL_FORMAT})
     meta = dict(format=MODEL_FORMAT, format_version=FORMAT_VERSION, kind=kind, model=model.config.to_dict(),
@@ -78,6 +79,14 @@ def save_model(path, model: ResidualMLP, standardizer: Standardizer, *, feature_
                 provenance=provenance or {})
     write_json(js_path, meta)
     return st_path
+
+
+def refuse_nonfinite(st_path: Path, state: dict[str, torch.Tensor]) -> None:
+    """No command saves a network that computes NaN: refuse, naming the first bad tensor."""
+    for name, t in state.items():
+        if not torch.isfinite(t).all():
+            raise UserError(f"{st_path}: not written: {name} holds non-finite values (NaN or infinity); "
+                            "the training that made it diverged")
 
 
 def load_tensors(st_path: Path, meta: dict) -> dict[str, torch.Tensor]:
@@ -131,6 +140,7 @@ def save_adapter(path, model: ResidualMLP, *, base_fingerprint: str, provenance:
     first = next(iter(layers.values()))
     st_path, js_path = model_paths(path)
     state = {k: v.float().cpu().contiguous() for k, v in adapter_state(model).items()}
+    refuse_nonfinite(st_path, state)
     with atomic_path(st_path) as tmp:
         save_file(state, str(tmp), metadata={"format": ADAPTER_FORMAT})
     meta = dict(format=ADAPTER_FORMAT, format_version=FORMAT_VERSION, **first.options(), targets=list(layers),
