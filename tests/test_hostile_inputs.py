@@ -130,3 +130,83 @@ def test_a_model_with_non_finite_weights_is_never_saved(tmp_path):
     with pytest.raises(UserError, match=r"a\.safetensors: not written: output\.lora_B holds non-finite values"):
         weights.save_adapter(tmp_path / "a", adapted, base_fingerprint="0" * 32)
     assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------- 3. a full disk in the middle of a run
+
+TRAIN_ARGS = ["--preset", "notebook", "--train-rows", "1500", "--test-rows", "500", "--epochs", "2", "--batch-size",
+              "256", "--no-progress"]
+SAFETENSORS_ENOSPC = "Error while serializing: I/O error: No space left on device (os error 28)"
+
+
+def _fail_at(n: int, write, error):
+    """`write`, except that its n-th call (1-based) raises `error`."""
+    calls = {"n": 0}
+
+    def failing(*args, **kw):
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise error
+        return write(*args, **kw)
+    return failing
+
+
+def test_a_full_disk_while_checkpointing_is_one_line_naming_the_checkpoint(tmp_path, monkeypatch, capsys):
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from higgs_lora.cli import main
+    from higgs_lora.train import checkpoint
+    data = write_higgs_csv(tmp_path / "h.csv", 2000)
+    out = tmp_path / "run"
+    monkeypatch.setattr(checkpoint, "save_file", _fail_at(2, checkpoint.save_file, SafetensorError(SAFETENSORS_ENOSPC)))
+    assert main(["train", "--data", str(data), "--out", str(out), *TRAIN_ARGS]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"higgs-lora: error: {out / 'checkpoints' / 'base.safetensors'}: cannot write (No space left on "
+                   "device); the file there before, if any, is unchanged"]
+    assert "model.output.weight" in load_file(out / "checkpoints" / "base.safetensors")   # epoch 1's, whole
+    assert [p.name for p in out.rglob("*") if ".tmp" in p.name] == []
+    monkeypatch.undo()
+    assert main(["train", "--data", str(data), "--out", str(out), "--resume", *TRAIN_ARGS]) == 0
+
+
+@pytest.mark.parametrize("error", [OSError(28, "No space left on device"), "safetensors"])
+def test_a_failed_write_names_the_file_it_was_writing(tmp_path, monkeypatch, error):
+    from safetensors import SafetensorError
+
+    from higgs_lora import io, weights
+    from higgs_lora.data import Standardizer
+    from higgs_lora.errors import UserError
+    from higgs_lora.model import ResidualMLP
+    if error == "safetensors":
+        error = SafetensorError(SAFETENSORS_ENOSPC)
+        monkeypatch.setattr(weights, "save_file", _fail_at(1, weights.save_file, error))
+    else:
+        monkeypatch.setattr(io.os, "fsync", _fail_at(1, os.fsync, error))    # the fsync of the temporary
+    standardizer = Standardizer(mean=np.zeros(28, np.float32), std=np.ones(28, np.float32))
+    with pytest.raises(UserError) as e:
+        weights.save_model(tmp_path / "m", ResidualMLP(), standardizer, feature_names=[f"f{i}" for i in range(28)])
+    assert str(e.value).startswith(f"{tmp_path / 'm.safetensors'}: cannot write (No space left on device)")
+    assert isinstance(e.value, OSError) and e.value.errno == 28                # still an OSError for old callers
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_file_size_limit_through_the_cli_is_one_line_naming_the_file(tmp_path):
+    """A real failing write, not a patched one: RLIMIT_FSIZE makes the kernel refuse (EFBIG) the checkpoint."""
+    import resource
+    import subprocess
+    import sys
+    data = write_higgs_csv(tmp_path / "h.csv", 2000)
+    limit = 600_000    # the cache's files fit (~230 kB); a checkpoint (~950 kB) does not
+
+    def limited():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    out = tmp_path / "run"
+    p = subprocess.run([sys.executable, "-m", "higgs_lora", "train", "--data", str(data), "--out", str(out),
+                        *TRAIN_ARGS], capture_output=True, text=True, preexec_fn=limited,
+                       env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert p.returncode == 1
+    assert p.stderr.strip().splitlines()[-1] == (f"higgs-lora: error: {out / 'checkpoints' / 'base.safetensors'}: "
+                                                 "cannot write (File too large); the file there before, if any, "
+                                                 "is unchanged")
+    assert "Traceback" not in p.stderr
