@@ -210,3 +210,26 @@ def test_a_file_size_limit_through_the_cli_is_one_line_naming_the_file(tmp_path)
                                                  "cannot write (File too large); the file there before, if any, "
                                                  "is unchanged")
     assert "Traceback" not in p.stderr
+
+
+# ---------------------------------------------------------------- 4. a refused run does not block its retry
+
+def test_a_run_refused_for_lack_of_space_leaves_nothing_and_the_retry_succeeds(tmp_path, monkeypatch):
+    from collections import namedtuple
+
+    from higgs_lora.errors import RunDirectoryError
+    from higgs_lora.pipeline import rundir
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(rundir.shutil, "disk_usage", lambda p: usage(1 << 30, (1 << 30) - (10 << 20), 10 << 20))
+    out = tmp_path / "new" / "run"
+    with pytest.raises(RunDirectoryError, match=r"only 10 MiB free"):
+        rundir.prepare_run_dir(out, force=False, resume=False)
+    assert list(tmp_path.iterdir()) == []                        # nothing made: not even new/
+    (tmp_path / "kept").mkdir()                                   # an existing, empty directory stays as it was
+    with pytest.raises(RunDirectoryError, match=r"only 10 MiB free"):
+        rundir.prepare_run_dir(tmp_path / "kept", force=False, resume=False)
+    assert list((tmp_path / "kept").iterdir()) == []
+    monkeypatch.undo()                                            # space freed: the same call works
+    for where in (out, tmp_path / "kept"):
+        assert rundir.prepare_run_dir(where, force=False, resume=False) == where
+        rundir.release_dir(where)
