@@ -233,3 +233,40 @@ def test_a_run_refused_for_lack_of_space_leaves_nothing_and_the_retry_succeeds(t
     for where in (out, tmp_path / "kept"):
         assert rundir.prepare_run_dir(where, force=False, resume=False) == where
         rundir.release_dir(where)
+
+
+# ---------------------------------------------------------------- 5. training on one class only
+
+def _one_class_csv(path: Path, rows: int, label: int) -> Path:
+    from conftest import synthetic_xy
+    x, _ = synthetic_xy(rows)
+    np.savetxt(path, np.column_stack([np.full(rows, label, np.float64), x]), delimiter=",", fmt="%.9g")
+    return path
+
+
+@pytest.mark.parametrize("command", ["train", "run"])
+def test_training_on_rows_of_one_class_is_refused_before_anything_is_made(tmp_path, capsys, command):
+    from higgs_lora.cli import main
+    data = _one_class_csv(tmp_path / "zeros.csv", 2000, 0)
+    out = tmp_path / "out"
+    assert main([command, "--data", str(data), "--out", str(out), *TRAIN_ARGS]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"higgs-lora: error: {data}: the train part (1,500 rows) holds only background rows (label 0); "
+                   "training needs both classes (check the label column and the file)"]
+    assert not out.exists()
+
+
+def test_finetuning_on_extra_rows_of_one_class_is_refused(tmp_path, capsys):
+    from higgs_lora.cli import main
+    good = write_higgs_csv(tmp_path / "good.csv", 2000)
+    assert main(["train", "--data", str(good), "--out", str(tmp_path / "base"), *TRAIN_ARGS[:6], "--epochs", "1",
+                 "--no-progress"]) == 0
+    capsys.readouterr()
+    ones = _one_class_csv(tmp_path / "ones.csv", 2000, 1)
+    out = tmp_path / "ft"
+    assert main(["finetune", str(tmp_path / "base" / "base.safetensors"), "--data", str(ones), "--out", str(out),
+                 "--train-rows", "1000", "--test-rows", "500", "--ft-epochs", "1", "--no-progress"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"higgs-lora: error: {ones}: the extra part (500 rows) holds only signal rows (label 1); "
+                   "training needs both classes (check the label column and the file)"]
+    assert not out.exists()

@@ -59,6 +59,7 @@ def train_prepared(cfg: TrainConfig, data: Prepared, *, out, force: bool = False
                    progress: bool = True, track=None) -> Trained | None:
     """`train` on data already loaded, split and standardized (the Python API keeps data in memory)."""
     phases.fit_features(cfg, data.source.n_features)
+    phases.refuse_one_class(data, "train")  # before the run directory is made
     out = prepare_run_dir(Path(out), force=force, resume=resume)
     try:
         data.log_balance()
@@ -119,6 +120,7 @@ def finetune_prepared(cfg: TrainConfig, model: torch.nn.Module, data: Prepared, 
                       track=None, name: str | None = None, condition: str | None = None) -> Trained | None:
     """`finetune` of a network that has its adapters already, on data already prepared (the Python API)."""
     check_extra_rows(data)
+    phases.refuse_one_class(data, "extra")  # before the run directory is made
     out = prepare_run_dir(Path(out), force=force, resume=resume)
     try:
         data.log_balance()
