@@ -270,3 +270,52 @@ def test_finetuning_on_extra_rows_of_one_class_is_refused(tmp_path, capsys):
     assert err == [f"higgs-lora: error: {ones}: the extra part (500 rows) holds only signal rows (label 1); "
                    "training needs both classes (check the label column and the file)"]
     assert not out.exists()
+
+
+# ---------------------------------------------------------------- 6. output names are the user's
+
+def _standardizer():
+    from higgs_lora.data import Standardizer
+    return Standardizer(mean=np.zeros(28, np.float32), std=np.ones(28, np.float32))
+
+
+def _save(path, model=None):
+    from higgs_lora import weights
+    from higgs_lora.model import ResidualMLP
+    return weights.save_model(path, model or ResidualMLP(), _standardizer(), feature_names=[f"f{i}" for i in range(28)])
+
+
+def test_a_suffix_in_a_given_name_is_kept_and_the_extension_appended(tmp_path):
+    from higgs_lora import weights
+    from higgs_lora.pipeline.rundir import new_model_path
+    assert _save(tmp_path / "merged.v2") == tmp_path / "merged.v2.safetensors"
+    assert (tmp_path / "merged.v2.json").exists() and not (tmp_path / "merged.safetensors").exists()
+    assert new_model_path(tmp_path / "merged.v3", force=False) == tmp_path / "merged.v3.safetensors"  # v2 is no obstacle
+    for name in ("merged.v2", "merged.v2.safetensors", "merged.v2.json"):
+        assert weights.load_model(tmp_path / name).path == tmp_path / "merged.v2.safetensors"
+
+
+def test_a_path_naming_a_file_that_is_not_ours_is_refused_not_swapped_for_a_neighbour(tmp_path):
+    from higgs_lora import weights
+    from higgs_lora.errors import UserError
+    _save(tmp_path / "base")
+    (tmp_path / "base.pt").write_bytes(b"a PyTorch pickle, never to be loaded")
+    with pytest.raises(UserError, match=r"base\.pt: not a higgs-lora file \(a model or adapter is NAME\.safetensors "
+                                         r"with NAME\.json beside it\)"):
+        weights.load_model(tmp_path / "base.pt")
+    with pytest.raises(UserError, match=r"base\.v1\.json: file not found; .*base\.json is there"):
+        weights.load_model(tmp_path / "base.v1")     # what older versions wrote for --out base.v1: named, not loaded
+    weights.load_model(tmp_path / "base")             # old and plain names load as before
+
+
+def test_export_refuses_to_overwrite_without_force(tmp_path):
+    pytest.importorskip("onnx")
+    from higgs_lora.errors import UserError
+    from higgs_lora.pipeline.steps import export
+    model = _save(tmp_path / "m")
+    export(model_path=model, out=tmp_path / "onnx")
+    before = (tmp_path / "onnx" / "model.onnx").stat().st_mtime_ns
+    with pytest.raises(UserError, match=r"model\.onnx: file exists \(use --force to overwrite\)"):
+        export(model_path=model, out=tmp_path / "onnx")
+    assert (tmp_path / "onnx" / "model.onnx").stat().st_mtime_ns == before
+    export(model_path=model, out=tmp_path / "onnx", force=True)

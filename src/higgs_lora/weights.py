@@ -49,11 +49,31 @@ def tensors_fingerprint(state: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()[:32]
 
 
+SUFFIXES = (".safetensors", ".json")
+
+
 def model_paths(path) -> tuple[Path, Path]:
-    """NAME.safetensors and NAME.json for NAME, NAME.safetensors or NAME.json."""
+    """NAME.safetensors and NAME.json for NAME, NAME.safetensors or NAME.json. The extensions are appended
+    to a name given without ours, never put in place of a suffix of its own: merged.v2 -> merged.v2.safetensors."""
     p = Path(path)
-    stem = p.with_suffix("") if p.suffix in (".safetensors", ".json") else p
-    return stem.with_suffix(".safetensors"), stem.with_suffix(".json")
+    stem = p.with_suffix("") if p.suffix in SUFFIXES else p
+    return stem.with_name(stem.name + ".safetensors"), stem.with_name(stem.name + ".json")
+
+
+def saved_paths(path) -> tuple[Path, Path]:
+    """model_paths of a file to read, refusing a path that names something else: a file that is not ours
+    (base.pt, never swapped for a neighbouring base.safetensors), or a directory."""
+    p = Path(path)
+    if p.is_dir():
+        raise UserError(f"{p}: a directory; give a model or adapter file (NAME.safetensors with NAME.json beside it)")
+    if p.suffix not in SUFFIXES and p.is_file():
+        raise UserError(f"{p}: not a higgs-lora file (a model or adapter is NAME.safetensors with NAME.json beside it)")
+    st_path, js_path = model_paths(p)
+    old = p.with_suffix(".json")  # earlier versions wrote `--out base.v1` as base.json: say so, load nothing
+    if p.suffix and p.suffix not in SUFFIXES and not js_path.exists() and old.exists():
+        raise UserError(f"{js_path}: file not found; {old} is there (earlier higgs-lora versions replaced the suffix "
+                        f"of --out {p.name}): give {old.with_suffix('.safetensors')} to use it")
+    return st_path, js_path
 
 
 def model_state(model: ResidualMLP, standardizer: Standardizer) -> dict[str, torch.Tensor]:
@@ -92,9 +112,9 @@ def refuse_nonfinite(st_path: Path, state: dict[str, torch.Tensor]) -> None:
 def load_tensors(st_path: Path, meta: dict) -> dict[str, torch.Tensor]:
     """The tensors of NAME.safetensors, checked against the SHA-256 in its JSON `meta`."""
     if not st_path.exists():
-        raise UserError(f"{st_path}: file not found (its JSON is at {st_path.with_suffix('.json')})")
+        raise UserError(f"{st_path}: file not found (its JSON is at {model_paths(st_path)[1]})")
     if meta.get("sha256") and sha256_file(st_path) != meta["sha256"]:
-        raise UserError(f"{st_path}: contents do not match the checksum in {st_path.with_suffix('.json')} "
+        raise UserError(f"{st_path}: contents do not match the checksum in {model_paths(st_path)[1]} "
                         "(file corrupt, truncated or replaced)")
     try:
         return load_file(str(st_path))
@@ -104,7 +124,7 @@ def load_tensors(st_path: Path, meta: dict) -> dict[str, torch.Tensor]:
 
 def load_model(path) -> LoadedModel:
     """Load NAME.safetensors + NAME.json; returns (model in eval mode, standardizer, metadata)."""
-    st_path, js_path = model_paths(path)
+    st_path, js_path = saved_paths(path)
     meta = read_json(js_path)
     if meta.get("format") != MODEL_FORMAT:
         hint = " (it is an adapter: use it with --adapter on its base model)" if meta.get("format") == ADAPTER_FORMAT else ""
@@ -154,7 +174,7 @@ def save_adapter(path, model: ResidualMLP, *, base_fingerprint: str, provenance:
 
 def load_adapter(path, model: ResidualMLP, *, base_fingerprint: str) -> ResidualMLP:
     """Add the saved adapters to `model` (a base loaded with load_model) and fill them in."""
-    st_path, js_path = model_paths(path)
+    st_path, js_path = saved_paths(path)
     meta = read_json(js_path)
     if meta.get("format") != ADAPTER_FORMAT:
         raise UserError(f"{js_path}: not a higgs-lora adapter file")
