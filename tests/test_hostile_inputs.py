@@ -319,3 +319,43 @@ def test_export_refuses_to_overwrite_without_force(tmp_path):
         export(model_path=model, out=tmp_path / "onnx")
     assert (tmp_path / "onnx" / "model.onnx").stat().st_mtime_ns == before
     export(model_path=model, out=tmp_path / "onnx", force=True)
+
+
+# ---------------------------------------------------------------- 7. a line longer than the parser's block
+
+@pytest.mark.parametrize("rows, line", [(20, 1), (20, 3), (2000, 1000)])
+def test_a_line_longer_than_a_mib_is_read(tmp_path, rows, line):
+    """PyArrow parses in 1 MiB blocks and rejected such a line where it straddled two of them (line 1000),
+    while the layout read only 1 MiB of line 1."""
+    path = write_higgs_csv(tmp_path / "h.csv", rows)
+    lines = path.read_bytes().split(b"\n")
+    fields = lines[line - 1].split(b",")
+    sign, digits = (b"-", fields[5][1:]) if fields[5].startswith(b"-") else (b"", fields[5])
+    fields[5] = sign + b"0" * (3 << 19) + digits     # 1.5 MiB of leading zeros: still the same number
+    lines[line - 1] = b",".join(fields)
+    path.write_bytes(b"\n".join(lines))
+    table = load_table(path, use_cache=False)
+    assert table.rows == rows and table.features[line - 1, 4] == np.float32(float(sign + digits))
+
+
+def test_a_first_line_beyond_the_layout_limit_is_one_line(tmp_path, monkeypatch):
+    from higgs_lora.data import sniff
+    from higgs_lora.errors import UserError
+    monkeypatch.setattr(sniff, "FIRST_LINE_MAX", 100)
+    path = write_higgs_csv(tmp_path / "h.csv", 20)
+    with pytest.raises(UserError, match=r"h\.csv: line 1 is longer than 100 bytes; .*is this the right file\?"):
+        load_table(path, use_cache=False)
+
+
+@pytest.mark.parametrize("line", [1, 3])
+def test_a_huge_bad_field_is_quoted_short(tmp_path, line):
+    from higgs_lora.errors import UserError
+    path = write_higgs_csv(tmp_path / "h.csv", 20)
+    lines = path.read_bytes().split(b"\n")
+    fields = lines[line - 1].split(b",")
+    fields[5] = b"x" * (3 << 19)
+    lines[line - 1] = b",".join(fields)
+    path.write_bytes(b"\n".join(lines))
+    with pytest.raises(UserError, match=rf"line {line}, .*not a number: 'x+'\.\.\.'x+' \(1,572,864 characters\)") as e:
+        load_table(path, use_cache=False)
+    assert len(str(e.value)) < 300

@@ -46,3 +46,11 @@ class TrainingDiverged(UserError):
 
 class Interrupted(HiggsLoraError):
     """Training was stopped (Ctrl-C, or a stop request) after writing a checkpoint; the message says where."""
+
+
+def quoted(value: str, limit: int = 60) -> str:
+    """A value from a file, quoted for a one-line message: a long one is shortened (a 1.5 MB field once
+    made a 1.5 MB "one line")."""
+    if len(value) <= limit:
+        return repr(value)
+    return f"{value[:limit // 2]!r}...{value[-limit // 4:]!r} ({len(value):,} characters)"

@@ -10,10 +10,11 @@ import re
 from pathlib import Path
 
 from higgs_lora.data.layout import Layout
-from higgs_lora.errors import UserError
+from higgs_lora.errors import UserError, quoted
 
 GZIP_MAGIC = b"\x1f\x8b"
 PARQUET_MAGIC = b"PAR1"
+FIRST_LINE_MAX = 64 << 20  # what the layout reads of line 1 (the whole line: long lines are accepted)
 
 
 def read_layout(path: Path, label_column) -> Layout:
@@ -33,7 +34,7 @@ def read_layout(path: Path, label_column) -> Layout:
             names[0] = names[0].lstrip("#").strip()  # HEPMASS writes "# label, f0, ..."
         else:
             bad = numeric.index(False)
-            raise UserError(f"{path}: line 1, column {bad + 1}: not a number: {fields[bad]!r} (line 1 has both "
+            raise UserError(f"{path}: line 1, column {bad + 1}: not a number: {quoted(fields[bad])} (line 1 has both "
                             "numbers and text, so it is neither a header nor a data row)")
         n_columns = len(fields)
     if n_columns < 2 and label_column is not None:
@@ -50,15 +51,18 @@ def _first_line(path: Path, kind: str) -> str:
             if kind == "gzip":
                 from isal import igzip
                 with igzip.open(raw, "rb") as f:
-                    line = f.readline(1 << 20)
+                    line = f.readline(FIRST_LINE_MAX + 1)
             else:
-                line = raw.readline(1 << 20)
+                line = raw.readline(FIRST_LINE_MAX + 1)
     except EOFError:
         raise UserError(f"{path}: line 1: the gzip stream ends early (file truncated?)") from None
     except (OSError, ZlibError) as e:  # isal's BadGzipFile is an OSError
         raise UserError(f"{path}: not a readable gzip file ({e})") from None
     if not line.strip():
         raise UserError(f"{path}: empty file" if not line else f"{path}: line 1 is empty; expected a header or data")
+    if len(line) > FIRST_LINE_MAX:
+        raise UserError(f"{path}: line 1 is longer than {FIRST_LINE_MAX:,} bytes; a table's header or row is never "
+                        "that long: is this the right file?")
     return line.decode("utf-8", errors="replace").lstrip("\ufeff")
 
 
