@@ -359,3 +359,29 @@ def test_a_huge_bad_field_is_quoted_short(tmp_path, line):
     with pytest.raises(UserError, match=rf"line {line}, .*not a number: 'x+'\.\.\.'x+' \(1,572,864 characters\)") as e:
         load_table(path, use_cache=False)
     assert len(str(e.value)) < 300
+
+
+# ---------------------------------------------------------------- 8. an adapter whose JSON disagrees with its tensors
+
+@pytest.mark.parametrize("edit, expected", [
+    (dict(rank=4), "{js} says rank 4, the tensors hold rank 2"),
+    (dict(targets=["input", "hidden", "output"]), "{js} says targets input, hidden, output, the tensors hold "
+                                                  "input, output"),
+    (dict(dora=True), "{js} says dora, the tensors have no lora_magnitude"),
+])
+def test_an_adapter_json_that_disagrees_with_its_tensors_is_one_line_naming_both(tmp_path, edit, expected):
+    import json
+
+    from higgs_lora import weights
+    from higgs_lora.errors import UserError
+    from higgs_lora.lora import add_adapters
+    from higgs_lora.model import ResidualMLP
+    base = ResidualMLP()
+    fingerprint = weights.tensors_fingerprint(weights.model_state(base, _standardizer()))
+    weights.save_adapter(tmp_path / "a", add_adapters(ResidualMLP(), rank=2, scale=1.0, targets=["input", "output"]),
+                         base_fingerprint=fingerprint)
+    js = tmp_path / "a.json"
+    js.write_text(json.dumps(dict(json.loads(js.read_text()), **edit)))
+    with pytest.raises(UserError) as e:
+        weights.load_adapter(tmp_path / "a", ResidualMLP(), base_fingerprint=fingerprint)
+    assert str(e.value) == f"{tmp_path / 'a.safetensors'}: does not match its JSON: {expected.format(js=js)}"

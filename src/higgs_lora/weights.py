@@ -21,7 +21,7 @@ from higgs_lora.errors import UserError
 from higgs_lora.io import atomic_path, read_json, sha256_file, write_json
 from higgs_lora.lora import adapter_state, adapters, add_adapters, load_adapter_state
 from higgs_lora.runtime import versions
-from higgs_lora.model import ResidualMLP
+from higgs_lora.model import ResidualMLP, dense_layer_names
 
 MODEL_FORMAT = "higgs-lora-model"
 ADAPTER_FORMAT = "higgs-lora-adapter"
@@ -182,6 +182,7 @@ def load_adapter(path, model: ResidualMLP, *, base_fingerprint: str) -> Residual
         raise UserError(f"{js_path}: this adapter was trained on another base model "
                         f"(its base {meta.get('base_fingerprint')}, this base {base_fingerprint})")
     state = load_tensors(st_path, meta)
+    refuse_disagreement(st_path, js_path, meta, state, model)
     try:  # adapters saved before the variants existed have none of their fields: plain LoRA
         add_adapters(model, rank=int(meta["rank"]), scale=float(meta["scale"]), targets=meta["targets"],
                      formulation=meta.get("formulation", "reform"), rslora=meta.get("rslora", False),
@@ -189,5 +190,30 @@ def load_adapter(path, model: ResidualMLP, *, base_fingerprint: str) -> Residual
                      loraplus_lr_ratio=float(meta.get("loraplus_lr_ratio", 1.0)))
     except (KeyError, TypeError, ValueError) as e:
         raise UserError(f"{js_path}: bad adapter settings ({e})") from None
-    load_adapter_state(model, state)
+    try:
+        load_adapter_state(model, state)
+    except UserError as e:  # a disagreement refuse_disagreement does not name: short, with the file
+        raise UserError(f"{st_path}: does not match its JSON {js_path} ({str(e)[:200]})") from None
     return model
+
+
+def refuse_disagreement(st_path: Path, js_path: Path, meta: dict, state: dict, model: ResidualMLP) -> None:
+    """An adapter's JSON and tensors must describe the same adapters (a hand-edited rank, targets or
+    variant): one line naming the file, what the JSON says and what the tensors hold."""
+    def refuse(says: str, holds: str):
+        raise UserError(f"{st_path}: does not match its JSON: {js_path} says {says}, the tensors {holds}")
+
+    held = [n for n in dense_layer_names(model.config) if f"{n}.lora_A" in state]
+    targets = meta.get("targets")
+    if isinstance(targets, list) and set(targets) != set(held):
+        refuse(f"targets {', '.join(map(str, targets))}", f"hold {', '.join(held) or 'none'}")
+    ranks = sorted({int(state[f"{n}.lora_A"].shape[-1]) for n in held})
+    if ranks and [meta.get("rank")] != ranks:
+        refuse(f"rank {meta.get('rank')}", f"hold rank {', '.join(map(str, ranks))}")
+    for flag, tensor, says in (("dora", "lora_magnitude", meta.get("dora", False)),
+                               ("init pissa", "lora_A0", meta.get("init", "glorot") == "pissa")):
+        has = any(f"{n}.{tensor}" in state for n in held)
+        if says and not has:
+            refuse(flag, f"have no {tensor}")
+        if has and not says:
+            refuse(f"no {flag}", f"have {tensor}")
