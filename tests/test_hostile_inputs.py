@@ -385,3 +385,33 @@ def test_an_adapter_json_that_disagrees_with_its_tensors_is_one_line_naming_both
     with pytest.raises(UserError) as e:
         weights.load_adapter(tmp_path / "a", ResidualMLP(), base_fingerprint=fingerprint)
     assert str(e.value) == f"{tmp_path / 'a.safetensors'}: does not match its JSON: {expected.format(js=js)}"
+
+
+# ---------------------------------------------------------------- 9. float32 tolerances from the computation
+
+@pytest.mark.parametrize("init", ["glorot", "pissa"])
+def test_the_float32_tolerance_admits_reordering_and_rejects_a_real_mistake(init):
+    """conftest.float32_tolerance (the tests' bound for two float32 computations of one network) is
+    above what a reordering gives (float64 against float32 here) and below what a 1% scale error gives."""
+    import copy
+
+    import torch
+
+    from higgs_lora.lora import add_adapters, adapters
+    from higgs_lora.model import ResidualMLP
+    from conftest import float32_tolerance
+    torch.manual_seed(0)
+    model = add_adapters(ResidualMLP(width=32, head_width=16), rank=3, scale=0.5, init=init)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(0.3 * torch.randn(p.shape))
+    x = torch.randn(4000, 28)
+    tol = float32_tolerance(model, x, probabilities=True)
+    wrong = copy.deepcopy(model)
+    for layer in adapters(wrong).values():
+        layer.scale *= 1.01
+    with torch.no_grad():
+        p32, p64 = torch.sigmoid(model(x)), torch.sigmoid(copy.deepcopy(model).double()(x.double()))
+        assert (p32.double() - p64).abs().max().item() <= tol / 2          # one float32 computation's share
+        assert (torch.sigmoid(wrong(x)) - p32).abs().max().item() > 10 * tol
