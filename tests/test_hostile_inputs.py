@@ -415,3 +415,90 @@ def test_the_float32_tolerance_admits_reordering_and_rejects_a_real_mistake(init
         p32, p64 = torch.sigmoid(model(x)), torch.sigmoid(copy.deepcopy(model).double()(x.double()))
         assert (p32.double() - p64).abs().max().item() <= tol / 2          # one float32 computation's share
         assert (torch.sigmoid(wrong(x)) - p32).abs().max().item() > 10 * tol
+
+
+# ---------------------------------------------------------------- every message one line, a traceback only on request
+
+def test_a_bug_is_one_line_and_debug_shows_the_traceback(tmp_path, monkeypatch, capsys):
+    from higgs_lora import cli, pipeline
+
+    def broken(**kw):
+        raise ZeroDivisionError("division by zero")
+    monkeypatch.setattr(pipeline, "merge", broken)
+    argv = ["merge", "m", "--adapter", "a", "--out", str(tmp_path / "x")]
+    assert cli.main(argv) == 1
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "higgs-lora: internal error: ZeroDivisionError: division by zero (run again with --debug for the "
+        "traceback, and please report it)"]
+    with pytest.raises(ZeroDivisionError):
+        cli.main(["--debug", *argv])
+    monkeypatch.setenv("HIGGS_LORA_DEBUG", "1")
+    with pytest.raises(ZeroDivisionError):
+        cli.main(argv)
+
+
+# ---------------------------------------------------------------- further hostile cases
+
+def test_a_symlink_loop_as_data_is_one_line(tmp_path):
+    from higgs_lora.errors import UserError
+    loop = tmp_path / "loop.csv"
+    loop.symlink_to(loop)
+    with pytest.raises(UserError, match=r"loop\.csv: cannot read \(Too many levels of symbolic links\)"):
+        load_table(loop)
+
+
+def test_a_zero_byte_model_file_is_one_line_naming_it(tmp_path):
+    from higgs_lora import weights
+    from higgs_lora.errors import UserError
+    path = _save(tmp_path / "m")
+    path.write_bytes(b"")
+    with pytest.raises(UserError, match=r"m\.safetensors: contents do not match the checksum in .*m\.json"):
+        weights.load_model(path)
+
+
+@pytest.mark.parametrize("kind", ["model", "adapter"])
+def test_a_file_of_a_future_format_version_is_refused_naming_it(tmp_path, kind):
+    import json
+
+    from higgs_lora import weights
+    from higgs_lora.errors import UserError
+    from higgs_lora.lora import add_adapters
+    from higgs_lora.model import ResidualMLP
+    base = ResidualMLP()
+    fingerprint = weights.tensors_fingerprint(weights.model_state(base, _standardizer()))
+    if kind == "model":
+        _save(tmp_path / "f")
+    else:
+        weights.save_adapter(tmp_path / "f", add_adapters(ResidualMLP(), rank=2, scale=1.0), base_fingerprint=fingerprint)
+    js = tmp_path / "f.json"
+    js.write_text(json.dumps(dict(json.loads(js.read_text()), format_version=2)))
+    with pytest.raises(UserError, match=rf"f\.json: written by a newer higgs-lora \({kind} format version 2; this "
+                                        r"one reads up to 1\): upgrade higgs-lora to use it"):
+        if kind == "model":
+            weights.load_model(tmp_path / "f")
+        else:
+            weights.load_adapter(tmp_path / "f", base, base_fingerprint=fingerprint)
+
+
+def test_ctrl_c_while_writing_the_cache_leaves_no_entry_and_the_next_read_caches(tmp_path, monkeypatch):
+    path = write_higgs_csv(tmp_path / "h.csv", 500)
+
+    def interrupted(*a, **kw):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(np, "save", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        load_table(path, cache_dir=tmp_path / "cache")
+    assert list((tmp_path / "cache").iterdir()) == []
+    monkeypatch.undo()
+    assert isinstance(load_table(path, cache_dir=tmp_path / "cache").features, np.memmap)
+
+
+def test_an_output_file_that_is_a_directory_is_refused_as_such(tmp_path):
+    from higgs_lora.errors import UserError
+    from higgs_lora.pipeline.rundir import new_file, new_model_path
+    (tmp_path / "preds.csv").mkdir()
+    (tmp_path / "m.safetensors").mkdir()
+    for make, name in ((new_file, "preds.csv"), (new_model_path, "m")):
+        for force in (False, True):
+            with pytest.raises(UserError, match=r"is a directory, not a file"):
+                make(tmp_path / name, force=force)

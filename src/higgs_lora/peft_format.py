@@ -71,6 +71,7 @@ def export_adapter(adapter_path, out_dir) -> Path:
     meta = io.read_json(js_path)
     if meta.get("format") != weights.ADAPTER_FORMAT:
         raise UserError(f"{js_path}: not a higgs-lora adapter file")
+    weights.refuse_newer(js_path, meta, "adapter")
     state = weights.load_tensors(st_path, meta)
     layers, rank, scale = list(meta["targets"]), int(meta["rank"]), float(meta["scale"])
     rslora, dora, pissa = bool(meta.get("rslora")), bool(meta.get("dora")), meta.get("init", "glorot") == "pissa"

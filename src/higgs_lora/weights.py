@@ -101,6 +101,14 @@ def save_model(path, model: ResidualMLP, standardizer: Standardizer, *, feature_
     return st_path
 
 
+def refuse_newer(js_path: Path, meta: dict, kind: str) -> None:
+    """A file of a newer format may mean what this version cannot know: refuse rather than guess."""
+    version = meta.get("format_version", 1)
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise UserError(f"{js_path}: written by a newer higgs-lora ({kind} format version {version}; this one reads "
+                        f"up to {FORMAT_VERSION}): upgrade higgs-lora to use it")
+
+
 def refuse_nonfinite(st_path: Path, state: dict[str, torch.Tensor]) -> None:
     """No command saves a network that computes NaN: refuse, naming the first bad tensor."""
     for name, t in state.items():
@@ -129,6 +137,7 @@ def load_model(path) -> LoadedModel:
     if meta.get("format") != MODEL_FORMAT:
         hint = " (it is an adapter: use it with --adapter on its base model)" if meta.get("format") == ADAPTER_FORMAT else ""
         raise UserError(f"{js_path}: not a higgs-lora model file{hint}")
+    refuse_newer(js_path, meta, "model")
     try:
         config = ModelConfig.from_dict(meta["model"])
     except (KeyError, TypeError, UserError) as e:
@@ -178,6 +187,7 @@ def load_adapter(path, model: ResidualMLP, *, base_fingerprint: str) -> Residual
     meta = read_json(js_path)
     if meta.get("format") != ADAPTER_FORMAT:
         raise UserError(f"{js_path}: not a higgs-lora adapter file")
+    refuse_newer(js_path, meta, "adapter")
     if meta.get("base_fingerprint") != base_fingerprint:
         raise UserError(f"{js_path}: this adapter was trained on another base model "
                         f"(its base {meta.get('base_fingerprint')}, this base {base_fingerprint})")

@@ -130,6 +130,8 @@ def _in_use(out: Path, holder: str) -> str:
 def new_model_path(out, *, force: bool) -> Path:
     """The .safetensors path a command will write; refuses to replace an existing model without force."""
     path, _ = model_paths(out)
+    if path.is_dir():
+        raise RunDirectoryError(f"--out {path}: is a directory, not a file")
     if path.exists() and not force:
         raise RunDirectoryError(f"--out {path}: file exists (use --force to overwrite)")
     return path
@@ -138,6 +140,8 @@ def new_model_path(out, *, force: bool) -> Path:
 def new_file(out, *, force: bool) -> Path:
     """A file a command will write; refuses to replace an existing one without force."""
     out = Path(out)
+    if out.is_dir():
+        raise RunDirectoryError(f"--out {out}: is a directory, not a file")
     if out.exists() and not force:
         raise RunDirectoryError(f"--out {out}: file exists (use --force to overwrite)")
     return out
