@@ -110,3 +110,52 @@ def save_base(path, model, standardizer=None, **kw):
     n = model.config.n_features
     weights.save_model(path, model, standardizer or identity_standardizer(n), feature_names=[f"f{i}" for i in range(n)], **kw)
     return weights.load_model(path)
+
+def float32_tolerance(model, x, *, probabilities: bool = False) -> float:
+    """How far apart two float32 computations of `model`'s logits on rows `x` may be when they sum in
+    different orders (reform vs factored adapters, merged vs adapted, PyTorch vs PEFT or ONNX Runtime,
+    one CPU's kernels vs another's, AVX2 vs AVX-512 blocking): derived from the computation, not measured
+    on one CPU.
+
+    Rounding error analysis (Higham & Mary 2019, probabilistic bound): a dot product of length n in float32,
+    in any order, is within lambda * sqrt(n) * u * (|W||h| + |b|) of the exact one (u = 2^-24; lambda = 6:
+    exceeded with probability below 1e-7 per dot product), the adapters' |A||B| path counted, as the
+    factored form computes it. Each layer adds that much at most, for its largest entry and row; summed
+    over the layers (later layers carry an error on without enlarging it by much in these networks: ReLU
+    never does, and the weights' scale is near 1) it bounds each computation's error in the logit; two
+    computations: twice that. Probabilities: a quarter of it (the sigmoid's slope is at most 1/4). A real
+    mistake (a wrong scale, a layer left out) is orders of magnitude larger."""
+    import math
+
+    from higgs_lora.lora import LoRALinear
+
+    u, lam = 2.0 ** -24, 6.0
+
+    def parts(layer):
+        """(effective weight, |W| with the low-rank path, bias, dot-product length) in float64."""
+        if isinstance(layer, LoRALinear):
+            w = layer.adapted_weight().double()
+            path = (layer.lora_A.double().abs() @ layer.lora_B.double().abs()).T * layer.scaling
+            if layer.init == "pissa":
+                path = path + (layer.lora_A0.double().abs() @ layer.lora_B0.double().abs()).T * layer.scaling
+            absw = w.abs() + path + (layer.base.weight.double().abs() if layer.dora else 0)
+            return w, absw, layer.base.bias.double(), layer.base.in_features + 2 * layer.rank + 2
+        w = layer.weight.double()
+        return w, w.abs(), layer.bias.double(), layer.in_features + 1
+
+    def step(name, h, err):
+        w, absw, b, n = parts(model.get_submodule(name))
+        return h @ w.T + b, err + lam * math.sqrt(n) * u * (h.abs() @ absw.T + b.abs()).max().item()
+
+    if model.config.embedding != "none":
+        raise NotImplementedError("float32_tolerance covers networks without a feature embedding")
+    with torch.no_grad():
+        h, err = step("input", torch.as_tensor(x).double(), 0.0)
+        h = torch.relu(h)
+        for i in range(model.config.n_blocks):
+            t, err = step(f"blocks.{i}.dense1", h, err)
+            s, err = step(f"blocks.{i}.dense2", torch.relu(t), err)
+            h, err = torch.relu(h + s), err + u * (h + s).abs().max().item()
+        h, err = step("hidden", h, err)
+        _, err = step("output", torch.relu(h), err)
+    return 2 * err / 4 if probabilities else 2 * err

@@ -3,6 +3,7 @@ every error higgs-lora raises on purpose becomes one line on stderr and a non-ze
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 import warnings
@@ -21,6 +22,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
         description="Train residual MLPs on large tabular physics data (HIGGS format) and adapt them with\n"
                     "low-rank adapters (LoRA): the notebook's whole workflow, fast, reproducible.")
     parser.add_argument("--version", action="version", version=f"higgs-lora {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="on an error, show the Python traceback instead of one line (also HIGGS_LORA_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     functions = {}
     for module in commands.MODULES:
@@ -44,31 +47,44 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(function, args, argv, distributed) -> int:
+    # --debug / HIGGS_LORA_DEBUG=1: an error propagates, and Python prints its traceback.
+    debug = args.debug or os.environ.get("HIGGS_LORA_DEBUG", "") not in ("", "0")
     try:
-        if distributed.started_by_torchrun():
-            if args.command not in DISTRIBUTED_COMMANDS:
-                raise HiggsLoraError(f"'{args.command}' runs in one process; only run, train and finetune use torchrun")
-            distributed.setup()
-        function(args, argv)
-        return 0
+        return _run(function, args, argv, distributed)
     except Interrupted as e:
         print(f"higgs-lora: interrupted: {e}\n  resume with: higgs-lora {shlex.join(_with_resume(argv))}",
               file=sys.stderr)
         return 130
-    except HiggsLoraError as e:
-        print(f"higgs-lora: error: {e}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         print("higgs-lora: aborted", file=sys.stderr)
         return 130
-    except MemoryError:
-        print("higgs-lora: error: out of memory (try fewer rows, --device cuda, or a machine with more memory)",
-              file=sys.stderr)
+    except Exception as e:
+        if debug:
+            raise
+        print(f"higgs-lora: {_one_line(e)}", file=sys.stderr)
         return 1
-    except OSError as e:  # disk full, permission denied, ...: name the file, no traceback
-        where = f"{e.filename}: " if e.filename else ""
-        print(f"higgs-lora: error: {where}{e.strerror or e}", file=sys.stderr)
-        return 1
+
+
+def _one_line(e: Exception) -> str:
+    """What the user reads of an error: the file it concerns, what went wrong; never a traceback."""
+    if isinstance(e, HiggsLoraError):
+        return f"error: {e}"
+    if isinstance(e, MemoryError):
+        return "error: out of memory (try fewer rows, --device cuda, or a machine with more memory)"
+    if isinstance(e, OSError):  # disk full, permission denied, ...: name the file
+        return f"error: {e.filename + ': ' if e.filename else ''}{e.strerror or e}"
+    first = str(e).splitlines()[0] if str(e) else ""
+    return (f"internal error: {type(e).__name__}: {first} (run again with --debug for the traceback, "
+            "and please report it)")
+
+
+def _run(function, args, argv, distributed) -> int:
+    if distributed.started_by_torchrun():
+        if args.command not in DISTRIBUTED_COMMANDS:
+            raise HiggsLoraError(f"'{args.command}' runs in one process; only run, train and finetune use torchrun")
+        distributed.setup()
+    function(args, argv)
+    return 0
 
 
 def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:

@@ -28,5 +28,29 @@ class RunDirectoryError(UserError):
     """An output directory that cannot be used: not empty, not writable, or in use by another process."""
 
 
+class WriteError(UserError, OSError):
+    """A file that could not be written (disk full, file too large, no permission): the message names the
+    file. Also an OSError with the errno, so code that catches OSError keeps working."""
+
+    def __init__(self, path, errno: int | None, reason: str):
+        OSError.__init__(self, errno, reason, str(path))
+        self.message = f"{path}: cannot write ({reason}); the file there before, if any, is unchanged"
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class TrainingDiverged(UserError):
+    """The training loss became NaN or infinite: training stops there, and the weights are not saved."""
+
+
 class Interrupted(HiggsLoraError):
     """Training was stopped (Ctrl-C, or a stop request) after writing a checkpoint; the message says where."""
+
+
+def quoted(value: str, limit: int = 60) -> str:
+    """A value from a file, quoted for a one-line message: a long one is shortened (a 1.5 MB field once
+    made a 1.5 MB "one line")."""
+    if len(value) <= limit:
+        return repr(value)
+    return f"{value[:limit // 2]!r}...{value[-limit // 4:]!r} ({len(value):,} characters)"

@@ -6,21 +6,27 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from higgs_lora.errors import UserError
+from higgs_lora.errors import UserError, WriteError
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike):
     """Yield a temporary path beside `path`; on success fsync and rename it over `path`.
-    On any failure the temporary is removed and `path` is untouched."""
+    On any failure the temporary is removed and `path` is untouched; a failed write (the disk full, a
+    file-size limit, ...: an OSError, or the SafetensorError safetensors makes of one) becomes a
+    WriteError naming `path`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)  # `--out new/dir/model` should just work
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)  # `--out new/dir/model` should just work
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise WriteError(path, e.errno, e.strerror or str(e)) from None
     os.close(fd)
     try:
         yield Path(tmp)
@@ -28,10 +34,24 @@ def atomic_path(path: str | os.PathLike):
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file what open() would have
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        raise
+        failed = _write_failure(e)
+        if failed is None:
+            raise
+        raise WriteError(path, *failed) from None
+
+
+def _write_failure(e: BaseException) -> tuple[int | None, str] | None:
+    """(errno, reason) when `e` says a write failed, else None (a bug, Ctrl-C: left as they are).
+    safetensors' SafetensorError is no OSError; it carries the errno in its text: '... (os error 28)'."""
+    if isinstance(e, WriteError):
+        return None
+    if isinstance(e, OSError):
+        return e.errno, e.strerror or str(e)
+    m = re.search(r"\(os error (\d+)\)", str(e)) if type(e).__name__ == "SafetensorError" else None
+    return (int(m.group(1)), os.strerror(int(m.group(1)))) if m else None
 
 
 def _umask() -> int:

@@ -67,10 +67,11 @@ def _peft_tensors(state: dict[str, torch.Tensor], layers: list[str], *, dora: bo
 
 def export_adapter(adapter_path, out_dir) -> Path:
     """Write a saved higgs-lora adapter (NAME.safetensors + NAME.json) as a PEFT adapter directory."""
-    st_path, js_path = weights.model_paths(adapter_path)
+    st_path, js_path = weights.saved_paths(adapter_path)
     meta = io.read_json(js_path)
     if meta.get("format") != weights.ADAPTER_FORMAT:
         raise UserError(f"{js_path}: not a higgs-lora adapter file")
+    weights.refuse_newer(js_path, meta, "adapter")
     state = weights.load_tensors(st_path, meta)
     layers, rank, scale = list(meta["targets"]), int(meta["rank"]), float(meta["scale"])
     rslora, dora, pissa = bool(meta.get("rslora")), bool(meta.get("dora")), meta.get("init", "glorot") == "pissa"

@@ -21,7 +21,7 @@ from higgs_lora.errors import UserError
 from higgs_lora.io import atomic_path, read_json, sha256_file, write_json
 from higgs_lora.lora import adapter_state, adapters, add_adapters, load_adapter_state
 from higgs_lora.runtime import versions
-from higgs_lora.model import ResidualMLP
+from higgs_lora.model import ResidualMLP, dense_layer_names
 
 MODEL_FORMAT = "higgs-lora-model"
 ADAPTER_FORMAT = "higgs-lora-adapter"
@@ -49,11 +49,31 @@ def tensors_fingerprint(state: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()[:32]
 
 
+SUFFIXES = (".safetensors", ".json")
+
+
 def model_paths(path) -> tuple[Path, Path]:
-    """NAME.safetensors and NAME.json for NAME, NAME.safetensors or NAME.json."""
+    """NAME.safetensors and NAME.json for NAME, NAME.safetensors or NAME.json. The extensions are appended
+    to a name given without ours, never put in place of a suffix of its own: merged.v2 -> merged.v2.safetensors."""
     p = Path(path)
-    stem = p.with_suffix("") if p.suffix in (".safetensors", ".json") else p
-    return stem.with_suffix(".safetensors"), stem.with_suffix(".json")
+    stem = p.with_suffix("") if p.suffix in SUFFIXES else p
+    return stem.with_name(stem.name + ".safetensors"), stem.with_name(stem.name + ".json")
+
+
+def saved_paths(path) -> tuple[Path, Path]:
+    """model_paths of a file to read, refusing a path that names something else: a file that is not ours
+    (base.pt, never swapped for a neighbouring base.safetensors), or a directory."""
+    p = Path(path)
+    if p.is_dir():
+        raise UserError(f"{p}: a directory; give a model or adapter file (NAME.safetensors with NAME.json beside it)")
+    if p.suffix not in SUFFIXES and p.is_file():
+        raise UserError(f"{p}: not a higgs-lora file (a model or adapter is NAME.safetensors with NAME.json beside it)")
+    st_path, js_path = model_paths(p)
+    old = p.with_suffix(".json")  # earlier versions wrote `--out base.v1` as base.json: say so, load nothing
+    if p.suffix and p.suffix not in SUFFIXES and not js_path.exists() and old.exists():
+        raise UserError(f"{js_path}: file not found; {old} is there (earlier higgs-lora versions replaced the suffix "
+                        f"of --out {p.name}): give {old.with_suffix('.safetensors')} to use it")
+    return st_path, js_path
 
 
 def model_state(model: ResidualMLP, standardizer: Standardizer) -> dict[str, torch.Tensor]:
@@ -70,6 +90,7 @@ def save_model(path, model: ResidualMLP, standardizer: Standardizer, *, feature_
         raise ValueError("save_model takes a plain network; merge the adapters first or use save_adapter")
     st_path, js_path = model_paths(path)
     state = model_state(model, standardizer)
+    refuse_nonfinite(st_path, state)
     with atomic_path(st_path) as tmp:
         save_file(state, str(tmp), metadata={"format": MODEL_FORMAT})
     meta = dict(format=MODEL_FORMAT, format_version=FORMAT_VERSION, kind=kind, model=model.config.to_dict(),
@@ -80,12 +101,28 @@ def save_model(path, model: ResidualMLP, standardizer: Standardizer, *, feature_
     return st_path
 
 
+def refuse_newer(js_path: Path, meta: dict, kind: str) -> None:
+    """A file of a newer format may mean what this version cannot know: refuse rather than guess."""
+    version = meta.get("format_version", 1)
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise UserError(f"{js_path}: written by a newer higgs-lora ({kind} format version {version}; this one reads "
+                        f"up to {FORMAT_VERSION}): upgrade higgs-lora to use it")
+
+
+def refuse_nonfinite(st_path: Path, state: dict[str, torch.Tensor]) -> None:
+    """No command saves a network that computes NaN: refuse, naming the first bad tensor."""
+    for name, t in state.items():
+        if not torch.isfinite(t).all():
+            raise UserError(f"{st_path}: not written: {name} holds non-finite values (NaN or infinity); "
+                            "the training that made it diverged")
+
+
 def load_tensors(st_path: Path, meta: dict) -> dict[str, torch.Tensor]:
     """The tensors of NAME.safetensors, checked against the SHA-256 in its JSON `meta`."""
     if not st_path.exists():
-        raise UserError(f"{st_path}: file not found (its JSON is at {st_path.with_suffix('.json')})")
+        raise UserError(f"{st_path}: file not found (its JSON is at {model_paths(st_path)[1]})")
     if meta.get("sha256") and sha256_file(st_path) != meta["sha256"]:
-        raise UserError(f"{st_path}: contents do not match the checksum in {st_path.with_suffix('.json')} "
+        raise UserError(f"{st_path}: contents do not match the checksum in {model_paths(st_path)[1]} "
                         "(file corrupt, truncated or replaced)")
     try:
         return load_file(str(st_path))
@@ -95,11 +132,12 @@ def load_tensors(st_path: Path, meta: dict) -> dict[str, torch.Tensor]:
 
 def load_model(path) -> LoadedModel:
     """Load NAME.safetensors + NAME.json; returns (model in eval mode, standardizer, metadata)."""
-    st_path, js_path = model_paths(path)
+    st_path, js_path = saved_paths(path)
     meta = read_json(js_path)
     if meta.get("format") != MODEL_FORMAT:
         hint = " (it is an adapter: use it with --adapter on its base model)" if meta.get("format") == ADAPTER_FORMAT else ""
         raise UserError(f"{js_path}: not a higgs-lora model file{hint}")
+    refuse_newer(js_path, meta, "model")
     try:
         config = ModelConfig.from_dict(meta["model"])
     except (KeyError, TypeError, UserError) as e:
@@ -131,6 +169,7 @@ def save_adapter(path, model: ResidualMLP, *, base_fingerprint: str, provenance:
     first = next(iter(layers.values()))
     st_path, js_path = model_paths(path)
     state = {k: v.float().cpu().contiguous() for k, v in adapter_state(model).items()}
+    refuse_nonfinite(st_path, state)
     with atomic_path(st_path) as tmp:
         save_file(state, str(tmp), metadata={"format": ADAPTER_FORMAT})
     meta = dict(format=ADAPTER_FORMAT, format_version=FORMAT_VERSION, **first.options(), targets=list(layers),
@@ -144,14 +183,16 @@ def save_adapter(path, model: ResidualMLP, *, base_fingerprint: str, provenance:
 
 def load_adapter(path, model: ResidualMLP, *, base_fingerprint: str) -> ResidualMLP:
     """Add the saved adapters to `model` (a base loaded with load_model) and fill them in."""
-    st_path, js_path = model_paths(path)
+    st_path, js_path = saved_paths(path)
     meta = read_json(js_path)
     if meta.get("format") != ADAPTER_FORMAT:
         raise UserError(f"{js_path}: not a higgs-lora adapter file")
+    refuse_newer(js_path, meta, "adapter")
     if meta.get("base_fingerprint") != base_fingerprint:
         raise UserError(f"{js_path}: this adapter was trained on another base model "
                         f"(its base {meta.get('base_fingerprint')}, this base {base_fingerprint})")
     state = load_tensors(st_path, meta)
+    refuse_disagreement(st_path, js_path, meta, state, model)
     try:  # adapters saved before the variants existed have none of their fields: plain LoRA
         add_adapters(model, rank=int(meta["rank"]), scale=float(meta["scale"]), targets=meta["targets"],
                      formulation=meta.get("formulation", "reform"), rslora=meta.get("rslora", False),
@@ -159,5 +200,30 @@ def load_adapter(path, model: ResidualMLP, *, base_fingerprint: str) -> Residual
                      loraplus_lr_ratio=float(meta.get("loraplus_lr_ratio", 1.0)))
     except (KeyError, TypeError, ValueError) as e:
         raise UserError(f"{js_path}: bad adapter settings ({e})") from None
-    load_adapter_state(model, state)
+    try:
+        load_adapter_state(model, state)
+    except UserError as e:  # a disagreement refuse_disagreement does not name: short, with the file
+        raise UserError(f"{st_path}: does not match its JSON {js_path} ({str(e)[:200]})") from None
     return model
+
+
+def refuse_disagreement(st_path: Path, js_path: Path, meta: dict, state: dict, model: ResidualMLP) -> None:
+    """An adapter's JSON and tensors must describe the same adapters (a hand-edited rank, targets or
+    variant): one line naming the file, what the JSON says and what the tensors hold."""
+    def refuse(says: str, holds: str):
+        raise UserError(f"{st_path}: does not match its JSON: {js_path} says {says}, the tensors {holds}")
+
+    held = [n for n in dense_layer_names(model.config) if f"{n}.lora_A" in state]
+    targets = meta.get("targets")
+    if isinstance(targets, list) and set(targets) != set(held):
+        refuse(f"targets {', '.join(map(str, targets))}", f"hold {', '.join(held) or 'none'}")
+    ranks = sorted({int(state[f"{n}.lora_A"].shape[-1]) for n in held})
+    if ranks and [meta.get("rank")] != ranks:
+        refuse(f"rank {meta.get('rank')}", f"hold rank {', '.join(map(str, ranks))}")
+    for flag, tensor, says in (("dora", "lora_magnitude", meta.get("dora", False)),
+                               ("init pissa", "lora_A0", meta.get("init", "glorot") == "pissa")):
+        has = any(f"{n}.{tensor}" in state for n in held)
+        if says and not has:
+            refuse(flag, f"have no {tensor}")
+        if has and not says:
+            refuse(f"no {flag}", f"have {tensor}")

@@ -17,7 +17,8 @@ def add_parsers(sub) -> dict:
     p = sub.add_parser("merge", help="fold an adapter into a plain network")
     p.add_argument("model", metavar="MODEL", help="base model")
     p.add_argument("--adapter", metavar="ADAPTER", required=True, help="adapter trained on MODEL")
-    p.add_argument("--out", metavar="PATH", required=True, help="merged model path (PATH.safetensors + PATH.json)")
+    p.add_argument("--out", metavar="PATH", required=True,
+                   help="merged model path: PATH.safetensors + PATH.json (a suffix of PATH's own is kept)")
     p.add_argument("--force", action="store_true", help="overwrite an existing model file")
     a.add_data_args(p)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda (default: auto)")
@@ -53,6 +54,7 @@ def add_parsers(sub) -> dict:
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
     p.add_argument("--include-standardization", action="store_true",
                    help="bake (x - mean) / std into the graph instead of leaving it to preprocess.json")
+    p.add_argument("--force", action="store_true", help="overwrite existing exported files in DIR")
 
     p = sub.add_parser("import-keras", help="convert a .keras model saved by the notebook's code")
     p.add_argument("file", metavar="FILE.keras")
@@ -101,10 +103,10 @@ def export(args, argv) -> None:
     from higgs_lora import pipeline
     if args.format == "peft":
         pipeline.export_peft(model_path=args.model, adapter_path=args.adapter, out=args.out,
-                             include_standardization=args.include_standardization)
+                             include_standardization=args.include_standardization, force=args.force)
         return
     pipeline.export(model_path=args.model, adapter_path=args.adapter, out=args.out,
-                    include_standardization=args.include_standardization)
+                    include_standardization=args.include_standardization, force=args.force)
 
 
 def import_keras(args, argv) -> None:

@@ -22,7 +22,7 @@ import numpy as np
 
 from higgs_lora.data import cache
 from higgs_lora.data.layout import Layout
-from higgs_lora.data.sniff import fingerprint_file, read_layout
+from higgs_lora.data.sniff import file_version, fingerprint_file, read_layout
 from higgs_lora.data.table import Table
 from higgs_lora.errors import UserError
 
@@ -87,6 +87,7 @@ def _load(path: Path, *, label_column, cache_dir, use_cache, progress) -> tuple[
         raise ValueError("load_table needs a label column; use iter_chunks(label_column=None) for features only")
     t0 = time.perf_counter()
     fingerprint = fingerprint_file(path)
+    version = file_version(path, fingerprint)  # what the cache checks: any edit since, even with the mtime set back
     layout = read_layout(path, label_column)
     key = hashlib.sha256(f"{fingerprint}|label={layout.label}|v{cache.CACHE_VERSION}".encode()).hexdigest()[:16]
     roots = [Path(cache_dir)] if cache_dir is not None else cache.default_cache_roots(path)
@@ -94,7 +95,7 @@ def _load(path: Path, *, label_column, cache_dir, use_cache, progress) -> tuple[
 
     if use_cache:
         for root in roots:
-            cached = cache.open_entry(root / entry_name, fingerprint=fingerprint, layout=layout)
+            cached = cache.open_entry(root / entry_name, fingerprint=fingerprint, layout=layout, version=version)
             if cached is not None:
                 features, labels, meta = cached
                 table = Table(features=features, labels=labels, feature_names=meta["feature_names"],
@@ -111,6 +112,7 @@ def _load(path: Path, *, label_column, cache_dir, use_cache, progress) -> tuple[
     cache_path = None
     if use_cache:
         meta = dict(format=cache.CACHE_FORMAT, version=cache.CACHE_VERSION, source=str(path.resolve()), fingerprint=fingerprint,
+                    file_version=version,
                     rows=table.rows, n_features=table.n_features, feature_names=table.feature_names,
                     label_column=layout.label, signal=int(np.count_nonzero(labels)),
                     parse_seconds=round(time.perf_counter() - t0, 3))
@@ -118,7 +120,7 @@ def _load(path: Path, *, label_column, cache_dir, use_cache, progress) -> tuple[
                              explicit=cache_dir is not None or len(roots) == 1)
         if entry is not None:
             cache_path = str(entry)
-            mapped = cache.open_entry(entry, fingerprint=fingerprint, layout=layout)
+            mapped = cache.open_entry(entry, fingerprint=fingerprint, layout=layout, version=version)
             if mapped is not None:  # serve the page-cache copy and free the parsed arrays
                 table.features, table.labels, _ = mapped
                 del features, labels

@@ -1,5 +1,6 @@
 """What a data file is, before reading it: gzip, plain CSV or Parquet (by content, not by name), its
-columns and header, which column is the label; how to open it; a cheap fingerprint of its content."""
+columns and header, which column is the label; how to open it; a cheap fingerprint of its content and
+the version of the file that the cache checks."""
 from __future__ import annotations
 
 import contextlib
@@ -9,10 +10,11 @@ import re
 from pathlib import Path
 
 from higgs_lora.data.layout import Layout
-from higgs_lora.errors import UserError
+from higgs_lora.errors import UserError, quoted
 
 GZIP_MAGIC = b"\x1f\x8b"
 PARQUET_MAGIC = b"PAR1"
+FIRST_LINE_MAX = 64 << 20  # what the layout reads of line 1 (the whole line: long lines are accepted)
 
 
 def read_layout(path: Path, label_column) -> Layout:
@@ -32,7 +34,7 @@ def read_layout(path: Path, label_column) -> Layout:
             names[0] = names[0].lstrip("#").strip()  # HEPMASS writes "# label, f0, ..."
         else:
             bad = numeric.index(False)
-            raise UserError(f"{path}: line 1, column {bad + 1}: not a number: {fields[bad]!r} (line 1 has both "
+            raise UserError(f"{path}: line 1, column {bad + 1}: not a number: {quoted(fields[bad])} (line 1 has both "
                             "numbers and text, so it is neither a header nor a data row)")
         n_columns = len(fields)
     if n_columns < 2 and label_column is not None:
@@ -49,15 +51,18 @@ def _first_line(path: Path, kind: str) -> str:
             if kind == "gzip":
                 from isal import igzip
                 with igzip.open(raw, "rb") as f:
-                    line = f.readline(1 << 20)
+                    line = f.readline(FIRST_LINE_MAX + 1)
             else:
-                line = raw.readline(1 << 20)
+                line = raw.readline(FIRST_LINE_MAX + 1)
     except EOFError:
         raise UserError(f"{path}: line 1: the gzip stream ends early (file truncated?)") from None
     except (OSError, ZlibError) as e:  # isal's BadGzipFile is an OSError
         raise UserError(f"{path}: not a readable gzip file ({e})") from None
     if not line.strip():
         raise UserError(f"{path}: empty file" if not line else f"{path}: line 1 is empty; expected a header or data")
+    if len(line) > FIRST_LINE_MAX:
+        raise UserError(f"{path}: line 1 is longer than {FIRST_LINE_MAX:,} bytes; a table's header or row is never "
+                        "that long: is this the right file?")
     return line.decode("utf-8", errors="replace").lstrip("\ufeff")
 
 
@@ -94,24 +99,44 @@ def is_number(s: str) -> bool:
         return False
 
 
-def fingerprint_file(path: str | os.PathLike) -> str:
-    """Size + mtime (ns) + SHA-256 of the first and last MiB, as 32 hex digits; costs two 1 MiB reads.
+SAMPLE_END = 1 << 20      # both ends are hashed whole: headers, tails, appends, truncations
+SAMPLE_BLOCKS = 64        # plus this many blocks spread evenly over the part in between
+SAMPLE_BLOCK = 4096
 
-    Enough in practice: any rewrite of the file (re-download, re-export, truncation, append) changes
-    its size or mtime, and the two hashed ends catch a same-size replacement whose mtime was kept
-    (cp -p, rsync -t), since headers and tails of different exports differ. Not caught: an edit in
-    the middle that keeps the size and then forges the mtime back; delete the cache entry by hand
-    after doing that. Hashing the whole 2.6 GB HIGGS file instead would read it all on every load,
-    seconds where a reload from the cache takes milliseconds."""
+
+def fingerprint_file(path: str | os.PathLike) -> str:
+    """What the file holds, cheaply: size + mtime (ns) + SHA-256 of a content sample, as 32 hex digits.
+    The data's identity (a run's --resume, a model's split check compare it), so it survives a copy,
+    a rename or a chmod. The sample is the first and last MiB (the whole file up to 2 MiB) and
+    SAMPLE_BLOCKS blocks of 4 KiB spread evenly over the rest: ~2.3 MiB read whatever the size.
+    A same-size edit between the sampled blocks with the mtime set back is not seen here; the cache
+    also checks file_version, which sees it."""
     path = Path(path)
     st = stat_file(path)
     h = hashlib.sha256(f"{st.st_size}:{st.st_mtime_ns}:".encode())
     with open_binary(path) as f:
-        h.update(f.read(1 << 20))
-        if st.st_size > 2 << 20:
-            f.seek(-(1 << 20), os.SEEK_END)
-            h.update(f.read(1 << 20))
+        if st.st_size <= 2 * SAMPLE_END:
+            h.update(f.read())
+        else:
+            h.update(f.read(SAMPLE_END))
+            middle = st.st_size - 2 * SAMPLE_END
+            for i in range(SAMPLE_BLOCKS):
+                f.seek(SAMPLE_END + i * middle // SAMPLE_BLOCKS)
+                h.update(f.read(SAMPLE_BLOCK))
+            f.seek(-SAMPLE_END, os.SEEK_END)
+            h.update(f.read(SAMPLE_END))
     return h.hexdigest()[:32]
+
+
+def file_version(path: str | os.PathLike, fingerprint: str | None = None) -> str:
+    """This very file, unchanged: the content fingerprint plus device, inode and change time (st_ctime_ns).
+    The kernel sets the change time on every write, and no user can set it back (touch -r, cp -p and
+    rsync -t restore the mtime only), so any in-place edit anywhere in the file changes the version.
+    What the read cache checks. A copy, rename or chmod changes it too: that costs one re-read.
+    `fingerprint`: the file's fingerprint_file, when the caller has it already."""
+    path = Path(path)
+    st = stat_file(path)
+    return f"{fingerprint or fingerprint_file(path)}:{st.st_dev}:{st.st_ino}:{st.st_ctime_ns}"
 
 
 def stat_file(path: Path) -> os.stat_result:

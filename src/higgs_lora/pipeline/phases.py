@@ -7,12 +7,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from higgs_lora import hardware
 from higgs_lora.config import MERGE_TOLERANCE, ModelConfig, TrainConfig
 from higgs_lora.distributed import gather, is_main, log
-from higgs_lora.errors import UserError
+from higgs_lora.errors import DataError, UserError
 from higgs_lora.lora import adapters, add_adapters, merge_adapters, variant_name
 from higgs_lora.metrics import binary_metrics
 from higgs_lora.model import ResidualMLP
@@ -68,6 +69,20 @@ def part(data: Prepared, rows: slice, *, batch_size: int):
     return batches
 
 
+def refuse_one_class(data: Prepared, part_name: str) -> None:
+    """Training on rows of one class learns nothing (a constant), and its metrics are undefined: refuse,
+    naming the data and the part. Cheap: one count over the part's uint8 labels."""
+    rows = data.parts()[part_name]
+    n = rows.stop - rows.start
+    if n == 0:
+        return  # an empty part is refused where it is used, with its own message
+    signal = int(np.count_nonzero(np.asarray(data.source.labels[rows])))
+    if signal in (0, n):
+        only = "signal rows (label 1)" if signal else "background rows (label 0)"
+        raise DataError(f"{data.source.source}: the {part_name} part ({n:,} rows) holds only {only}; "
+                        "training needs both classes (check the label column and the file)")
+
+
 def resume_settings(cfg: TrainConfig, data: Prepared, **more) -> dict:
     """What a phase resumed from its checkpoint must share with the run that wrote it: the resolved recipe
     (but the device: a run may move), the data (its fingerprint) and the split; `more` adds e.g. the base."""
@@ -79,6 +94,7 @@ def resume_settings(cfg: TrainConfig, data: Prepared, **more) -> dict:
 def train_base(cfg: TrainConfig, data: Prepared, *, checkpoint: Path | None = None, resume: bool = False,
                progress: bool = True, on_epoch=None) -> tuple[ResidualMLP, FitResult]:
     """Train a fresh base network on the train rows (validating on the val rows)."""
+    refuse_one_class(data, "train")
     model = ResidualMLP.from_config(cfg.model).to(data.source.device)
     log(f"base network: {cfg.model.to_dict()}  {model.n_params():,} parameters")
     train = part(data, data.split.train, batch_size=cfg.batch_size)
@@ -104,6 +120,7 @@ def adapt(cfg: TrainConfig, model: ResidualMLP) -> ResidualMLP:
 def finetune(cfg: TrainConfig, model: ResidualMLP, data: Prepared, *, base_fingerprint: str,
              checkpoint: Path | None = None, resume: bool = False, progress: bool = True, on_epoch=None) -> FitResult:
     """Train the adapters of `model` (whose base has `base_fingerprint`) on the extra rows."""
+    refuse_one_class(data, "extra")
     extra = part(data, data.split.extra, batch_size=cfg.ft_batch())
     settings = resume_settings(cfg, data, base=base_fingerprint)
     keep = Checkpoint(checkpoint, resume=resume, settings=settings) if checkpoint else None

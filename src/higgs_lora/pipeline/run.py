@@ -128,6 +128,9 @@ def prepare(r: RunState) -> None:
     t = time.perf_counter()
     r.data = prepare_data(r.spec, device=r.device, val_fraction=r.cfg.val_fraction, progress=r.progress)
     phases.fit_features(r.cfg, r.data.source.n_features)
+    phases.refuse_one_class(r.data, "train")  # before the run directory is made
+    if r.data.split.extra_rows and r.cfg.ft_epochs:
+        phases.refuse_one_class(r.data, "extra")
     prepare_run_dir(r.out, force=r.force, resume=r.resume)
     log(f"data: {r.data.source.describe()}")
     r.data.log_split()

@@ -6,6 +6,7 @@ when the process ends, however it ends: a killed run leaves no stale lock. A sec
 the same directory (the same command launched twice, --force, --resume) is refused, naming the first."""
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -21,6 +22,7 @@ from higgs_lora.weights import model_paths
 
 
 LOCK_NAME = ".lock"
+MIN_FREE = 64 << 20  # a run's checkpoints, models and report
 _held: dict[Path, int] = {}  # directory -> descriptor of its lock file, kept open while this process lives
 
 
@@ -37,6 +39,13 @@ def prepare_run_dir(out: Path, *, force: bool, resume: bool) -> Path:
     if out.exists() and any(p.name != LOCK_NAME for p in out.iterdir()) and not (force or resume):
         refuse_if_locked(out)
         raise RunDirectoryError(f"--out {out}: directory is not empty (use --force to overwrite or --resume to continue)")
+    # Space first, before anything is made: a refused run leaves nothing that blocks its own retry.
+    first_new = _first_missing(out)
+    free = shutil.disk_usage(first_new.parent if first_new is not None else out).free
+    if free < MIN_FREE:
+        raise RunDirectoryError(f"--out {out}: only {free >> 20} MiB free on that disk; a run needs at least "
+                                f"{MIN_FREE >> 20} MiB")
+    had_checkpoints = (out / "checkpoints").exists()
     try:
         out.mkdir(parents=True, exist_ok=True)
         lock_dir(out)
@@ -45,12 +54,29 @@ def prepare_run_dir(out: Path, *, force: bool, resume: bool) -> Path:
         probe.write_bytes(b"x" * 4096)
         probe.unlink()
     except OSError as e:
+        _undo(out, first_new, had_checkpoints)
         raise RunDirectoryError(f"--out {out}: cannot write there ({e.strerror})") from None
-    free = shutil.disk_usage(out).free
-    if free < 64 << 20:
-        raise RunDirectoryError(f"--out {out}: only {free >> 20} MiB free on that disk; a run needs at least 64 MiB")
     distributed.barrier()
     return out
+
+
+def _first_missing(path: Path) -> Path | None:
+    """The outermost directory of `path` that does not exist yet (what mkdir -p would make first), or None."""
+    path, missing = path.absolute(), None
+    while not path.exists():
+        path, missing = path.parent, path
+    return missing
+
+
+def _undo(out: Path, first_new: Path | None, had_checkpoints: bool) -> None:
+    """Remove what a refused prepare_run_dir made: the directories it created, or the checkpoints/ it added."""
+    release_dir(out)
+    if first_new is not None:
+        shutil.rmtree(first_new, ignore_errors=True)
+    elif not had_checkpoints:
+        with contextlib.suppress(OSError):
+            (out / "checkpoints").rmdir()
+            (out / LOCK_NAME).unlink()
 
 
 def lock_dir(out: Path) -> None:
@@ -104,6 +130,8 @@ def _in_use(out: Path, holder: str) -> str:
 def new_model_path(out, *, force: bool) -> Path:
     """The .safetensors path a command will write; refuses to replace an existing model without force."""
     path, _ = model_paths(out)
+    if path.is_dir():
+        raise RunDirectoryError(f"--out {path}: is a directory, not a file")
     if path.exists() and not force:
         raise RunDirectoryError(f"--out {path}: file exists (use --force to overwrite)")
     return path
@@ -112,6 +140,8 @@ def new_model_path(out, *, force: bool) -> Path:
 def new_file(out, *, force: bool) -> Path:
     """A file a command will write; refuses to replace an existing one without force."""
     out = Path(out)
+    if out.is_dir():
+        raise RunDirectoryError(f"--out {out}: is a directory, not a file")
     if out.exists() and not force:
         raise RunDirectoryError(f"--out {out}: file exists (use --force to overwrite)")
     return out

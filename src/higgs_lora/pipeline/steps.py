@@ -59,6 +59,7 @@ def train_prepared(cfg: TrainConfig, data: Prepared, *, out, force: bool = False
                    progress: bool = True, track=None) -> Trained | None:
     """`train` on data already loaded, split and standardized (the Python API keeps data in memory)."""
     phases.fit_features(cfg, data.source.n_features)
+    phases.refuse_one_class(data, "train")  # before the run directory is made
     out = prepare_run_dir(Path(out), force=force, resume=resume)
     try:
         data.log_balance()
@@ -119,6 +120,7 @@ def finetune_prepared(cfg: TrainConfig, model: torch.nn.Module, data: Prepared, 
                       track=None, name: str | None = None, condition: str | None = None) -> Trained | None:
     """`finetune` of a network that has its adapters already, on data already prepared (the Python API)."""
     check_extra_rows(data)
+    phases.refuse_one_class(data, "extra")  # before the run directory is made
     out = prepare_run_dir(Path(out), force=force, resume=resume)
     try:
         data.log_balance()
@@ -291,9 +293,12 @@ def predict_with(model: torch.nn.Module, standardizer, *, data, out, label_colum
     return rows
 
 
-def export(*, model_path, out, adapter_path=None, include_standardization: bool = False) -> Path:
-    """An ONNX graph of a saved model (the adapter merged in) and its preprocess.json, in directory `out`."""
+def export(*, model_path, out, adapter_path=None, include_standardization: bool = False, force: bool = False) -> Path:
+    """An ONNX graph of a saved model (the adapter merged in) and its preprocess.json, in directory `out`;
+    existing ones are replaced only with `force`, as every command's outputs."""
     from higgs_lora.export import export_onnx
+    for name in ("model.onnx", "preprocess.json"):
+        new_file(Path(out) / name, force=force)
     loaded = load_with_adapter(model_path, adapter_path)
     out = Path(out)
     try:
@@ -306,12 +311,15 @@ def export(*, model_path, out, adapter_path=None, include_standardization: bool 
     return path
 
 
-def export_peft(*, model_path, out, adapter_path=None, include_standardization: bool = False) -> Path:
+def export_peft(*, model_path, out, adapter_path=None, include_standardization: bool = False,
+                force: bool = False) -> Path:
     """An adapter in PEFT's format (adapter_config.json + adapter_model.safetensors) in directory `out`.
     With `adapter_path`, `model_path` is its base (checked); without, `model_path` is the adapter file."""
-    from higgs_lora.peft_format import export_adapter
+    from higgs_lora.peft_format import CONFIG_FILE, WEIGHTS_FILE, export_adapter
     if include_standardization:
         raise UserError("--include-standardization applies to --format onnx only (a PEFT adapter has no inputs)")
+    for name in (CONFIG_FILE, WEIGHTS_FILE):
+        new_file(Path(out) / name, force=force)
     if adapter_path is None:
         adapter_path = model_path
     else:   # it must belong to the model, as everywhere else

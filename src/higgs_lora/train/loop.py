@@ -7,6 +7,7 @@ a run killed and resumed ends with the weights of one never interrupted.
 from __future__ import annotations
 
 import contextlib
+import math
 import signal
 import time
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from tqdm.auto import tqdm
 
 from higgs_lora import distributed, hardware
 from higgs_lora.config import Recipe
-from higgs_lora.errors import Interrupted, UserError
+from higgs_lora.errors import Interrupted, TrainingDiverged, UserError
 from higgs_lora.lora import param_groups
 from higgs_lora.runtime import autocast
 from higgs_lora.thread_governor import thread_governor
@@ -101,6 +102,7 @@ def fit(model: torch.nn.Module, data, recipe: Recipe, *, val=None, checkpoint: C
             loss_sum = torch.zeros((), device=device, dtype=torch.float64)
             correct = torch.zeros((), device=device, dtype=torch.int64)
             seen, t_epoch, elapsed_before = 0, time.perf_counter(), 0.0
+            nonfinite_at = torch.full((), -1, device=device, dtype=torch.int64)  # first step with a NaN/inf loss
             first_step = start_step if epoch == start_epoch else 0
             if carry is not None and epoch == start_epoch:
                 if main_rank:  # the carried sums are global; add them once
@@ -121,6 +123,7 @@ def fit(model: torch.nn.Module, data, recipe: Recipe, *, val=None, checkpoint: C
                     if stop:
                         sums = distributed.all_reduce_(torch.stack([
                             loss_sum, correct.double(), torch.tensor(float(seen), device=device, dtype=torch.float64)]))
+                        _refuse_nonfinite(sums[0].item(), nonfinite_at, phase=phase, epoch=epoch, path=path)
                         state = dict(loss_sum=sums[0].item(), correct=int(sums[1].item()), seen=int(sums[2].item()),
                                      seconds=elapsed_before + time.perf_counter() - t_epoch)
                         if path is not None and main_rank:
@@ -141,6 +144,8 @@ def fit(model: torch.nn.Module, data, recipe: Recipe, *, val=None, checkpoint: C
                     loss.backward()
                     opt.step()
                     loss_sum += loss.detach() * yb.shape[0]
+                    # Marked on the device (no host sync per step); checked before anything is saved.
+                    nonfinite_at = torch.where((nonfinite_at < 0) & ~torch.isfinite(loss.detach()), step, nonfinite_at)
                     correct += ((logits.detach() > 0) == (yb > 0.5)).sum()
                     seen += yb.shape[0]
                     bar.update(yb.shape[0] * world)  # the bar counts the rows of all ranks
@@ -150,6 +155,7 @@ def fit(model: torch.nn.Module, data, recipe: Recipe, *, val=None, checkpoint: C
             sums = distributed.all_reduce_(torch.stack([loss_sum, correct.double(),
                                                         torch.tensor(float(seen), device=device, dtype=torch.float64)]))
             loss_total, correct_total, seen = sums[0].item(), sums[1].item(), int(sums[2].item())
+            _refuse_nonfinite(loss_total, nonfinite_at, phase=phase, epoch=epoch, path=path)
             seconds = elapsed_before + time.perf_counter() - t_epoch
             row = dict(phase=phase, epoch=epoch + 1, loss=loss_total / seen, accuracy=correct_total / seen,
                        val_loss=None, val_accuracy=None, lr=opt.param_groups[0]["lr"], seconds=seconds,
@@ -184,6 +190,20 @@ def fit(model: torch.nn.Module, data, recipe: Recipe, *, val=None, checkpoint: C
         model.load_state_dict(best["state"])
         result.best_epoch = best["epoch"]
     return result
+
+
+def _refuse_nonfinite(loss_total: float, nonfinite_at: torch.Tensor, *, phase: str, epoch: int, path) -> None:
+    """Stop, naming where, once the loss is NaN or infinite: the weights are then garbage, and the
+    checkpoint of the last good epoch (if any) must stay as it is. All ranks see the same summed loss."""
+    if math.isfinite(loss_total):
+        return
+    step = int(nonfinite_at.item())
+    where = f"epoch {epoch + 1}, step {step}" if step >= 0 else f"epoch {epoch + 1} (on another process)"
+    kept = f"the checkpoint {path} of the last good epoch is kept" if path is not None and path.exists() else \
+        "no checkpoint was written"
+    raise TrainingDiverged(f"{phase}: the training loss became non-finite ({loss_total}) at {where}; training "
+                           f"stopped and nothing was saved ({kept}). Check the data, or try a lower learning rate "
+                           "or --precision fp32")
 
 
 def _thread_note(phase: str):
