@@ -103,7 +103,7 @@ def _decode_png(data: bytes) -> Image.Image:
 
 
 # ---------------------------------------------------------------- ROC against sklearn
-# The curve is torchmetrics' (metrics.roc_curve), in float32: equal to sklearn's within float32 rounding.
+# The curve is ours (metrics.roc_curve, float64 inside): equal to sklearn's within rounding.
 
 @pytest.mark.parametrize("ties", [False, True])
 def test_roc_matches_sklearn(ties):

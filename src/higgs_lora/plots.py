@@ -63,9 +63,9 @@ def read_predictions(path: Path) -> dict[str, np.ndarray]:
 
 
 def roc_curves(predictions: dict[str, np.ndarray], metrics: dict) -> dict[str, tuple[np.ndarray, np.ndarray, float]]:
-    """{model: (fpr, tpr, AUC)}: the curves and AUCs the run computed (torchmetrics, stored in the
+    """{model: (fpr, tpr, AUC)}: the curves and AUCs the run computed (metrics.py, stored in the
     predictions file and metrics.json). A run directory written before the curves were stored has them
-    computed here, by the same function (which then imports PyTorch)."""
+    computed here, by the same function."""
     labels = predictions.get("labels")
     curves = {}
     for key, _, _ in MODELS:

@@ -1,0 +1,103 @@
+"""Figures of merit against hand computations, scikit-learn's ROC and SciPy's Kolmogorov distribution."""
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+from sklearn import metrics as skm
+
+from higgs_lora.figures_of_merit import (EFF_B_POINTS, EFF_S_POINTS, ams, binomial_sigma, figures_of_merit,
+                                         kolmogorov_sf, weighted_ks)
+from higgs_lora.metrics import effective_size
+
+
+def _sample(seed=0, n=40_000):
+    rng = np.random.default_rng(seed)
+    labels = rng.random(n) < 0.4
+    scores = rng.normal(size=n) + 1.5 * labels
+    weights = rng.uniform(0.2, 2.0, n)
+    return labels, scores, weights
+
+
+def test_working_points_interpolate_scikit_learns_roc():
+    labels, scores, weights = _sample()
+    fom = figures_of_merit(labels=labels, scores=scores, weights=weights)
+    fpr, tpr, _ = skm.roc_curve(labels, scores, sample_weight=weights, drop_intermediate=False)
+    n_s, n_b = effective_size(weights[labels]), effective_size(weights[~labels])
+    for point, eff_b in zip(fom["eff_s_at_eff_b"], EFF_B_POINTS):
+        ref = np.interp(eff_b, fpr, tpr)  # monotone here, so np.interp is a valid reference
+        assert point["eff_s"] == pytest.approx(ref, abs=1e-12)
+        assert point["sigma"] == pytest.approx(math.sqrt(ref * (1 - ref) / n_s), rel=1e-9)
+    for point, eff_s in zip(fom["rejection_at_eff_s"], EFF_S_POINTS):
+        eff_b = np.interp(eff_s, tpr, fpr)
+        assert point["rejection"] == pytest.approx(1 / eff_b, rel=1e-9)
+        assert point["sigma"] == pytest.approx(math.sqrt(eff_b * (1 - eff_b) / n_b) / eff_b ** 2, rel=1e-9)
+
+
+def test_effective_size_and_binomial_sigma_by_hand():
+    assert effective_size([1, 1, 1, 1]) == 4
+    assert effective_size([1, 3]) == pytest.approx(16 / 10)
+    assert binomial_sigma(0.2, 100) == pytest.approx(0.04)
+
+
+def test_ams_formula_by_hand():
+    # s = 10, b = 90: c = 100, 2 ((110) ln 1.1 - 10) = 2 (10.4841... - 10)
+    assert float(ams(10, 90)) == pytest.approx(math.sqrt(2 * (110 * math.log(1.1) - 10)), rel=1e-12)
+    # for s << b the AMS tends to s / sqrt(b + b_reg)
+    assert float(ams(1, 1e6)) == pytest.approx(1 / math.sqrt(1e6 + 10), rel=1e-5)
+
+
+def test_best_ams_is_the_brute_force_maximum_and_scales_to_the_full_sample():
+    labels, scores, weights = _sample(1, n=3000)
+    scores = np.round(scores, 2)  # ties: a cut selects whole groups
+    totals = (3 * weights[labels].sum(), 5 * weights[~labels].sum())  # the test part is 1/3 and 1/5 of the classes
+    best = figures_of_merit(labels=labels, scores=scores, weights=weights, totals=totals)["best_ams"]
+    brute = []
+    for cut in np.unique(scores):
+        sel = scores >= cut
+        s, b = 3 * weights[sel & labels].sum(), 5 * weights[sel & ~labels].sum()
+        brute.append((math.sqrt(2 * ((s + b + 10) * math.log(1 + s / (b + 10)) - s)), cut, s, b))
+    ref = max(brute)
+    assert best["ams"] == pytest.approx(ref[0], rel=1e-9)
+    assert best["cut"] == ref[1]
+    assert best["s"] == pytest.approx(ref[2], rel=1e-9) and best["b"] == pytest.approx(ref[3], rel=1e-9)
+    assert best["scale_signal"] == pytest.approx(3) and best["scale_background"] == pytest.approx(5)
+
+
+def test_kolmogorov_series_matches_scipy():
+    for z in np.r_[np.linspace(0.05, 3.0, 60), 0.999, 1.0, 1.001]:
+        assert kolmogorov_sf(z) == pytest.approx(stats.kstwobign.sf(z), abs=1e-12)
+
+
+def test_unweighted_ks_matches_scipy():
+    rng = np.random.default_rng(2)
+    a, b = rng.normal(size=3000), rng.normal(0.05, 1, size=2000)
+    a[:50] = np.round(a[:50], 1)  # some ties
+    ks = weighted_ks(a, b)
+    ref = stats.ks_2samp(a, b)
+    assert ks["statistic"] == pytest.approx(ref.statistic, abs=1e-12)
+    en = 3000 * 2000 / 5000
+    assert ks["p_value"] == pytest.approx(stats.kstwobign.sf(math.sqrt(en) * ref.statistic), abs=1e-12)
+    # SciPy's own asymptotic p uses a finite-n distribution: close, not equal
+    assert ks["p_value"] == pytest.approx(stats.ks_2samp(a, b, method="asymp").pvalue, abs=0.02)
+
+
+def test_integer_weights_give_the_statistic_of_the_repeated_sample():
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(size=400), rng.normal(size=300)
+    wa, wb = rng.integers(1, 4, 400), rng.integers(1, 4, 300)
+    ks = weighted_ks(a, b, wa, wb)
+    assert ks["statistic"] == pytest.approx(stats.ks_2samp(np.repeat(a, wa), np.repeat(b, wb)).statistic, abs=1e-12)
+    assert ks["n_eff"] == [pytest.approx(effective_size(wa)), pytest.approx(effective_size(wb))]
+
+
+def test_one_class_has_no_figures_of_merit():
+    assert figures_of_merit(labels=np.ones(5), scores=np.arange(5.0)) == dict(undefined="one class")
+
+
+def test_negative_weights_are_accepted():
+    labels, scores, weights = _sample(4, n=5000)
+    weights[::20] *= -1
+    fom = figures_of_merit(labels=labels, scores=scores, weights=weights, train=(labels, scores, weights))
+    assert fom["best_ams"]["ams"] > 0
+    assert fom["ks"]["signal"]["statistic"] == 0.0 and fom["ks"]["signal"]["p_value"] == 1.0  # same sample
