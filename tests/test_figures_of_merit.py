@@ -6,7 +6,7 @@ import pytest
 from scipy import stats
 from sklearn import metrics as skm
 
-from higgs_lora.figures_of_merit import (EFF_B_POINTS, EFF_S_POINTS, ams, binomial_sigma, figures_of_merit,
+from higgs_lora.figures_of_merit import (EFF_B_POINTS, EFF_S_POINTS, ams, binomial_sigma, efficiency_vs, figures_of_merit,
                                          kolmogorov_sf, weighted_ks)
 from higgs_lora.metrics import effective_size
 
@@ -101,3 +101,13 @@ def test_negative_weights_are_accepted():
     fom = figures_of_merit(labels=labels, scores=scores, weights=weights, train=(labels, scores, weights))
     assert fom["best_ams"]["ams"] > 0
     assert fom["ks"]["signal"]["statistic"] == 0.0 and fom["ks"]["signal"]["p_value"] == 1.0  # same sample
+
+
+def test_efficiency_vs_a_variable_by_hand():
+    values = np.array([0.0, 1.0, 2.0, 3.0, 10.0, 11.0, 12.0, 13.0])
+    labels = np.array([1, 1, 0, 0, 1, 1, 0, 0])
+    scores = np.array([0.9, 0.1, 0.9, 0.1, 0.9, 0.9, 0.1, 0.1])
+    weights = np.array([1, 3, 1, 1, 1, 1, 2, 2])
+    e = efficiency_vs(values, labels=labels, scores=scores, cut=0.5, weights=weights, bins=2)
+    assert e["edges"] == [0.0, 6.5, 13.0]
+    assert e["eff_s"] == [0.25, 1.0] and e["eff_b"] == [0.5, 0.0]

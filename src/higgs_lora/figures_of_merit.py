@@ -121,6 +121,25 @@ def weighted_ks(a, b, weights_a=None, weights_b=None) -> dict:
     return dict(statistic=d, p_value=kolmogorov_sf(math.sqrt(n * m / (n + m)) * d), n_eff=[n, m])
 
 
+def efficiency_vs(values, *, labels, scores, cut: float, weights=None, bins: int = 10) -> dict:
+    """Signal and background efficiency of `scores >= cut` in bins of `values` (equal-population edges
+    over all rows, so every bin holds data): {"edges", "eff_s", "eff_b"} (None in a bin whose class
+    weighs <= 0 there)."""
+    values = np.asarray(values, dtype=np.float64)
+    labels = np.asarray(labels).astype(bool)
+    w = np.ones(labels.size) if weights is None else np.asarray(weights, dtype=np.float64)
+    edges = np.unique(np.quantile(values, np.linspace(0, 1, bins + 1)))
+    index = np.clip(np.searchsorted(edges, values, side="right") - 1, 0, max(edges.size - 2, 0))
+    selected = np.asarray(scores) >= cut
+    out = dict(edges=edges.tolist(), eff_s=[], eff_b=[])
+    for i in range(max(edges.size - 1, 1)):
+        inside = index == i
+        for key, cls in (("eff_s", labels), ("eff_b", ~labels)):
+            total = w[inside & cls].sum()
+            out[key].append(float(w[inside & cls & selected].sum() / total) if total > 0 else None)
+    return out
+
+
 def figures_of_merit(*, labels, scores, weights=None, totals: tuple[float, float] | None = None,
                      train: tuple | None = None) -> dict:
     """Every figure of merit of one model on the test part: `labels`, `scores` (probabilities or logits:
