@@ -111,3 +111,57 @@ def test_efficiency_vs_a_variable_by_hand():
     e = efficiency_vs(values, labels=labels, scores=scores, cut=0.5, weights=weights, bins=2)
     assert e["edges"] == [0.0, 6.5, 13.0]
     assert e["eff_s"] == [0.25, 1.0] and e["eff_b"] == [0.5, 0.0]
+
+
+def test_pipeline_weights_the_metrics_and_records_the_weighting():
+    """phases.evaluate and figures.* on a weighted table: the numbers are scikit-learn's with sample_weight,
+    Σw and N_eff per class and part are recorded, and the AMS scale is Σw(all) / Σw(test) per class."""
+    import torch
+
+    from conftest import synthetic_xy
+    from higgs_lora.config import ModelConfig
+    from higgs_lora.data.split import Split
+    from higgs_lora.data.standardize import Standardizer
+    from higgs_lora.data.table import Table
+    from higgs_lora.model import ResidualMLP
+    from higgs_lora.pipeline import phases
+    from higgs_lora.pipeline.data import Prepared
+    from higgs_lora.pipeline.figures import model_figures, weighting
+    from higgs_lora.train.sources import TableSource
+
+    x, y = synthetic_xy(1200)
+    w = np.random.default_rng(0).uniform(-0.2, 2.0, len(y)).astype(np.float32)
+    table = Table(x, y, [f"f{i}" for i in range(28)], "test", "fp", weights=w, weight_expr="w")
+    data = Prepared(TableSource(table, torch.device("cpu")), Split(rows=1200, train_rows=600, test_rows=400),
+                    Standardizer.fit(x[:600]))
+    torch.manual_seed(0)
+    model = ResidualMLP.from_config(ModelConfig(width=8, n_blocks=1, head_width=4))
+    e = phases.evaluate(model, data, data.split.test)
+    logits = e.logits.double().numpy()
+    test = slice(800, 1200)
+    pos_only = w[test] > 0  # scikit-learn refuses negative weights: compare where they are positive
+    assert np.array_equal(e.weights, w[test])
+    assert e.metrics["accuracy"] == pytest.approx(
+        skm.accuracy_score(y[test], logits > 0, sample_weight=w[test].astype(np.float64)), abs=1e-9)
+    ref_auc = skm.roc_auc_score(y[test][pos_only], logits[pos_only], sample_weight=w[test][pos_only])
+    from higgs_lora.metrics import roc_auc
+    assert roc_auc(labels=y[test][pos_only], scores=logits[pos_only], weights=w[test][pos_only]) == pytest.approx(ref_auc, abs=1e-9)
+    record = weighting(data, {"class_balance": "equal"})
+    assert record["weighted"] and record["weight_expr"] == "w" and record["class_balance"] == "equal"
+    assert record["negative_weights"] == "keep"
+    sig = y[test] == 1
+    assert record["parts"]["test"]["signal"]["sum_w"] == pytest.approx(float(w[test][sig].astype(np.float64).sum()))
+    assert record["parts"]["test"]["background"]["n_eff"] == pytest.approx(effective_size(w[test][~sig]))
+    fom = model_figures(model, data, kind="base", logits=e.logits, rows=test)
+    best = fom["best_ams"]
+    assert best["scale_signal"] == pytest.approx(w[y == 1].astype(np.float64).sum() / w[test][sig].astype(np.float64).sum())
+    assert fom["ks_train_part"]["part"] == "train" and fom["train_scores"]["rows"] == 600
+
+
+def test_train_sample_is_seeded_windows_inside_the_part():
+    from higgs_lora.pipeline.figures import TRAIN_SAMPLE_ROWS, WINDOW, sample_slices
+    assert sample_slices(slice(5, 1000), seed=1) == [slice(5, 1000)]
+    a, b = sample_slices(slice(100, 700_100), seed=1), sample_slices(slice(100, 700_100), seed=1)
+    assert a == b and sum(s.stop - s.start for s in a) == TRAIN_SAMPLE_ROWS
+    assert all(100 <= s.start and s.stop <= 700_100 and s.stop - s.start == WINDOW for s in a)
+    assert len({s.start for s in a}) == len(a)

@@ -144,3 +144,32 @@ def test_no_predicted_signal_makes_precision_undefined_not_zero():
     m = binary_metrics(np.array([-1.0, -2.0, -3.0]), np.array([1, 0, 0]))
     assert m["precision"] is None and m["f1"] == 0.0 and not m["one_class"]
     assert "precision n/a " in format_metrics(m) + " "
+
+
+def test_evaluate_on_rows_that_are_all_signal_gives_null_and_n_a(tmp_path, capsys):
+    """issue 22 item 5: one class -> roc_auc null in JSON, 'n/a (one class)' in the printed line, one warning."""
+    import json
+
+    from conftest import synthetic_xy
+    from higgs_lora.config import ModelConfig
+    from higgs_lora.data.standardize import Standardizer
+    from higgs_lora.model import ResidualMLP
+    from higgs_lora.pipeline import DataSpec, evaluate
+    from higgs_lora.weights import save_model
+
+    x, _ = synthetic_xy(300)
+    data = tmp_path / "signal.csv"
+    np.savetxt(data, np.column_stack([np.ones(len(x)), x]), delimiter=",", fmt="%.9e")
+    torch.manual_seed(0)
+    model = save_model(tmp_path / "m", ResidualMLP.from_config(ModelConfig(width=8, n_blocks=1, head_width=4)),
+                       Standardizer.fit(x), feature_names=[f"f{i}" for i in range(28)])
+    m = evaluate(DataSpec(path=str(data)), model_path=model, part="all", device="cpu", json_path=tmp_path / "e.json",
+                 progress=False)
+    saved = json.loads((tmp_path / "e.json").read_text())["metrics"]
+    assert saved["roc_auc"] is None and saved["specificity"] is None and saved["balanced_accuracy"] is None
+    assert saved["figures_of_merit"] == {"undefined": "one class"}
+    assert m["accuracy"] == pytest.approx(float(np.mean(m["confusion"][1][1] / len(x))))
+    out = capsys.readouterr()
+    assert "roc_auc n/a (one class)" in out.out + out.err and "roc_auc 0.0000" not in out.out + out.err
+    warnings = [line for line in out.err.splitlines() if "warning" in line]
+    assert len(warnings) == 1 and "one class" in warnings[0]
