@@ -165,9 +165,10 @@ def test_evaluate_on_rows_that_are_all_signal_gives_null_and_n_a(tmp_path, capsy
                        Standardizer.fit(x), feature_names=[f"f{i}" for i in range(28)])
     m = evaluate(DataSpec(path=str(data)), model_path=model, part="all", device="cpu", json_path=tmp_path / "e.json",
                  progress=False)
-    saved = json.loads((tmp_path / "e.json").read_text())["metrics"]
+    written = json.loads((tmp_path / "e.json").read_text())
+    saved = written["metrics"]
     assert saved["roc_auc"] is None and saved["specificity"] is None and saved["balanced_accuracy"] is None
-    assert saved["figures_of_merit"] == {"undefined": "one class"}
+    assert written["figures_of_merit"] == {"undefined": "one class"}
     assert m["accuracy"] == pytest.approx(float(np.mean(m["confusion"][1][1] / len(x))))
     out = capsys.readouterr()
     assert "roc_auc n/a (one class)" in out.out + out.err and "roc_auc 0.0000" not in out.out + out.err

@@ -197,23 +197,24 @@ def evaluate(spec: DataSpec, *, model_path, adapter_path=None, part: str = "test
     kind = "base" if adapter_path is None else "adapted"
     fom = figures.model_figures(model, data, kind=kind, logits=e.logits, rows=rows)
     fom.pop("train_scores", None)
-    m["figures_of_merit"] = fom
-    m["weighting"] = figures.weighting(data)
+    trained_with = (loaded.meta.get("provenance") or {}).get("train")  # the model's policies, where recorded
+    more = dict(figures_of_merit=fom, weighting=figures.weighting(data, trained_with))  # beside the metrics
     log(f"{part} ({rows.stop - rows.start:,} rows): {format_metrics(m)}")
     for line in format_figures(fom).splitlines():
         log("  " + line)
     best = fom.get("best_ams") or {}
     if column is not None and best.get("cut") is not None:
         probs = 1 / (1 + np.exp(-e.logits.float().cpu().numpy().astype(np.float64)))
-        m["eff_vs"] = dict(feature=eff_vs, cut=best["cut"], **efficiency_vs(
+        more["eff_vs"] = dict(feature=eff_vs, cut=best["cut"], **efficiency_vs(
             figures.raw_column(data, rows, column), labels=data.source.labels[rows], scores=probs, cut=best["cut"],
             weights=e.weights))
         log(f"  efficiency at the best-AMS cut vs {eff_vs}: " + "  ".join(
             f"[{lo:.4g}, {hi:.4g}) S {format_value(s)} B {format_value(b)}" for lo, hi, s, b in zip(
-                m["eff_vs"]["edges"][:-1], m["eff_vs"]["edges"][1:], m["eff_vs"]["eff_s"], m["eff_vs"]["eff_b"])))
+                more["eff_vs"]["edges"][:-1], more["eff_vs"]["edges"][1:], more["eff_vs"]["eff_s"],
+                more["eff_vs"]["eff_b"])))
     if json_path:
         io.write_json(json_path, dict(model=str(model_path), adapter=adapter_path, data=data.source.source, part=part,
-                                      rows=rows.stop - rows.start, metrics=m))
+                                      rows=rows.stop - rows.start, metrics=m, **more))
     return m
 
 
