@@ -167,3 +167,28 @@ def test_train_sample_is_seeded_windows_inside_the_part():
     assert a == b and sum(s.stop - s.start for s in a) == TRAIN_SAMPLE_ROWS
     assert all(100 <= s.start and s.stop <= 700_100 and s.stop - s.start == WINDOW for s in a)
     assert len({s.start for s in a}) == len(a)
+
+
+def test_run_writes_figures_weighting_and_the_new_plots(tmp_path):
+    """`run` on a small simulation: every model's metrics carry figures_of_merit and weighting, the
+    predictions file the overtraining check's train-side scores, and the report the new plots."""
+    import json
+
+    from higgs_lora.config import preset
+    from higgs_lora.pipeline import DataSpec, run
+    from higgs_lora.plots import read_predictions
+
+    cfg = preset("notebook", epochs=1, ft_epochs=1, batch_size=512, device="cpu", precision="fp32")
+    run(cfg, DataSpec(sim_events=4000), out=tmp_path / "r", progress=False, eff_vs="m_bb")
+    metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    for key in ("base", "adapted", "merged"):
+        fom = metrics[key]["figures_of_merit"]
+        assert [p["eff_b"] for p in fom["eff_s_at_eff_b"]] == list(EFF_B_POINTS)
+        assert fom["best_ams"]["ams"] > 0 and set(fom["ks"]) == {"signal", "background"}
+        assert metrics[key]["weighting"]["weighted"] is False
+        assert metrics[key]["weighting"]["parts"]["test"]["signal"]["n_eff"] == metrics["data"]["balance"]["test"]["signal"]
+    assert fom["ks_train_part"]["part"] == "extra" and metrics["eff_vs"] == "m_bb"
+    predictions = read_predictions(tmp_path / "r" / "test_predictions.npz")
+    assert predictions["train_base"].size == metrics["data"]["balance"]["train"]["rows"] and "eff_vs" in predictions
+    plots = {p.name for p in (tmp_path / "r" / "plots").glob("*.png")}
+    assert {"rejection.png", "overtraining.png", "efficiency_vs.png"} <= plots
