@@ -20,6 +20,7 @@ from PIL import Image
 from sklearn import metrics as skm
 
 from higgs_lora.errors import UserError
+from higgs_lora.figures_of_merit import figures_of_merit
 from higgs_lora.metrics import ROC_POINTS, roc_auc, roc_curve
 from higgs_lora.report import METRICS, comparison_table, write_report
 
@@ -81,6 +82,20 @@ def build_run_dir(path: Path, *, adapted: bool = True) -> Path:
         data=dict(path="/data/HIGGS.csv.gz", source="csv", label_column=0),
         command="higgs-lora run /data/HIGGS.csv.gz --epochs 4", versions=dict(higgs_lora="0.1.0", torch="2.13"),
         machine=dict(cpu="test cpu", threads=2, device="cpu"))
+    # figures of merit and the overtraining check's train-side scores, as the run writes them
+    arrays["weights"] = rng.uniform(0.5, 1.5, N_TEST).astype(np.float32)
+    arrays["eff_vs"] = rng.normal(size=N_TEST).astype(np.float32)
+    metrics["eff_vs"] = "f0"
+    for key in ("base", "adapted") if adapted else ("base",):
+        n_train = 3000
+        train_labels = (rng.random(n_train) < 0.53).astype(np.uint8)
+        train_scores = (1 / (1 + np.exp(-(1.2 * (2.0 * train_labels - 1) + rng.normal(0, 1.3, n_train))))).astype(np.float32)
+        arrays |= {f"train_{key}": train_scores, f"train_{key}_labels": train_labels}
+        metrics[key]["figures_of_merit"] = figures_of_merit(
+            labels=labels, scores=arrays[key], weights=arrays["weights"], totals=(5000.0, 4000.0),
+            train=(train_labels, train_scores, None))
+        metrics[key]["weighting"] = dict(weighted=True, weight_expr="w", class_balance="none", negative_weights="keep",
+                                         parts=dict(test=dict(signal=dict(rows=1, sum_w=1.0, n_eff=1.0))))
     (path / "config.json").write_text(json.dumps(config, indent=2))
     (path / "metrics.json").write_text(json.dumps(metrics, indent=2))
     (path / "history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history))
@@ -103,7 +118,7 @@ def _decode_png(data: bytes) -> Image.Image:
 
 
 # ---------------------------------------------------------------- ROC against sklearn
-# The curve is torchmetrics' (metrics.roc_curve), in float32: equal to sklearn's within float32 rounding.
+# The curve is ours (metrics.roc_curve, float64 inside): equal to sklearn's within rounding.
 
 @pytest.mark.parametrize("ties", [False, True])
 def test_roc_matches_sklearn(ties):
@@ -155,10 +170,14 @@ def test_roc_needs_both_classes():
 
 # ---------------------------------------------------------------- the full report
 
+ALL_PLOTS = ["confusion.png", "efficiency_vs.png", "overtraining.png", "rejection.png", "roc.png", "scores.png",
+             "training.png"]
+
+
 def test_plots_exist_and_decode(full_run):
     run, _, _ = full_run
     pngs = sorted((run / "plots").glob("*.png"))
-    assert [p.name for p in pngs] == ["confusion.png", "roc.png", "scores.png", "training.png"]
+    assert [p.name for p in pngs] == ALL_PLOTS
     for p in pngs:
         image = _decode_png(p.read_bytes())
         assert image.width >= 600 and image.height >= 300, p.name
@@ -168,7 +187,7 @@ def test_html_is_self_contained_and_embeds_every_plot(full_run):
     run, _, html_path = full_run
     text = html_path.read_text(encoding="utf-8")
     sources = re.findall(r'<img [^>]*src="([^"]+)"', text)
-    assert len(sources) == 4
+    assert len(sources) == len(ALL_PLOTS)
     for src in sources:
         assert src.startswith("data:image/png;base64,")
         _decode_png(base64.b64decode(src.split(",", 1)[1], validate=True))
@@ -216,7 +235,7 @@ def test_markdown_references_plots_and_sections(full_run):
     run, md_path, _ = full_run
     text = md_path.read_text(encoding="utf-8")
     refs = re.findall(r"!\[[^\]]*\]\((plots/[^)]+\.png)\)", text)
-    assert sorted(refs) == ["plots/confusion.png", "plots/roc.png", "plots/scores.png", "plots/training.png"]
+    assert sorted(refs) == [f"plots/{name}" for name in ALL_PLOTS]
     assert all((run / r).is_file() for r in refs)
     assert "Merge check: PASS" in text and "1.192e-07" in text
     epochs = _md_table_rows(text, "Epoch")  # the first per-epoch table: base training
@@ -228,7 +247,7 @@ def test_markdown_references_plots_and_sections(full_run):
 def test_comparison_table_for_terminal(full_run):
     run, _, _ = full_run
     metrics = json.loads((run / "metrics.json").read_text())
-    lines = comparison_table(metrics).splitlines()
+    lines = comparison_table(metrics).split("\n\n")[0].splitlines()
     assert lines[0].split() == ["Metric", "Base", "Adapted", "Difference"]
     assert len({len(line) for line in lines}) == 1, "columns are not aligned"
     accuracy = next(line for line in lines if line.startswith("Accuracy "))
@@ -260,7 +279,7 @@ def test_report_without_adapted_model(tmp_path):
     assert float(rows["Accuracy"][0]) == pytest.approx(metrics["base"]["accuracy"], abs=5e-5 + 1e-12)
     assert "No adapted model" in html_path.read_text(encoding="utf-8")
     assert "No adapted model" in comparison_table(metrics)
-    assert sorted(p.name for p in (run / "plots").glob("*.png")) == ["confusion.png", "roc.png", "scores.png", "training.png"]
+    assert sorted(p.name for p in (run / "plots").glob("*.png")) == ALL_PLOTS  # the base alone has every kind
 
 
 def test_report_with_only_metrics(tmp_path):
@@ -276,7 +295,7 @@ def test_report_with_only_metrics(tmp_path):
 def test_plots_drawn_when_missing_redrawn_when_stale(tmp_path):
     run = build_run_dir(tmp_path / "run")
     write_report(run)  # no plots/ yet: write_report draws them
-    assert len(list((run / "plots").glob("*.png"))) == 4
+    assert len(list((run / "plots").glob("*.png"))) == len(ALL_PLOTS)
     (run / "history.jsonl").unlink()
     (run / "test_predictions.npz").unlink()
     for png in (run / "plots").glob("*.png"):
@@ -335,3 +354,34 @@ def test_browser_check_catches_an_undecodable_image(full_run, tmp_path):
                            "--screenshot", str(tmp_path / "shot.png")], capture_output=True, text=True, timeout=300)
     assert done.returncode == 1, done.stdout + done.stderr
     assert "images that did not decode" in done.stderr
+
+
+def test_figures_of_merit_in_markdown_and_terminal_equal_metrics(full_run):
+    run, md_path, _ = full_run
+    metrics = json.loads((run / "metrics.json").read_text())
+    rows = _md_table_rows(md_path.read_text(encoding="utf-8"), "Figure of merit")
+    for key, column in (("base", 0), ("adapted", 1)):
+        fom = metrics[key]["figures_of_merit"]
+        point = fom["eff_s_at_eff_b"][2]  # eff_B = 0.1
+        value, sigma = (float(v) for v in rows["ε_S at ε_B = 0.1"][column].split(" ± "))
+        assert value == pytest.approx(point["eff_s"], abs=5e-5) and sigma == pytest.approx(point["sigma"], abs=5e-5)
+        rejection = fom["rejection_at_eff_s"][1]  # eff_S = 0.5
+        assert float(rows["1/ε_B at ε_S = 0.5"][column].split(" ± ")[0]) == pytest.approx(rejection["rejection"], abs=5e-3)
+        assert float(rows["best AMS (b_reg = 10)"][column]) == pytest.approx(fom["best_ams"]["ams"], abs=5e-4)
+        assert float(rows["KS p train vs test, signal"][column]) == pytest.approx(fom["ks"]["signal"]["p_value"], rel=5e-3)
+    terminal = comparison_table(metrics).split("\n\n")[1]
+    assert "best AMS" in terminal and "eff_S at eff_B = 0.001" in terminal and terminal.isascii()
+
+
+def test_one_class_metrics_print_as_not_available(tmp_path):
+    run = build_run_dir(tmp_path / "run", adapted=False)
+    metrics = json.loads((run / "metrics.json").read_text())
+    metrics["base"].update(roc_auc=None, specificity=None, balanced_accuracy=None, one_class=True,
+                           figures_of_merit=dict(undefined="one class"))
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    md, _ = write_report(run)
+    rows = _md_table_rows(md.read_text(encoding="utf-8"), "Metric")
+    assert rows["ROC AUC"][0] == "n/a (one class)" and rows["Specificity"][0] == "n/a (one class)"
+    assert rows["ROC AUC"][2] == "—"
+    table = comparison_table(metrics)
+    assert "n/a (one class)" in table and "0.0000" not in next(line for line in table.splitlines() if "ROC AUC" in line)

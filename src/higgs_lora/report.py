@@ -15,6 +15,8 @@ from pathlib import Path
 from higgs_lora.config import MERGE_TOLERANCE
 from higgs_lora.errors import UserError
 from higgs_lora.io import atomic_path, read_json
+from higgs_lora.figures_of_merit import EFF_B_POINTS, EFF_S_POINTS
+from higgs_lora.metrics import ONE_CLASS, format_value
 from higgs_lora.plots import PLOT_FILES, make_plots, read_history
 
 # The notebook's comparison table (accuracy, balanced accuracy, F1, precision, recall) plus the rest.
@@ -34,7 +36,12 @@ NO_ADAPTED = "No adapted model in this run (fine-tuning skipped, e.g. --ft-epoch
 PLOT_CAPTIONS = {
     "training.png": "Training curves: loss and accuracy per epoch, base training and LoRA fine-tuning.",
     "roc.png": "ROC curves on the test set, and background rejection 1/ε_B against signal efficiency ε_S.",
+    "rejection.png": "Background rejection 1/ε_B vs signal efficiency ε_S (log scale) with ±1σ binomial bands "
+                     "from N_eff; the points are the working points of the table above.",
     "scores.png": "Distribution of the predicted signal probability for signal and background test rows.",
+    "overtraining.png": "Overtraining check: weighted score distributions of the rows each model trained on and of "
+                        "the test rows, per class, with the Kolmogorov–Smirnov p-value of train vs test.",
+    "efficiency_vs.png": "Signal and background efficiency at the best-AMS cut in bins of the --eff-vs feature.",
     "confusion.png": "Confusion matrices on the test set at threshold 0.5: counts and row percentages.",
 }
 
@@ -88,28 +95,87 @@ def _seconds(value) -> str:
     return "—" if value is None else f"{value:.2f}"
 
 
+def _metric(model: dict, key: str) -> str:
+    """A model's metric: '—' where the model or the metric is missing, 'n/a (one class)' where undefined."""
+    if key not in model:
+        return "—"
+    return format_value(model[key], one_class=bool(model.get("one_class")))
+
+
 def comparison_rows(metrics: dict) -> list[list[str]]:
-    """[label, base, adapted, adapted − base] per metric, 4 decimals; '—' where a value is missing."""
+    """[label, base, adapted, adapted − base] per metric, 4 decimals; '—' where a value is missing,
+    'n/a (one class)' where it is undefined."""
     base, adapted = metrics.get("base") or {}, metrics.get("adapted") or {}
     rows = []
     for key, label in METRICS:
         b, a = base.get(key), adapted.get(key)
         diff = _signed(a - b) if a is not None and b is not None else "—"
-        rows.append([label, _num(b), _num(a), diff])
+        rows.append([label, _metric(base, key), _metric(adapted, key), diff])
     return rows
 
 
-def comparison_table(metrics: dict) -> str:
-    """The base/adapted/difference table as aligned plain text, for the terminal."""
-    headers = ["Metric", "Base", "Adapted", "Difference"]
-    rows = comparison_rows(metrics)
-    widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(4)]
+def _text_table(headers: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
     lines = ["  ".join(c.ljust(widths[0]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(r))
              for r in [headers, *rows]]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    return lines
+
+
+def comparison_table(metrics: dict) -> str:
+    """The base/adapted/difference table, then the figures of merit, as aligned plain text for the terminal."""
+    lines = _text_table(["Metric", "Base", "Adapted", "Difference"], comparison_rows(metrics))
     if not metrics.get("adapted"):
         lines.append(NO_ADAPTED)
+    headers, rows = figures_rows(metrics)
+    if rows:
+        lines += ["", *_text_table(headers, rows)]
     return "\n".join(lines).replace("—", "-")  # plain ASCII: terminals need not speak UTF-8
+
+
+FIGURE_MODELS = (("base", "Base"), ("adapted", "Adapted"), ("merged", "Merged"))
+
+
+def _pm(value, sigma, digits: int) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.{digits}f}" + (f" +- {sigma:.{digits}f}" if sigma is not None else "")
+
+
+def figures_rows(metrics: dict, models=FIGURE_MODELS) -> tuple[list[str], list[list[str]]]:
+    """(headers, rows) of the working points, the best-cut AMS and the KS p-values of every model whose
+    metrics carry a figures_of_merit block (plain ASCII labels); no rows when none does."""
+    present = [(k, name) for k, name in models if isinstance((metrics.get(k) or {}).get("figures_of_merit"), dict)]
+    if not present:
+        return [], []
+    foms = [metrics[k]["figures_of_merit"] for k, _ in present]
+    if all("undefined" in f for f in foms):
+        return ["Figure of merit", *(n for _, n in present)], [["all", *(ONE_CLASS for _ in present)]]
+    rows = []
+    for i, eff_b in enumerate(EFF_B_POINTS):
+        rows.append([f"eff_S at eff_B = {eff_b:g}",
+                     *(ONE_CLASS if "undefined" in f else _pm(f["eff_s_at_eff_b"][i]["eff_s"], f["eff_s_at_eff_b"][i]["sigma"], 4)
+                       for f in foms)])
+    for i, eff_s in enumerate(EFF_S_POINTS):
+        rows.append([f"1/eff_B at eff_S = {eff_s:g}",
+                     *(ONE_CLASS if "undefined" in f else _pm(f["rejection_at_eff_s"][i]["rejection"],
+                                                              f["rejection_at_eff_s"][i]["sigma"], 2) for f in foms)])
+    best = [f.get("best_ams") or {} for f in foms]
+    rows.append(["best AMS (b_reg = 10)", *(_num(b.get("ams"), 3) if b.get("ams") is not None else "n/a" for b in best)])
+    rows.append(["  at cut: score >=", *(_num(b.get("cut"), 4) if b.get("cut") is not None else "n/a" for b in best)])
+    rows.append(["  s, b (full sample)", *(f"{b['s']:.4g}, {b['b']:.4g}" if b.get("s") is not None else "n/a"
+                                           for b in best)])
+    for cls in ("signal", "background"):
+        rows.append([f"KS p train vs test, {cls}",
+                     *("n/a" if (f.get("ks") or {}).get(cls, {}).get("p_value") is None else f"{f['ks'][cls]['p_value']:.3g}"
+                       for f in foms)])
+    return ["Figure of merit", *(n for _, n in present)], rows
+
+
+def format_figures(fom: dict) -> str:
+    """One model's figures of merit as an aligned plain-text table (the evaluate command prints it)."""
+    headers, rows = figures_rows(dict(model=dict(figures_of_merit=fom)), models=(("model", "Value"),))
+    return "\n".join(_text_table(headers, rows)) if rows else ""
 
 
 # ---------------------------------------------------------------- sections
@@ -205,6 +271,29 @@ def _results_section(metrics: dict) -> list:
     return blocks
 
 
+def _figures_section(metrics: dict) -> list:
+    headers, rows = figures_rows(metrics)
+    if not rows:
+        return [Note("No figures of merit in metrics.json (a run written before they existed).")]
+    blocks: list = ["Working points on the test set, interpolated on the weighted ROC, ± the binomial uncertainty "
+                    "from the class's effective size N_eff = (Σw)²/Σw²; the Approximate Median Significance of the "
+                    "best cut on the score with s and b scaled to the full sample; the Kolmogorov–Smirnov p-value of "
+                    "train vs test scores per class (overtraining check). Formulas: docs/metrics.md."]
+    blocks.append(Table(headers, [[r[0].replace("eff_", "ε_").replace("+-", "±"), *(c.replace("+-", "±") for c in r[1:])]
+                                  for r in rows], right=set(range(1, len(headers)))))
+    weighting = next((metrics[k]["weighting"] for k, _ in FIGURE_MODELS if "weighting" in (metrics.get(k) or {})), None)
+    if weighting:
+        how = (f"weighted by {weighting.get('weight_expr') or 'event weights'}" if weighting.get("weighted")
+               else "unweighted (every event weighs 1)")
+        blocks.append(f"Metrics {how}; class balance in training: {weighting.get('class_balance', 'none')}; "
+                      f"negative weights: {weighting.get('negative_weights', 'keep')}.")
+        wrows = [[part, cls, _int(v.get("rows")), _num(v.get("sum_w"), 4), _num(v.get("n_eff"), 1)]
+                 for part, classes in (weighting.get("parts") or {}).items() for cls, v in classes.items()]
+        if wrows:
+            blocks.append(Table(["Part", "Class", "Rows", "Σw", "N_eff"], wrows, right={2, 3, 4}))
+    return blocks
+
+
 def _lora_section(metrics: dict) -> list:
     lora = metrics.get("lora")
     if not lora:
@@ -275,6 +364,7 @@ def build_sections(run_dir: Path) -> list[tuple[str, list]]:
     return [
         ("Data", _data_section(metrics, config)),
         ("Results: base vs adapted", _results_section(metrics)),
+        ("Figures of merit", _figures_section(metrics)),
         ("Merge check", _merge_section(metrics)),
         ("Plots", _plots_section(run_dir)),
         ("Training", _training_section(history)),

@@ -7,6 +7,8 @@ import dataclasses
 import html
 from dataclasses import dataclass, field
 
+from higgs_lora.metrics import format_value
+
 METRICS = (("accuracy", "Accuracy"), ("precision", "Precision"), ("recall", "Recall"), ("f1", "F1"),
            ("balanced_accuracy", "Balanced accuracy"), ("specificity", "Specificity"),
            ("sensitivity", "Sensitivity"), ("roc_auc", "ROC AUC"), ("log_loss", "Log-loss"))
@@ -48,25 +50,28 @@ def _text_table(headers: list[str], rows: list[list[str]]) -> str:
 @dataclass(frozen=True)
 class Metrics:
     """Binary-classification metrics of one model on one part of the data, at threshold 0.5
-    (computed by `higgs_lora.metrics.binary_metrics`, the same numbers as metrics.json)."""
-    accuracy: float
-    precision: float
-    recall: float
-    f1: float
-    balanced_accuracy: float
-    specificity: float
-    sensitivity: float
-    roc_auc: float
-    log_loss: float
+    (computed by `higgs_lora.metrics.binary_metrics`, the same numbers as metrics.json). A metric that is
+    undefined (one class in the part, or a zero denominator) is None, shown as "n/a (one class)"/"n/a"."""
+    accuracy: float | None
+    precision: float | None
+    recall: float | None
+    f1: float | None
+    balanced_accuracy: float | None
+    specificity: float | None
+    sensitivity: float | None
+    roc_auc: float | None
+    log_loss: float | None
     confusion: tuple[tuple[int, int], tuple[int, int]]  # ((tn, fp), (fn, tp))
     part: str = "test"
     rows: int = 0
+    one_class: bool = False
 
     @classmethod
     def from_dict(cls, metrics: dict, *, part: str = "test", rows: int | None = None) -> "Metrics":
         confusion = tuple(tuple(int(c) for c in row) for row in metrics["confusion"])
-        return cls(**{k: float(metrics[k]) for k, _ in METRICS}, confusion=confusion, part=part,
-                   rows=sum(map(sum, confusion)) if rows is None else rows)
+        values = {k: None if metrics[k] is None else float(metrics[k]) for k, _ in METRICS}
+        return cls(**values, confusion=confusion, part=part, rows=sum(map(sum, confusion)) if rows is None else rows,
+                   one_class=bool(metrics.get("one_class", False)))
 
     def to_dict(self) -> dict:
         """The metrics as metrics.json holds them (confusion as [[tn, fp], [fn, tp]]), plus part and rows."""
@@ -74,16 +79,20 @@ class Metrics:
         d["confusion"] = [list(r) for r in self.confusion]
         return d
 
+    def text(self, key: str) -> str:
+        """One metric as tables print it (4 decimals, or "n/a (one class)")."""
+        return format_value(getattr(self, key), one_class=self.one_class)
+
     def to_frame(self):
-        """One row per metric: columns `metric`, `value`."""
+        """One row per metric: columns `metric`, `value` (None where undefined)."""
         return _pandas().DataFrame({"metric": [k for k, _ in METRICS], "value": [getattr(self, k) for k, _ in METRICS]})
 
     def __repr__(self) -> str:
-        values = "  ".join(f"{k} {getattr(self, k):.4f}" for k, _ in METRICS)
+        values = "  ".join(f"{k} {format_value(getattr(self, k), one_class=self.one_class)}" for k, _ in METRICS)
         return f"Metrics({self.part}, {self.rows:,} rows: {values})"
 
     def _repr_html_(self) -> str:
-        return html_table(["Metric", "Value"], [[label, _fmt(getattr(self, k))] for k, label in METRICS],
+        return html_table(["Metric", "Value"], [[label, self.text(k)] for k, label in METRICS],
                            caption=f"{self.part}, {self.rows:,} rows")
 
 
@@ -143,11 +152,12 @@ class Comparison:
 
     @property
     def difference(self) -> dict[str, float] | None:
-        """last − first, per metric (None with a single model)."""
+        """last − first, per metric (None with a single model; a metric's None where either is undefined)."""
         if len(self.models) < 2:
             return None
         first, last = list(self.models.values())[0], list(self.models.values())[-1]
-        return {k: getattr(last, k) - getattr(first, k) for k, _ in METRICS}
+        return {k: None if getattr(last, k) is None or getattr(first, k) is None else getattr(last, k) - getattr(first, k)
+                for k, _ in METRICS}
 
     def _headers(self) -> list[str]:
         names = list(self.models)
@@ -155,8 +165,8 @@ class Comparison:
 
     def _table_rows(self) -> list[list[str]]:
         diff = self.difference
-        return [[label, *(_fmt(getattr(m, k)) for m in self.models.values())]
-                + ([f"{diff[k]:+.4f}"] if diff else []) for k, label in METRICS]
+        return [[label, *(m.text(k) for m in self.models.values())]
+                + ([f"{diff[k]:+.4f}" if diff[k] is not None else "n/a"] if diff else []) for k, label in METRICS]
 
     def to_dict(self) -> dict:
         """{model name: metrics dict, ..., "difference": {metric: last − first}}."""

@@ -5,13 +5,16 @@ from higgs_lora.commands import args as a
 
 
 def add_parsers(sub) -> dict:
-    p = sub.add_parser("evaluate", help="metrics of a saved model (optionally with an adapter) on a data part")
+    p = sub.add_parser("evaluate", help="metrics of a saved model (optionally with an adapter) on a data part, "
+                                          "weighted by the data's event weights, with the figures of merit")
     p.add_argument("model", metavar="MODEL", help="model (.safetensors with its .json beside it)")
     p.add_argument("--adapter", metavar="ADAPTER", help="adapter file trained on MODEL")
     a.add_data_args(p)
     p.add_argument("--part", default="test", choices=["train", "val", "extra", "test", "all"],
                    help="rows to evaluate on (default: test)")
     p.add_argument("--json", metavar="FILE", help="also write the metrics as JSON")
+    p.add_argument("--eff-vs", metavar="NAME", help="a feature name: also give the signal and background efficiency "
+                                                    "at the best-AMS cut in bins of it")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda (default: auto)")
 
     p = sub.add_parser("merge", help="fold an adapter into a plain network")
@@ -83,7 +86,7 @@ def add_parsers(sub) -> dict:
 def evaluate(args, argv) -> None:
     from higgs_lora import pipeline
     pipeline.evaluate(a.data_spec(args), model_path=args.model, adapter_path=args.adapter, part=args.part,
-                      device=args.device, json_path=args.json)
+                      device=args.device, json_path=args.json, eff_vs=args.eff_vs)
 
 
 def merge(args, argv) -> None:

@@ -19,6 +19,8 @@ def add_parsers(sub) -> dict:
     p.add_argument("--force", action="store_true", help="write into a non-empty run directory")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out from its checkpoints")
     p.add_argument("--no-report", action="store_true", help="skip plots and report.md/report.html")
+    p.add_argument("--eff-vs", metavar="NAME", help="a feature name: plot the signal and background efficiency at the "
+                                                    "best-AMS cut in bins of it (plots/efficiency_vs.png)")
     a.add_recipe_args(p)
     a.add_track_arg(p)
     return {"run": run}
@@ -29,4 +31,4 @@ def run(args, argv) -> None:
     out = Path(args.out or time.strftime("runs/run-%Y%m%d-%H%M%S"))
     pipeline.run(a.train_config(args), a.data_spec(args), out=out, force=args.force, resume=args.resume,
                  progress=a.progress(args), report=not args.no_report, command="higgs-lora " + shlex.join(argv),
-                 track=args.track)
+                 track=args.track, eff_vs=args.eff_vs)

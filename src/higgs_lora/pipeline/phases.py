@@ -17,6 +17,7 @@ from higgs_lora.errors import DataError, UserError
 from higgs_lora.lora import adapters, add_adapters, merge_adapters, variant_name
 from higgs_lora.metrics import binary_metrics
 from higgs_lora.model import ResidualMLP
+from higgs_lora.pipeline import figures
 from higgs_lora.pipeline.data import Prepared
 from higgs_lora.runtime import predict_logits
 from higgs_lora.train import Checkpoint, FitResult, fit
@@ -132,12 +133,18 @@ class Evaluation:
     metrics: dict
     logits: torch.Tensor   # [rows] of the part, in order
     labels: torch.Tensor   # [rows], float 0/1
+    weights: np.ndarray | None = None  # [rows] event weights of the part; None: every row weighs 1
 
 
-def evaluate(model: torch.nn.Module, data: Prepared, rows: slice, *, precision: str = "fp32") -> Evaluation:
-    """Metrics, logits and labels of a part."""
+def evaluate(model: torch.nn.Module, data: Prepared, rows: slice, *, precision: str = "fp32",
+             part_name: str = "test part") -> Evaluation:
+    """Metrics (weighted by the data's event weights, if any), logits and labels of a part; one warning
+    line when a metric is undefined (one class in the part)."""
     logits, labels = data.source.predict(model, rows, data.standardizer, precision=precision)
-    return Evaluation(metrics=binary_metrics(logits.cpu(), labels.cpu()), logits=logits, labels=labels)
+    weights = figures.part_weights(data, rows)
+    m = binary_metrics(logits.float().cpu(), labels.cpu(), weights)
+    figures.warn_undefined(m, f"{data.source.source}, {part_name} ({rows.stop - rows.start:,} rows)")
+    return Evaluation(metrics=m, logits=logits, labels=labels, weights=weights)
 
 
 def check_unchanged_at_start(adapted: torch.nn.Module, base_logits: torch.Tensor, data: Prepared) -> None:

@@ -17,7 +17,7 @@ from higgs_lora.config import TrainConfig
 from higgs_lora.distributed import log
 from higgs_lora.lora import adapters
 from higgs_lora.metrics import ROC_POINTS, binary_metrics, format_metrics, roc_curve
-from higgs_lora.pipeline import phases
+from higgs_lora.pipeline import figures, phases
 from higgs_lora.pipeline.data import DataSpec, Prepared, prepare_data
 from higgs_lora.pipeline.rundir import machine_info, prepare_run_dir, release_dir, write_history
 from higgs_lora.runtime import resolve_device, versions
@@ -54,6 +54,8 @@ class RunState:
     adapted_logits: torch.Tensor | None = None
     merged: torch.nn.Module | None = None
     tracker: Tracker | None = None
+    eff_vs: str | None = None        # the feature the efficiencies are plotted against (--eff-vs)
+    train_scores: dict = field(default_factory=dict)  # model -> scores of the rows it trained on (KS test)
 
     @property
     def main(self) -> bool:
@@ -61,17 +63,21 @@ class RunState:
 
 
 def run(cfg: TrainConfig, spec: DataSpec, *, out: Path, force: bool = False, resume: bool = False,
-        progress: bool = True, report: bool = True, command: str = "", track=None) -> dict:
+        progress: bool = True, report: bool = True, command: str = "", track=None, eff_vs: str | None = None) -> dict:
     """Run the whole workflow into the directory `out`; returns the metrics (as in metrics.json).
     `track` ("mlflow", "tensorboard" or a higgs_lora.tracking.Tracker) logs the settings, every epoch,
-    the final metrics and the run directory's files; a tracking failure warns and the run goes on."""
+    the final metrics and the run directory's files; a tracking failure warns and the run goes on.
+    `eff_vs`: a feature name; the report plots the signal and background efficiency at the best-AMS cut
+    against it."""
     t_total = time.perf_counter()
     torch.manual_seed(cfg.seed)
     r = RunState(cfg=cfg, spec=spec, out=Path(out), force=force, resume=resume, progress=progress, command=command,
-                 device=distributed.local_device(resolve_device(cfg.device)))
+                 device=distributed.local_device(resolve_device(cfg.device)), eff_vs=eff_vs)
     refuse_changed_settings(r)
     try:
         prepare(r)  # locks the run directory
+        if r.eff_vs is not None:
+            figures.feature_column(r.data, r.eff_vs)  # a wrong name is refused before any training
         refuse_other_data(r)
         r.cfg, r.hardware = phases.resolve_hardware(r.cfg, r.device, previous=r.hardware)
         r.provenance["precision"] = {k: r.hardware[k] for k in ("precision", "reason", "epochs")}
@@ -192,7 +198,7 @@ def evaluate_saved_base(r: RunState) -> None:
     """Reload the base from disk, as the notebook does, and evaluate what was saved."""
     r.base, _, r.base_meta = load_model(r.out / "base.safetensors")
     r.base = r.base.to(r.device)
-    e = _timed_evaluation(r, r.base)
+    e = _timed_evaluation(r, r.base, kind="base")
     r.metrics["base"], r.base_logits, r.y_test = e.metrics, e.logits, e.labels
     log("base test:    " + _short(e.metrics))
 
@@ -224,7 +230,7 @@ def adapt_and_finetune(r: RunState) -> None:
 
 
 def evaluate_adapted(r: RunState) -> None:
-    e = _timed_evaluation(r, r.adapted)
+    e = _timed_evaluation(r, r.adapted, kind="adapted")
     r.metrics["adapted"], r.adapted_logits = e.metrics, e.logits
     log("adapted test: " + _short(e.metrics))
     from higgs_lora.report import comparison_table
@@ -239,7 +245,9 @@ def merge_and_verify(r: RunState) -> None:
     merged_logits = r.data.source.predict(r.merged, r.data.split.test, r.data.standardizer)[0]
     diff = (torch.sigmoid(merged_logits) - torch.sigmoid(r.adapted_logits)).abs().max().item()
     r.metrics["merge_max_abs_diff"] = diff
-    r.metrics["merged"] = binary_metrics(merged_logits.cpu(), r.y_test.cpu())
+    r.metrics["merged"] = binary_metrics(merged_logits.float().cpu(), r.y_test.cpu(),
+                                         figures.part_weights(r.data, r.data.split.test))
+    _add_figures(r, r.merged, "merged", merged_logits)
     phases.refuse_inexact_merge(diff, merged=r.merged, test_rows=r.data.split.test_rows)
     if r.main:
         save_model(r.out / "merged.safetensors", r.merged.cpu(), r.data.standardizer,
@@ -265,14 +273,28 @@ def measure(r: RunState) -> None:
 
 def write_outputs(r: RunState) -> None:
     """metrics.json, and the test predictions with their ROC curves (what the plots draw)."""
+    test = r.data.split.test
+    if r.eff_vs is not None:
+        r.metrics["eff_vs"] = r.eff_vs
     io.write_json(r.out / "metrics.json", r.metrics)
-    labels = r.data.source.labels[r.data.split.test].astype(np.uint8)
+    labels = r.data.source.labels[test].astype(np.uint8)
+    weights = figures.part_weights(r.data, test)
     arrays = dict(labels=labels)
+    if weights is not None:
+        arrays["weights"] = weights.astype(np.float32)
+    if r.eff_vs is not None:
+        arrays["eff_vs"] = figures.raw_column(r.data, test, figures.feature_column(r.data, r.eff_vs))
     for key, logits in (("base", r.base_logits), ("adapted", r.adapted_logits)):
         arrays[key] = torch.sigmoid(logits).cpu().numpy().astype(np.float32)
-        if labels.min() != labels.max():
-            fpr, tpr, _ = roc_curve(labels=labels, scores=arrays[key], max_points=ROC_POINTS)
+        if not r.metrics[key].get("one_class"):
+            fpr, tpr, _ = roc_curve(labels=labels, scores=arrays[key], weights=weights, max_points=ROC_POINTS)
             arrays |= {f"roc_{key}_fpr": fpr, f"roc_{key}_tpr": tpr}
+        train = r.train_scores.get(key)
+        if train is not None:  # the overtraining check's other half
+            arrays |= {f"train_{key}": train["scores"].astype(np.float32),
+                       f"train_{key}_labels": train["labels"].astype(np.uint8)}
+            if train["weights"] is not None:
+                arrays[f"train_{key}_weights"] = train["weights"].astype(np.float32)
     with io.atomic_path(r.out / "test_predictions.npz") as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, **arrays)
@@ -295,12 +317,24 @@ def _history_writer(r: RunState):
     return on_epoch
 
 
-def _timed_evaluation(r: RunState, model) -> phases.Evaluation:
+def _timed_evaluation(r: RunState, model, *, kind: str) -> phases.Evaluation:
     t = time.perf_counter()
     e = phases.evaluate(model, r.data, r.data.split.test)
+    _add_figures(r, model, kind, e.logits, metrics=e.metrics)
     r.timings["evaluate"] += time.perf_counter() - t
     return e
 
 
+def _add_figures(r: RunState, model, kind: str, logits: torch.Tensor, metrics: dict | None = None) -> None:
+    """The model's figures_of_merit and weighting blocks in its metrics; its train-side scores kept for the plots."""
+    m = r.metrics[kind] if metrics is None else metrics
+    fom = figures.model_figures(model, r.data, kind=kind, logits=logits, rows=r.data.split.test, seed=r.cfg.seed)
+    train = fom.pop("train_scores", None)
+    if train is not None:
+        r.train_scores[kind] = train
+    m["figures_of_merit"] = fom
+    m["weighting"] = figures.weighting(r.data, r.cfg.to_dict())
+
+
 def _short(m: dict) -> str:
-    return format_metrics({k: m[k] for k in SHORT_METRICS})
+    return format_metrics({k: m[k] for k in (*SHORT_METRICS, "one_class") if k in m})

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from higgs_lora import distributed, io
@@ -15,9 +16,11 @@ from higgs_lora.config import TrainConfig
 from higgs_lora.distributed import log
 from higgs_lora.errors import DataError, UserError
 from higgs_lora.lora import adapters
-from higgs_lora.metrics import format_metrics
-from higgs_lora.pipeline import phases
+from higgs_lora.figures_of_merit import efficiency_vs
+from higgs_lora.metrics import format_metrics, format_value
+from higgs_lora.pipeline import figures, phases
 from higgs_lora.pipeline.data import DataSpec, Prepared, prepare_data
+from higgs_lora.report import format_figures
 from higgs_lora.pipeline.rundir import new_file, new_model_path, prepare_run_dir, release_dir, write_history
 from higgs_lora.runtime import resolve_device
 from higgs_lora.tracking import Tracker, make_tracker
@@ -178,20 +181,42 @@ def _on_epoch(out: Path, tracker: Tracker):
 
 
 def evaluate(spec: DataSpec, *, model_path, adapter_path=None, part: str = "test", device: str = "auto",
-             json_path=None, progress: bool = True) -> dict:
-    """Metrics of a saved model (with an adapter) on a part of the data; also written to `json_path`."""
+             json_path=None, progress: bool = True, eff_vs: str | None = None) -> dict:
+    """Metrics of a saved model (with an adapter) on a part of the data, weighted by the data's event
+    weights, with the figures of merit (and, with `eff_vs`, the efficiencies at the best-AMS cut in bins
+    of that feature); also written to `json_path`."""
     if part not in PARTS:
         raise ValueError(f"unknown part {part!r}; choose one of {', '.join(PARTS)}")
     loaded = load_with_adapter(model_path, adapter_path)
     data = prepare_data(spec, device=resolve_device(device), model=loaded, progress=progress)
+    column = None if eff_vs is None else figures.feature_column(data, eff_vs)
     rows = slice(0, data.source.rows) if part == "all" else getattr(data.split, part)
     if rows.stop <= rows.start:
         raise DataError(f"{data.source.source}: the {part} part is empty")
-    m = phases.evaluate(loaded.model.to(data.source.device), data, rows).metrics
+    model = loaded.model.to(data.source.device)
+    e = phases.evaluate(model, data, rows, part_name=f"{part} part")
+    m = e.metrics
+    kind = "base" if adapter_path is None else "adapted"
+    fom = figures.model_figures(model, data, kind=kind, logits=e.logits, rows=rows)
+    fom.pop("train_scores", None)
+    trained_with = (loaded.meta.get("provenance") or {}).get("train")  # the model's policies, where recorded
+    more = dict(figures_of_merit=fom, weighting=figures.weighting(data, trained_with))  # beside the metrics
     log(f"{part} ({rows.stop - rows.start:,} rows): {format_metrics(m)}")
+    for line in format_figures(fom).splitlines():
+        log("  " + line)
+    best = fom.get("best_ams") or {}
+    if column is not None and best.get("cut") is not None:
+        probs = 1 / (1 + np.exp(-e.logits.float().cpu().numpy().astype(np.float64)))
+        more["eff_vs"] = dict(feature=eff_vs, cut=best["cut"], **efficiency_vs(
+            figures.raw_column(data, rows, column), labels=data.source.labels[rows], scores=probs, cut=best["cut"],
+            weights=e.weights))
+        log(f"  efficiency at the best-AMS cut vs {eff_vs}: " + "  ".join(
+            f"[{lo:.4g}, {hi:.4g}) S {format_value(s)} B {format_value(b)}" for lo, hi, s, b in zip(
+                more["eff_vs"]["edges"][:-1], more["eff_vs"]["edges"][1:], more["eff_vs"]["eff_s"],
+                more["eff_vs"]["eff_b"])))
     if json_path:
         io.write_json(json_path, dict(model=str(model_path), adapter=adapter_path, data=data.source.source, part=part,
-                                      rows=rows.stop - rows.start, metrics=m))
+                                      rows=rows.stop - rows.start, metrics=m, **more))
     return m
 
 
