@@ -59,13 +59,14 @@ def open_entry(entry: Path, *, fingerprint: str, layout: Layout):
     return features, labels, meta
 
 
-def write_entry(roots: list[Path], name: str, *, features, labels, meta, explicit: bool) -> Path | None:
+def write_entry(roots: list[Path], name: str, *, features, labels, meta, explicit: bool,
+                extra: dict | None = None) -> Path | None:
     """Write the entry under a temporary name in the first usable root, fsync, rename into place.
     An unwritable default location falls through to the next; an unwritable chosen one is an error."""
     errors = []
     for root in roots:
         try:
-            return _write_entry_in(root, name, features=features, labels=labels, meta=meta)
+            return _write_entry_in(root, name, features=features, labels=labels, meta=meta, extra=extra)
         except OSError as e:
             errors.append(f"{root}: {e.strerror or e}")
     if explicit:
@@ -74,14 +75,14 @@ def write_entry(roots: list[Path], name: str, *, features, labels, meta, explici
     return None
 
 
-def _write_entry_in(root: Path, name: str, *, features, labels, meta) -> Path:
+def _write_entry_in(root: Path, name: str, *, features, labels, meta, extra=None) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     _remove_abandoned(root)
     entry = root / name
     tmp = root / f".tmp-{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         tmp.mkdir()
-        write_arrays(tmp, features=features, labels=labels, meta=meta)
+        write_arrays(tmp, features=features, labels=labels, meta=meta, extra=extra)
         if entry.exists():  # damaged (else it had been used) or just written by a concurrent process
             trash = root / f".tmp-trash-{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
             with contextlib.suppress(FileNotFoundError):
@@ -101,13 +102,16 @@ def _write_entry_in(root: Path, name: str, *, features, labels, meta) -> Path:
     return entry
 
 
-def write_arrays(folder: Path, *, features: np.ndarray, labels: np.ndarray, meta: dict) -> None:
-    """features.npy, labels.npy and meta.json into the existing `folder`, each fsynced: the layout of a
-    cache entry and of an array shard (data/shards.py)."""
+def write_arrays(folder: Path, *, features: np.ndarray, labels: np.ndarray, meta: dict,
+                 extra: dict | None = None) -> None:
+    """features.npy, labels.npy, `extra` arrays (NAME.npy, e.g. weights) and meta.json into the existing
+    `folder`, each fsynced: the layout of a cache entry and of an array shard (data/shards.py)."""
     np.save(folder / "features.npy", features)
     np.save(folder / "labels.npy", labels)
+    for name, array in (extra or {}).items():
+        np.save(folder / f"{name}.npy", array)
     (folder / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-    for f in ("features.npy", "labels.npy", "meta.json", "."):
+    for f in ("features.npy", "labels.npy", *(f"{n}.npy" for n in extra or {}), "meta.json", "."):
         io.fsync(folder / f)
 
 

@@ -266,7 +266,8 @@ def predict_with(model: torch.nn.Module, standardizer, *, data, out, label_colum
         writer = None
         try:
             with tqdm(unit="rows", unit_scale=True, desc="predict", dynamic_ncols=True) as bar:
-                for features, labels in iter_chunks(data, label_column=label_column, chunk_rows=chunk_rows):
+                for chunk in iter_chunks(data, label_column=label_column, chunk_rows=chunk_rows):
+                    features, labels = chunk.features, chunk.labels
                     if features.shape[1] != n_features:
                         raise DataError(f"{data}: {features.shape[1]} features, but {name} expects {n_features}")
                     x = torch.from_numpy(standardizer.transform(features)).to(dev)
