@@ -85,3 +85,15 @@ class CtrlCAfter:
 @pytest.fixture
 def xy():
     return synthetic_xy(4000)
+
+
+def write_root(path: Path, trees: dict) -> Path:
+    """A ROOT file of TTrees, {tree: {branch: array}} (needs uproot; awkward arrays make jagged branches).
+    Written by the tests, never committed."""
+    import uproot
+    with uproot.recreate(path) as f:
+        for name, branches in trees.items():
+            types = {b: ("var * float64" if hasattr(a, "layout") else a.dtype) for b, a in branches.items()}
+            f.mktree(name, types)
+            f[name].extend(branches)
+    return path
