@@ -50,6 +50,7 @@ class SampleSplit:
     """The row counts of the parts of an assembled table (before validation rows are carved from train)."""
     train_rows: int
     test_rows: int
+    seed: int          # the split seed they were drawn with
 
 
 def parse_spec(text: str, *, flag: str = "--signal", label: int = SIGNAL) -> SampleSpec:
@@ -150,7 +151,7 @@ def load_samples(specs: list[SampleSpec], *, label_column=0, features=None, weig
     out = everything.take(index)
     if out.weights is not None and np.all(out.weights == 1):
         out.weights = None  # all ones: the unweighted path, bit for bit
-    split = SampleSplit(train_rows=sum(c[0] for c in counts), test_rows=sum(c[1] for c in counts))
+    split = SampleSplit(train_rows=sum(c[0] for c in counts), test_rows=sum(c[1] for c in counts), seed=seed)
     _check_classes(out, split, specs)
     key = hashlib.sha256("|".join([*fingerprints, *(s.text for s in specs), str(features), str(weight), str(seed),
                                    str(train_rows), str(test_rows)]).encode()).hexdigest()[:32]
