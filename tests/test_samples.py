@@ -1,5 +1,6 @@
 """Samples per process: SPEC parsing, assembly into one table, the per-sample split, the balance lines,
 the errors, and a whole `run` on ROOT samples; and that no flag is ever abbreviated."""
+import dataclasses
 import json
 
 import numpy as np
@@ -147,3 +148,27 @@ def test_run_on_root_samples_end_to_end(tmp_path):
     data = metrics["data"]
     assert data["weight_expr"] == "weight" and [s["name"] for s in data["samples"]] == ["sig", "bkg"]
     assert data["feature_names"] == ["x", "y"]  # njet is an integer branch, weight the weight
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "root"])
+def test_simulate_samples_one_weighted_file_per_process(tmp_path, fmt):
+    if fmt == "root":
+        pytest.importorskip("uproot")
+    from higgs_lora.data.read import load_table
+    from higgs_lora.data.sim_samples import LUMINOSITY_PB, PROCESSES, write_samples
+    from higgs_lora.data.simulate import NOMINAL, simulate
+    paths = write_samples(tmp_path / "mc", events=2000, seed=3, fmt=fmt)
+    assert [p.name for p in paths] == [f"signal.{fmt}", f"ttbar.{fmt}"]
+    for p, proc in zip(paths, PROCESSES):
+        t = load_table(p, label_column=None, label_value=proc.label, weight="weight", use_cache=False)
+        assert t.feature_names[:3] == ["lepton_pT", "lepton_eta", "lepton_phi"] and t.n_features == 28  # no event
+        # sum of weights = sigma x L: sum(gen x sf) / sum(gen), sf ~ N(1, 0.03): 5 sigma is 0.4% at 2000 events
+        assert t.weights.astype(np.float64).sum() == pytest.approx(proc.cross_section_pb * LUMINOSITY_PB, rel=0.004)
+        negative = float(np.mean(t.weights < 0))
+        assert abs(negative - proc.negative_fraction) < 5 * np.sqrt(proc.negative_fraction / 2000)
+        # the physics is the simulator's: the events of a simulation with only this process
+        only = dataclasses.replace(NOMINAL, signal_fraction=float(proc.label))
+        ref, _ = simulate(2000, seed=3 + PROCESSES.index(proc), conditions=only)
+        np.testing.assert_array_equal(t.features, ref)
+    with pytest.raises(UserError, match="exists; choose a new directory"):
+        write_samples(tmp_path / "mc", events=10, seed=3, fmt=fmt)

@@ -26,10 +26,16 @@ def add_parsers(sub) -> dict:
                    help="rows per shard (default: 1,000,000, about 113 MB with 28 features)")
     p.add_argument("--label-column", default="0", metavar="NAME|INDEX", help="label column (default: 0)")
 
-    p = sub.add_parser("simulate", help="write a HIGGS-format file from the built-in toy Monte Carlo")
-    p.add_argument("--events", type=int, required=True, metavar="N", help="number of events")
+    p = sub.add_parser("simulate", help="write a HIGGS-format file (or, with --samples, one weighted file per "
+                                        "process) from the built-in toy Monte Carlo")
+    p.add_argument("--events", type=int, required=True, metavar="N", help="number of events (--samples: per process)")
     p.add_argument("--seed", type=int, default=SIM_SEED, metavar="S", help=f"seed (default: {SIM_SEED})")
-    p.add_argument("--out", required=True, metavar="FILE", help="output .csv or .csv.gz")
+    out = p.add_mutually_exclusive_group(required=True)
+    out.add_argument("--out", metavar="FILE", help="output .csv or .csv.gz")
+    out.add_argument("--samples", metavar="DIR",
+                     help="new directory: signal.root and ttbar.root (Parquet without uproot), TTree 'events' with "
+                          "the 28 features, a 'weight' branch (cross section x luminosity / N, a few percent "
+                          "negative) and an integer 'event' branch; docs/analysis-data.md")
     p.add_argument("--force", action="store_true", help="overwrite an existing file")
     _condition_args(p)
     return {"prepare": prepare, "shard": shard, "simulate": simulate}
@@ -98,9 +104,16 @@ def shard(args, argv) -> None:
 def simulate(args, argv) -> None:
     from higgs_lora.data.simulate import simulate as run_simulation
     from higgs_lora.data.simulate import write_higgs_csv
-    out = Path(args.out)
     if args.events < 1:
         raise UserError(f"--events must be >= 1, got {args.events}")
+    if args.samples is not None:
+        from higgs_lora.data.sim_samples import write_samples
+        t = time.perf_counter()
+        paths = write_samples(args.samples, events=args.events, seed=args.seed, conditions=_conditions(args))
+        print(f"simulated {args.events:,} events per process in {time.perf_counter() - t:.1f}s: "
+              + ", ".join(str(p) for p in paths))
+        return
+    out = Path(args.out)
     if out.exists() and not args.force:
         raise UserError(f"--out {out}: file exists (use --force to overwrite)")
     conditions = _conditions(args)

@@ -25,13 +25,15 @@ def layout_of(path: Path, kind: str, cols: Columns, *, label_column, features=No
         chosen = tuple(_chosen(where, feature_list(features), cols, exclude={label, *w_cols}))
     elif kind == "root":  # every flat floating-point branch: integers (run numbers, counters) only when named
         chosen = tuple(c for c in range(n) if cols.kinds[c] == "float" and c != label and c not in w_cols)
-    else:  # CSV, Parquet: every column but the label and the weight's, as before names could be chosen
-        chosen = None
+    else:  # CSV (every field parsed as a float), Parquet: every column but the label and the weight's ...
         rest = [c for c in range(n) if c != label and c not in w_cols]
         bad = [f"{cols.names[c]} ({cols.types[c]})" for c in rest if cols.kinds[c] not in FLAT]
         if bad:
             raise UserError(f"{where}: non-numeric columns: {', '.join(bad)}; every column must be a number "
                             "(or choose the features with --features)")
+        floats = [c for c in rest if cols.kinds[c] == "float"]
+        # ... but in Parquet, integer columns (event numbers, counters) only when named, as in ROOT
+        chosen = None if len(floats) == len(rest) or not floats else tuple(floats)
     if chosen is not None and not chosen:
         raise UserError(f"{where}: no feature columns" + (" (no flat floating-point branch)" if kind == "root" else ""))
     layout = Layout(kind=kind, n_columns=n, names=cols.names, label=label, features=chosen, weight=w_cols,
