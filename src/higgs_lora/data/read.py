@@ -119,6 +119,8 @@ def _load(path, *, label_column, features, weight, tree, label_value, cache_dir,
 
     rows = _Rows(len(layout.feature_columns), weighted=weight is not None)
     for block in readers.blocks(path, layout, progress=progress):
+        if rows.n == 0 and block.total:
+            rows.reserve(block.total)
         _store(path, block, rows, layout=layout, label_value=label_value)
     if rows.n == 0:
         raise UserError(f"{layout.where(path)}: no data rows" + (" (only a header line)" if layout.header_lines else ""))
@@ -182,6 +184,16 @@ class _Rows:
         self.features = np.empty((1 << 16, n_features), dtype=np.float32)
         self.labels = np.empty(1 << 16, dtype=np.uint8)
         self.weights = np.empty(1 << 16, dtype=np.float32) if weighted else None
+
+    def reserve(self, rows: int) -> None:
+        """Room for `rows` rows before any is stored, when the file says how many it has (ROOT): fresh,
+        untouched arrays, where growing to that size zero-filled and moved pages (measured 0.19 s a
+        million rows of 28 features)."""
+        assert self.n == 0
+        self.features = np.empty((rows, self.features.shape[1]), dtype=np.float32)
+        self.labels = np.empty(rows, dtype=np.uint8)
+        if self.weights is not None:
+            self.weights = np.empty(rows, dtype=np.float32)
 
     def extend(self, rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """Views of the next `rows` rows, to be filled in (valid until the next call)."""

@@ -23,3 +23,4 @@ class Block:
     first: int                                  # position of the first row (Layout.unit: line, row or entry)
     n: int
     chunks: Callable[[int], list[np.ndarray]]   # the values of column c, in one or more 1-D pieces
+    total: int | None = None                    # rows in the whole file, when the format says (ROOT)

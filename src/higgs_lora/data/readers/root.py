@@ -85,7 +85,8 @@ def blocks(path: Path, layout, *, progress: bool):
                       file=sys.stderr) as bar:
                 for arrays in tree.iterate(filter_name=names, step_size=STEP_SIZE, library="np"):
                     n = len(arrays[names[0]])
-                    yield Block(first=entry, n=n, chunks=lambda c, a=arrays: [a[layout.names[c]]])
+                    yield Block(first=entry, n=n, chunks=lambda c, a=arrays: [a[layout.names[c]]],
+                                total=tree.num_entries)
                     entry += n
                     bar.update(n)
     except _errors(uproot) as e:
