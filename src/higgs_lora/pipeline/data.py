@@ -57,11 +57,14 @@ class DataSpec:
             if self.path is not None:
                 raise UserError("--data and --signal/--background exclude each other: give the labelled table with "
                                 "--data, or the samples with --signal and --background")
-            return ([parse_spec(t, flag="--signal", label=SIGNAL) for t in self.signal]
-                    + [parse_spec(t, flag="--background", label=BACKGROUND) for t in self.background])
-        if self.path is not None and _is_sample_path(self.path):
-            return [parse_spec(self.path, flag="--data", label=FROM_COLUMN)]
-        return None
+            specs = ([parse_spec(t, flag="--signal", label=SIGNAL) for t in self.signal]
+                     + [parse_spec(t, flag="--background", label=BACKGROUND) for t in self.background])
+        elif self.path is not None and _is_sample_path(self.path):
+            specs = [parse_spec(self.path, flag="--data", label=FROM_COLUMN)]
+        else:
+            return None
+        # --tree is every ROOT sample's tree unless its SPEC names its own
+        return [s if s.tree or not self.tree else dataclasses.replace(s, tree=self.tree) for s in specs]
 
     def to_dict(self) -> dict:
         """As recorded in config.json: the simulator settings only when simulated."""
