@@ -148,6 +148,17 @@ def test_run_on_root_samples_end_to_end(tmp_path):
     data = metrics["data"]
     assert data["weight_expr"] == "weight" and [s["name"] for s in data["samples"]] == ["sig", "bkg"]
     assert data["feature_names"] == ["x", "y"]  # njet is an integer branch, weight the weight
+    # predict with samples: one file per input file, rows in input order, the sample's label and weight
+    preds = tmp_path / "preds"
+    assert main(["predict", str(out / "base.safetensors"), "--signal", f"{tmp_path}/sig.root*0.01",
+                 "--background", f"{tmp_path}/bkg", "--weight", "weight", "--out", str(preds)]) == 0
+    assert sorted(p.name for p in preds.iterdir()) == ["bkg-a.parquet", "bkg-b.parquet", "sig-sig.parquet"]
+    sig = pq.read_table(preds / "sig-sig.parquet")
+    assert sig.num_rows == 2000 and set(sig.column("label").to_pylist()) == {1}
+    import uproot
+    w = uproot.open(tmp_path / "sig.root")["events"]["weight"].array(library="np")
+    np.testing.assert_array_equal(sig.column("weight").to_numpy(), (w * 0.01).astype(np.float32))  # input order
+    assert set(pq.read_table(preds / "bkg-b.parquet").column("label").to_pylist()) == {0}
 
 
 @pytest.mark.parametrize("fmt", ["parquet", "root"])

@@ -113,8 +113,9 @@ def load_samples(specs: list[SampleSpec], *, label_column=0, features=None, weig
         parts = []
         for f in spec.files:
             t = load_table(f, label_column=label_column if spec.label == FROM_COLUMN else None,
-                           label_value=None if spec.label == FROM_COLUMN else spec.label,
-                           features=features, weight=weight, tree=spec.tree, cache_dir=cache_dir, progress=progress)
+                           label_value=None if spec.label == FROM_COLUMN else spec.label, features=features,
+                           weight=scaled_weight(weight, spec.scale), tree=spec.tree, cache_dir=cache_dir,
+                           progress=progress)
             if feature_names is None:
                 feature_names, first = t.feature_names, t.source
             elif t.feature_names != feature_names:
@@ -123,7 +124,7 @@ def load_samples(specs: list[SampleSpec], *, label_column=0, features=None, weig
             parts.append(t.all_rows())
             fingerprints.append(t.fingerprint)
         rows = Rows.concat(parts) if len(parts) > 1 else parts[0]
-        w = _scaled(rows, spec.scale)
+        w = rows.weights
         sum_w = float(np.sum(w, dtype=np.float64)) if w is not None else float(len(rows))
         if sum_w <= 0:
             raise UserError(f"{spec.flag} {spec.text}: the weights of sample {name!r} sum to {sum_w:g}; "
@@ -161,10 +162,12 @@ def load_samples(specs: list[SampleSpec], *, label_column=0, features=None, weig
     return table, split
 
 
-def _scaled(rows: Rows, scale: float) -> np.ndarray | None:
+def scaled_weight(weight: str | None, scale: float) -> str | None:
+    """The weight expression of a sample's files: the sample's scale as one more factor, so that the whole
+    product is evaluated in float64 and rounded to float32 once."""
     if scale == 1.0:
-        return rows.weights
-    return (rows.weights_or_ones().astype(np.float64) * scale).astype(np.float32)
+        return weight
+    return repr(scale) if weight is None else f"{weight}*{scale!r}"
 
 
 def _unique_names(specs) -> list[str]:

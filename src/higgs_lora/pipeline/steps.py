@@ -247,6 +247,7 @@ def predict_samples(specs, *, model_path, out, adapter_path=None, adapter_paths=
     """`predict` for samples (data/samples.py SampleSpecs): one OUT/SAMPLE-FILE.parquet per input file, its rows
     in input order, with the label (the sample's, or the file's label column for --data) and, with a weight
     expression, the weight (sample scale included). OUT appears complete or not at all. Returns the rows."""
+    from higgs_lora.data.samples import scaled_weight
     out = Path(out)
     if out.exists() and not (force and out.is_dir() and not any(out.iterdir())):
         raise UserError(f"--out {out}: exists; predict with samples writes a new directory")
@@ -261,7 +262,8 @@ def predict_samples(specs, *, model_path, out, adapter_path=None, adapter_paths=
                 name = f"{spec.name}-{f.name.split('.')[0]}.parquet"
                 if (tmp / name).exists():
                     raise UserError(f"{f}: a second input file named {name} in sample {spec.name}; rename one")
-                own = dict(read or {}, tree=spec.tree, scale=spec.scale)
+                own = dict(read or {}, tree=spec.tree or (read or {}).get("tree"),
+                           weight=scaled_weight((read or {}).get("weight"), spec.scale))
                 from_column = spec.label < 0
                 rows += predict_with(model, standardizer, data=f, out=tmp / name,
                                      label_column=label_column if from_column else None,
@@ -293,12 +295,10 @@ def predict_with(model: torch.nn.Module, standardizer, *, data, out, label_colum
                  label_value: int | None = None, read: dict | None = None) -> int:
     """`predict` with a network and its standardizer in memory; `name` is what error messages call it.
     `model` may be {column name: network} (one base and its adapters): one column each, in one pass.
-    `read`: what the reader takes beyond the label (features, weight, tree; scale multiplies the weight)."""
+    `read`: what the reader takes beyond the label (features, weight, tree)."""
     from higgs_lora.data.read import iter_chunks
     from higgs_lora.multi_adapter import probabilities
-    import numpy as np
     reader = dict(read or {})
-    scale = reader.pop("scale", 1.0)
     _check_predict_args(data=data, out=out, chunk_rows=chunk_rows, force=force)
     out = Path(out)
     dev = resolve_device(device)
@@ -323,8 +323,8 @@ def predict_with(model: torch.nn.Module, standardizer, *, data, out, label_colum
                     cols = {k: pa.array(v) for k, v in probabilities(networks, x, precision=precision).items()}
                     if labels is not None:
                         cols = {"label": pa.array(labels), **cols}
-                    if reader.get("weight") is not None or scale != 1.0:
-                        cols["weight"] = pa.array((chunk.weights_or_ones().astype(np.float64) * scale).astype(np.float32))
+                    if reader.get("weight") is not None:
+                        cols["weight"] = pa.array(chunk.weights_or_ones())
                     batch = pa.table(cols)
                     if writer is None:
                         writer = (pq.ParquetWriter(str(tmp), batch.schema) if out.suffix == ".parquet"
