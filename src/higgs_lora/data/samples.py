@@ -153,7 +153,7 @@ def load_samples(specs: list[SampleSpec], *, label_column=0, features=None, weig
     if out.weights is not None and np.all(out.weights == 1):
         out.weights = None  # all ones: the unweighted path, bit for bit
     split = SampleSplit(train_rows=sum(c[0] for c in counts), test_rows=sum(c[1] for c in counts), seed=seed)
-    _check_classes(out, split, specs)
+    _check_classes(out, split)
     key = hashlib.sha256("|".join([*fingerprints, *(s.text for s in specs), str(features), str(weight), str(seed),
                                    str(train_rows), str(test_rows)]).encode()).hexdigest()[:32]
     table = Table(features=np.ascontiguousarray(out.features), labels=out.labels, feature_names=feature_names,
@@ -199,7 +199,7 @@ def _apportion(sizes: list[int], train_rows, test_rows, total: int) -> list[tupl
     return list(zip(train, test))
 
 
-def _check_classes(rows: Rows, split: SampleSplit, specs) -> None:
+def _check_classes(rows: Rows, split: SampleSplit) -> None:
     parts = {"train": slice(0, split.train_rows), "test": slice(len(rows) - split.test_rows, len(rows))}
     for part, s in parts.items():
         y = rows.labels[s]
