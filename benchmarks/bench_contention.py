@@ -79,7 +79,7 @@ def measure(mode: str, env: dict, seconds: float) -> dict:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--seconds", type=float, default=4.0, help="training time per case")
     p.add_argument("--cases", nargs="+", default=[c for c in CASES if c != "ACTIVE"], choices=list(CASES),

@@ -21,7 +21,7 @@ from higgs_lora.model import ResidualMLP
 
 
 def main():
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(allow_abbrev=False)
     ap.add_argument("--batch", type=int, default=4096)
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--lora", action="store_true", help="adapter fine-tuning (only A, B travel)")

@@ -54,7 +54,7 @@ def run(preset: str, *, work: Path, env: dict, data: str | None, extra: list[str
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--avx2", action="store_true", help="emulate an AVX2-only CPU (see the docstring)")
     p.add_argument("--data", help="data file (default: the built-in simulated data)")

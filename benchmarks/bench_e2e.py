@@ -74,7 +74,7 @@ def run_reference(args, data: Path, work: Path, *, n_train: int, n_test: int) ->
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     g = p.add_mutually_exclusive_group()
     g.add_argument("--file", type=Path, help="an existing HIGGS-format file (.csv or .csv.gz, label first)")
     g.add_argument("--rows", type=int, default=11_000_000,

@@ -393,7 +393,7 @@ def part_cost(args) -> tuple[list[str], list[dict]]:
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("part", choices=["peers", "select", "cost"])
     p.add_argument("--data", nargs="+", default=["sim", "kde"], choices=["sim", "kde", "sim11m"],
                    help="sim, kde (1.1M rows each) or sim11m (bench-data/sim_11M.csv.gz, 11M rows)")

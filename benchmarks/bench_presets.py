@@ -333,7 +333,7 @@ def part_adapters(args) -> list[str]:
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("part", choices=["select", "compare", "adapters", "kde"])
     p.add_argument("--data", nargs="+", default=["sim", "kde"], choices=["sim", "kde"])
     p.add_argument("--only", nargs="+", metavar="LETTER", help="select: only these candidates (A B ...)")

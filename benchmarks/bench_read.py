@@ -191,7 +191,7 @@ def processes(path: Path, *, rounds: int) -> None:
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     ap.add_argument("--rows", type=int, default=11_000_000, help="rows of the synthetic file (default: as many as HIGGS)")
     ap.add_argument("--file", type=Path, help="a HIGGS-format .csv.gz to read instead of the synthetic one")
     ap.add_argument("--cases", default="pandas,nocache,build,reload",

@@ -38,7 +38,7 @@ def train(data: Path, out: Path, *, train_rows: int, test_rows: int, precision: 
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rows", type=int, default=11_000_000, help="rows of the simulated file (default: 11,000,000)")
     p.add_argument("--rows-per-shard", type=int, default=1_000_000)
     p.add_argument("--repeat", type=int, default=4, help="K: how many times part 2 lists the shards (default: 4)")

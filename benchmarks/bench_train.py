@@ -146,7 +146,7 @@ def measure_reference(args) -> dict:
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     p.add_argument("--rows", type=int, default=1_000_000, help="training rows (default: 1,000,000)")
     p.add_argument("--epochs", type=int, default=3, help="base epochs, ours and the reference's; the first is "
                                                          "warm-up (default: 3)")

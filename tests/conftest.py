@@ -159,3 +159,14 @@ def float32_tolerance(model, x, *, probabilities: bool = False) -> float:
         h, err = step("hidden", h, err)
         _, err = step("output", torch.relu(h), err)
     return 2 * err / 4 if probabilities else 2 * err
+
+def write_root(path: Path, trees: dict) -> Path:
+    """A ROOT file of TTrees, {tree: {branch: array}} (needs uproot; awkward arrays make jagged branches).
+    Written by the tests, never committed."""
+    import uproot
+    with uproot.recreate(path) as f:
+        for name, branches in trees.items():
+            types = {b: ("var * float64" if hasattr(a, "layout") else a.dtype) for b, a in branches.items()}
+            f.mktree(name, types)
+            f[name].extend(branches)
+    return path

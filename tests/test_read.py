@@ -404,12 +404,12 @@ def test_iter_chunks_streams_the_same_rows_as_load_table(tmp_path):
     np.savetxt(path, np.column_stack([y, x]), delimiter=",", fmt="%.18e")
     chunks = list(iter_chunks(path, chunk_rows=1000))
     table = load_table(path, use_cache=False)
-    assert np.array_equal(np.concatenate([c[0] for c in chunks]), table.features)
-    assert np.array_equal(np.concatenate([c[1] for c in chunks]), table.labels)
+    assert np.array_equal(np.concatenate([c.features for c in chunks]), table.features)
+    assert np.array_equal(np.concatenate([c.labels for c in chunks]), table.labels)
     # a features-only file: every column is a feature, no labels
     np.savetxt(tmp_path / "f.csv", x, delimiter=",", fmt="%.18e")
     feats = list(iter_chunks(tmp_path / "f.csv", label_column=None, chunk_rows=10_000))
-    assert len(feats) == 1 and feats[0][1] is None and np.array_equal(feats[0][0], x.astype(np.float32))
+    assert len(feats) == 1 and feats[0].labels is None and np.array_equal(feats[0].features, x.astype(np.float32))
 
 
 def test_iter_chunks_reports_bad_line(tmp_path):

@@ -81,18 +81,36 @@ class Data(Prepared):
 
 def load_data(path=None, *, label_column=0, cache_dir=None, events: int = SIM_EVENTS, sim_seed: int = SIM_SEED,
               train_rows: int | None = None, test_rows: int | None = None, val_fraction: float = 0.0,
-              device: str = "auto", progress: bool = True) -> Data:
-    """Load a table file (CSV, .csv.gz, Parquet; parsed once, then cached), a directory of shards
-    (streamed, never read whole) or, without `path`, `events` events of the built-in simulation; split it
-    as `higgs-lora` does (2/11 train, 0.5/11 test unless `train_rows`/`test_rows` say otherwise;
-    `val_fraction` of the train rows, at their end, for validation) and fit the standardizer on the train
-    rows. The same as `--data`, `--sim-events`, `--train-rows`, `--test-rows`, `--val-fraction`."""
+              device: str = "auto", progress: bool = True, signal=(), background=(), weight: str | None = None,
+              features=None, tree: str | None = None, split_seed: int | None = None) -> Data:
+    """Load a table file (CSV, .csv.gz, Parquet, ROOT "FILE.root[:TREE]"; parsed once, then cached), a
+    directory of shards (streamed, never read whole), samples (`signal`/`background`: lists of SPECs
+    PATH|GLOB|DIR[:TREE][*FACTOR], split per sample) or, without any, `events` events of the built-in
+    simulation; split it as `higgs-lora` does (2/11 train, 0.5/11 test unless `train_rows`/`test_rows` say
+    otherwise; `val_fraction` of the train rows, at their end, for validation) and fit the standardizer on
+    the train rows. The same as `--data`, `--signal`, `--background`, `--weight` (an expression such as
+    "genWeight*sf"), `--features` (names, globs, "@file"), `--tree`, `--sim-events`, `--train-rows`,
+    `--test-rows`, `--val-fraction`; docs/analysis-data.md."""
     spec = DataSpec(path=None if path is None else str(path), label_column=label_column,
                     cache_dir=None if cache_dir is None else str(cache_dir), train_rows=train_rows,
-                    test_rows=test_rows, sim_events=events, sim_seed=sim_seed)
+                    test_rows=test_rows, sim_events=events, sim_seed=sim_seed, **_sample_fields(
+                        signal=signal, background=background, weight=weight, features=features, tree=tree,
+                        split_seed=split_seed))
     dev = distributed.local_device(resolve_device(device))
     prepared = prepare_data(spec, device=dev, val_fraction=val_fraction, progress=progress)
     return Data(source=prepared.source, split=prepared.split, standardizer=prepared.standardizer, spec=spec)
+
+
+def _sample_fields(*, signal, background, weight, features, tree, split_seed) -> dict:
+    """DataSpec's sample and column fields from Python values: a SPEC or a list of them; features as a
+    comma string or a list."""
+    as_tuple = lambda v: (v,) if isinstance(v, (str, Path)) else tuple(v or ())
+    if isinstance(features, str):
+        features = [features]
+    return dict(signal=tuple(map(str, as_tuple(signal))), background=tuple(map(str, as_tuple(background))),
+                weight=weight, tree=tree, split_seed=split_seed,
+                features=None if features is None else tuple(s.strip() for f in features for s in str(f).split(",")
+                                                             if s.strip()))
 
 
 def split(data: Data, *, train_rows: int | None = None, test_rows: int | None = None,
@@ -409,12 +427,15 @@ def import_keras(path, *, stats) -> Model:
 
 def run(path=None, *, out, recipe="default", events: int = SIM_EVENTS, sim_seed: int = SIM_SEED, label_column=0,
         cache_dir=None, train_rows: int | None = None, test_rows: int | None = None, force: bool = False,
-        resume: bool = False, report: bool = True, track=None, progress: bool = True) -> dict:
+        resume: bool = False, report: bool = True, track=None, progress: bool = True, signal=(), background=(),
+        weight: str | None = None, features=None, tree: str | None = None, split_seed: int | None = None) -> dict:
     """The whole pipeline into the run directory `out`, exactly as `higgs-lora run`; returns the
-    metrics (as metrics.json holds them). `track` as in `fit`."""
+    metrics (as metrics.json holds them). `track` as in `fit`; the data options as in `load_data`."""
     from higgs_lora.pipeline.run import run as run_pipeline
     spec = DataSpec(path=None if path is None else str(path), label_column=label_column,
                     cache_dir=None if cache_dir is None else str(cache_dir), train_rows=train_rows,
-                    test_rows=test_rows, sim_events=events, sim_seed=sim_seed)
+                    test_rows=test_rows, sim_events=events, sim_seed=sim_seed, **_sample_fields(
+                        signal=signal, background=background, weight=weight, features=features, tree=tree,
+                        split_seed=split_seed))
     return run_pipeline(_recipe(recipe), spec, out=Path(out), force=force, resume=resume, progress=progress,
                         report=report, track=track, command="higgs_lora.api.run")

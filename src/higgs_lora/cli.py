@@ -15,16 +15,25 @@ EPILOG = "Run 'higgs-lora COMMAND --help' for a command's options. Docs: README.
 DISTRIBUTED_COMMANDS = ("run", "train", "finetune")
 
 
+class Parser(argparse.ArgumentParser):
+    """No abbreviated options: argparse's prefix matching took `--weight 1.0` for `--weight-decay 1.0`
+    before --weight existed; a mistyped or unknown flag must be an error, never another flag."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, dict]:
     """The parser, and the function of each command by name."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="higgs-lora", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Train residual MLPs on large tabular physics data (HIGGS format) and adapt them with\n"
                     "low-rank adapters (LoRA): the notebook's whole workflow, fast, reproducible.")
     parser.add_argument("--version", action="version", version=f"higgs-lora {__version__}")
     parser.add_argument("--debug", action="store_true",
                         help="on an error, show the Python traceback instead of one line (also HIGGS_LORA_DEBUG=1)")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=Parser)
     functions = {}
     for module in commands.MODULES:
         functions.update(module.add_parsers(sub))

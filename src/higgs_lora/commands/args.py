@@ -9,21 +9,43 @@ from higgs_lora.config import PRESETS, SIM_EVENTS, SIM_SEED, ModelConfig, TrainC
 
 
 def add_data_args(p: argparse.ArgumentParser, *, required: bool = False) -> None:
-    g = p.add_argument_group("data")
+    g = p.add_argument_group("data (docs/analysis-data.md)")
     g.add_argument("--data", metavar="PATH", required=required,
-                   help="CSV (.csv, .csv.gz) or Parquet table, label first by default; or a directory of shards "
-                        "(Parquet/CSV files or `higgs-lora shard` output), streamed from disk, never loaded whole"
-                        + ("" if required else "; without it: the built-in simulated data set"))
+                   help="CSV (.csv, .csv.gz), Parquet or ROOT table (FILE.root or FILE.root:TREE), label first by "
+                        "default; a glob or a directory of ROOT files (one sample, labels from the label column); or "
+                        "a directory of shards (Parquet/CSV files or `higgs-lora shard` output), streamed from disk, "
+                        "never loaded whole" + ("" if required else "; without it (and without --signal/--background): "
+                                                "the built-in simulated data set"))
+    add_sample_args(g)
     g.add_argument("--label-column", default="0", metavar="NAME|INDEX", help="label column (default: 0, the first)")
     g.add_argument("--cache-dir", metavar="DIR", help="where parsed tables are cached (default: beside the data, "
                    "else ~/.cache/higgs-lora; env HIGGS_LORA_CACHE)")
-    g.add_argument("--train-rows", type=int, metavar="N", help="first N rows train (default: 2/11 of the rows)")
-    g.add_argument("--test-rows", type=int, metavar="N", help="last N rows test (default: 0.5/11 of the rows)")
+    g.add_argument("--train-rows", type=int, metavar="N", help="first N rows train (default: 2/11 of the rows; with "
+                   "samples: N rows in all, shared out in proportion to the samples' sizes)")
+    g.add_argument("--test-rows", type=int, metavar="N", help="last N rows test (default: 0.5/11 of the rows; samples: "
+                   "as --train-rows)")
     if not required:
         g.add_argument("--sim-events", type=int, default=SIM_EVENTS, metavar="N",
                        help=f"events simulated when --data is not given (default: {SIM_EVENTS:,})")
         g.add_argument("--sim-seed", type=int, default=SIM_SEED, metavar="S",
                        help=f"simulator seed (default: {SIM_SEED})")
+
+
+def add_sample_args(g) -> None:
+    """--signal/--background samples, --weight, --features, --tree: shared by the training commands and predict."""
+    g.add_argument("--signal", action="append", metavar="SPEC",
+                   help="a signal sample: PATH|GLOB|DIR[:TREE][*FACTOR] of ROOT/Parquet/CSV files, e.g. "
+                        "'hzz/*.root:events*0.0021'; every row labelled 1; repeat for several; needs --background")
+    g.add_argument("--background", action="append", metavar="SPEC",
+                   help="a background sample, as --signal; every row labelled 0; repeat for several")
+    g.add_argument("--weight", metavar="EXPR",
+                   help="event weight: a branch/column, or a product such as 'genWeight*sf_lep*sf_btag' (numbers "
+                        "allowed), times the sample's *FACTOR")
+    g.add_argument("--features", action="append", metavar="NAMES",
+                   help="feature columns/branches: comma list, glob patterns (floating-point ones they match) or "
+                        "@FILE (one name a line); repeatable (default: every column but label and weight; ROOT: "
+                        "every flat floating-point branch, integer branches only when named)")
+    g.add_argument("--tree", metavar="NAME", help="the TTree to read in ROOT files (default: the one in the file)")
 
 
 def add_out_args(p: argparse.ArgumentParser, *, help: str, resume: str | None = None, required: bool = True) -> None:
@@ -93,12 +115,21 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
 
 
 def data_spec(args: argparse.Namespace):
-    """Where the data of a command comes from (--data, --label-column, ... or the simulation)."""
+    """Where the data of a command comes from (--data, --signal/--background, --label-column, ... or the
+    simulation). --seed, when given, also seeds the per-sample split."""
     from higgs_lora.pipeline.data import DataSpec
     return DataSpec(path=getattr(args, "data", None), label_column=args.label_column,
                     cache_dir=getattr(args, "cache_dir", None), train_rows=getattr(args, "train_rows", None),
                     test_rows=getattr(args, "test_rows", None), sim_events=getattr(args, "sim_events", SIM_EVENTS),
-                    sim_seed=getattr(args, "sim_seed", SIM_SEED))
+                    sim_seed=getattr(args, "sim_seed", SIM_SEED), signal=tuple(getattr(args, "signal", None) or ()),
+                    background=tuple(getattr(args, "background", None) or ()), weight=getattr(args, "weight", None),
+                    features=features(args), tree=getattr(args, "tree", None), split_seed=getattr(args, "seed", None))
+
+
+def features(args: argparse.Namespace) -> tuple[str, ...] | None:
+    """--features, repeated or comma-separated, as one tuple of names/patterns/@files."""
+    given = getattr(args, "features", None)
+    return None if not given else tuple(s.strip() for item in given for s in item.split(",") if s.strip())
 
 
 def label_column(value):

@@ -1,6 +1,7 @@
 """Commands on data files: prepare (read once and cache), shard, simulate. None of them imports PyTorch."""
 from __future__ import annotations
 
+import argparse
 import time
 from pathlib import Path
 
@@ -11,9 +12,14 @@ from higgs_lora.errors import UserError
 def add_parsers(sub) -> dict:
     p = sub.add_parser("prepare", help="read a data file (or every file of a shard directory) once and cache it; "
                                        "print rows, columns, class balance")
-    p.add_argument("file", metavar="FILE|DIR")
-    p.add_argument("--label-column", default="0", metavar="NAME|INDEX", help="label column (default: 0)")
+    p.add_argument("file", metavar="FILE|DIR", help="a table file (CSV, Parquet, ROOT FILE.root[:TREE]) or a shard directory")
+    p.add_argument("--label-column", default="0", metavar="NAME|INDEX|none",
+                   help="label column (default: 0); 'none': a sample file, every row labelled --label-value")
+    p.add_argument("--label-value", type=int, choices=[0, 1], default=1, help=argparse.SUPPRESS)
     p.add_argument("--cache-dir", metavar="DIR", help="cache directory")
+    p.add_argument("--weight", metavar="EXPR", help="event weight expression, cached beside the features")
+    p.add_argument("--features", action="append", metavar="NAMES", help="feature names, globs or @FILE")
+    p.add_argument("--tree", metavar="NAME", help="the TTree of a ROOT file")
 
     p = sub.add_parser("shard", help="split a big table file into a directory of array shards, streamed",
                        description="Stream FILE (CSV, .csv.gz or Parquet, any size) into DIR/part-00000, part-00001, "
@@ -26,10 +32,16 @@ def add_parsers(sub) -> dict:
                    help="rows per shard (default: 1,000,000, about 113 MB with 28 features)")
     p.add_argument("--label-column", default="0", metavar="NAME|INDEX", help="label column (default: 0)")
 
-    p = sub.add_parser("simulate", help="write a HIGGS-format file from the built-in toy Monte Carlo")
-    p.add_argument("--events", type=int, required=True, metavar="N", help="number of events")
+    p = sub.add_parser("simulate", help="write a HIGGS-format file (or, with --samples, one weighted file per "
+                                        "process) from the built-in toy Monte Carlo")
+    p.add_argument("--events", type=int, required=True, metavar="N", help="number of events (--samples: per process)")
     p.add_argument("--seed", type=int, default=SIM_SEED, metavar="S", help=f"seed (default: {SIM_SEED})")
-    p.add_argument("--out", required=True, metavar="FILE", help="output .csv or .csv.gz")
+    out = p.add_mutually_exclusive_group(required=True)
+    out.add_argument("--out", metavar="FILE", help="output .csv or .csv.gz")
+    out.add_argument("--samples", metavar="DIR",
+                     help="new directory: signal.root and ttbar.root (Parquet without uproot), TTree 'events' with "
+                          "the 28 features, a 'weight' branch (cross section x luminosity / N, a few percent "
+                          "negative) and an integer 'event' branch; docs/analysis-data.md")
     p.add_argument("--force", action="store_true", help="overwrite an existing file")
     _condition_args(p)
     return {"prepare": prepare, "shard": shard, "simulate": simulate}
@@ -80,8 +92,12 @@ def prepare(args, argv) -> None:
               f"signal {b['signal']:,} ({100 * b['signal_fraction']:.2f}%)  background {b['background']:,}  "
               f"ready in {time.perf_counter() - t:.2f}s")
         return
+    from higgs_lora.commands.args import features, label_column
     from higgs_lora.data.read import prepare as read_and_cache
-    s = read_and_cache(args.file, label_column=args.label_column, cache_dir=args.cache_dir, progress=True)
+    label = label_column(args.label_column)
+    s = read_and_cache(args.file, label_column=label, label_value=args.label_value if label is None else None,
+                       features=features(args), weight=args.weight, tree=args.tree, cache_dir=args.cache_dir,
+                       progress=True)
     print(f"{args.file}: {s['rows']:,} rows x {s['columns']} columns  signal {s['signal']:,} "
           f"({100 * s['signal_fraction']:.2f}%)  background {s['background']:,}  "
           f"{'loaded from cache' if s['from_cache'] else 'parsed and cached'} in {s['seconds']:.2f}s -> {s['cache_path']}")
@@ -98,9 +114,16 @@ def shard(args, argv) -> None:
 def simulate(args, argv) -> None:
     from higgs_lora.data.simulate import simulate as run_simulation
     from higgs_lora.data.simulate import write_higgs_csv
-    out = Path(args.out)
     if args.events < 1:
         raise UserError(f"--events must be >= 1, got {args.events}")
+    if args.samples is not None:
+        from higgs_lora.data.sim_samples import write_samples
+        t = time.perf_counter()
+        paths = write_samples(args.samples, events=args.events, seed=args.seed, conditions=_conditions(args))
+        print(f"simulated {args.events:,} events per process in {time.perf_counter() - t:.1f}s: "
+              + ", ".join(str(p) for p in paths))
+        return
+    out = Path(args.out)
     if out.exists() and not args.force:
         raise UserError(f"--out {out}: file exists (use --force to overwrite)")
     conditions = _conditions(args)

@@ -35,8 +35,12 @@ def add_parsers(sub) -> dict:
     p.add_argument("model", metavar="MODEL", help="model (.safetensors with its .json beside it)")
     p.add_argument("--adapter", metavar="ADAPTER", action="append",
                    help="adapter trained on MODEL; repeat for several (one column each, and the base's)")
-    p.add_argument("--data", metavar="FILE", required=True, help="CSV (.csv, .csv.gz) or Parquet file of raw features")
-    p.add_argument("--out", metavar="PREDS", required=True, help="output .csv or .parquet")
+    p.add_argument("--data", metavar="FILE", help="CSV (.csv, .csv.gz), Parquet or ROOT (FILE.root[:TREE]) file of raw "
+                   "features; a glob or directory of files: one output per file under --out DIR")
+    a.add_sample_args(p)
+    p.add_argument("--out", metavar="PREDS|DIR", required=True,
+                   help="output .csv or .parquet; with samples or several files: a new directory, one "
+                        "NAME.parquet per input file (rows in input order, with label and weight columns)")
     p.add_argument("--label-column", default="0", metavar="NAME|INDEX|none",
                    help="label column to skip (and copy to the output); 'none' if the file has only features")
     p.add_argument("--chunk-rows", type=int, default=1 << 20, metavar="N", help="rows per chunk (default: 1048576)")
@@ -97,9 +101,19 @@ def merge(args, argv) -> None:
 
 def predict(args, argv) -> None:
     from higgs_lora import pipeline
-    pipeline.predict(model_path=args.model, adapter_paths=args.adapter or [], data=args.data, out=args.out,
-                     label_column=a.label_column(args.label_column), chunk_rows=args.chunk_rows,
-                     precision=args.precision, force=args.force, device=args.device)
+    spec = a.data_spec(args)
+    if spec.path is None and not spec.signal and not spec.background:
+        from higgs_lora.errors import UserError
+        raise UserError("predict needs --data FILE (or --signal/--background samples)")
+    specs = spec.sample_specs()
+    common = dict(model_path=args.model, adapter_paths=args.adapter or [], chunk_rows=args.chunk_rows,
+                  precision=args.precision, force=args.force, device=args.device)
+    read = dict(features=spec.features, weight=spec.weight, tree=spec.tree)
+    if specs is None:
+        pipeline.predict(data=args.data, out=args.out, label_column=a.label_column(args.label_column), read=read,
+                         **common)
+        return
+    pipeline.predict_samples(specs, out=args.out, label_column=a.label_column(args.label_column), read=read, **common)
 
 
 def export(args, argv) -> None:

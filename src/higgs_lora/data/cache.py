@@ -69,13 +69,14 @@ def open_entry(entry: Path, *, fingerprint: str, layout: Layout, version: str | 
     return features, labels, meta
 
 
-def write_entry(roots: list[Path], name: str, *, features, labels, meta, explicit: bool) -> Path | None:
+def write_entry(roots: list[Path], name: str, *, features, labels, meta, explicit: bool,
+                extra: dict | None = None) -> Path | None:
     """Write the entry under a temporary name in the first usable root, fsync, rename into place.
     An unwritable default location falls through to the next; an unwritable chosen one is an error."""
     errors = []
     for root in roots:
         try:
-            return _write_entry_in(root, name, features=features, labels=labels, meta=meta)
+            return _write_entry_in(root, name, features=features, labels=labels, meta=meta, extra=extra)
         except OSError as e:
             errors.append(f"{e.filename or root}: {e.strerror or e}")
     if explicit:
@@ -84,14 +85,14 @@ def write_entry(roots: list[Path], name: str, *, features, labels, meta, explici
     return None
 
 
-def _write_entry_in(root: Path, name: str, *, features, labels, meta) -> Path:
+def _write_entry_in(root: Path, name: str, *, features, labels, meta, extra=None) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     _remove_abandoned(root)
     entry = root / name
     tmp = root / f".tmp-{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         tmp.mkdir()
-        write_arrays(tmp, features=features, labels=labels, meta=meta)
+        write_arrays(tmp, features=features, labels=labels, meta=meta, extra=extra)
         if entry.exists():  # damaged (else it had been used) or just written by a concurrent process
             trash = root / f".tmp-trash-{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
             with contextlib.suppress(FileNotFoundError):
@@ -111,12 +112,14 @@ def _write_entry_in(root: Path, name: str, *, features, labels, meta) -> Path:
     return entry
 
 
-def write_arrays(folder: Path, *, features: np.ndarray, labels: np.ndarray, meta: dict) -> None:
-    """features.npy, labels.npy and meta.json into the existing `folder`, each fsynced: the layout of a
-    cache entry and of an array shard (data/shards.py). meta.json gets the arrays' checksums."""
-    meta = dict(meta, checksums={"features.npy": checksum(features), "labels.npy": checksum(labels)})
-    for name, value in (("features.npy", features), ("labels.npy", labels),
-                        ("meta.json", json.dumps(meta, indent=2) + "\n")):
+def write_arrays(folder: Path, *, features: np.ndarray, labels: np.ndarray, meta: dict,
+                 extra: dict | None = None) -> None:
+    """features.npy, labels.npy, `extra` arrays (NAME.npy, e.g. weights) and meta.json into the existing
+    `folder`, each fsynced: the layout of a cache entry and of an array shard (data/shards.py). meta.json
+    gets every array's checksum."""
+    arrays = {"features.npy": features, "labels.npy": labels, **{f"{n}.npy": a for n, a in (extra or {}).items()}}
+    meta = dict(meta, checksums={name: checksum(a) for name, a in arrays.items()})
+    for name, value in (*arrays.items(), ("meta.json", json.dumps(meta, indent=2) + "\n")):
         try:  # numpy's writes name no file when they fail: name it here
             if isinstance(value, str):
                 (folder / name).write_text(value)
@@ -124,7 +127,7 @@ def write_arrays(folder: Path, *, features: np.ndarray, labels: np.ndarray, meta
                 np.save(folder / name, value)
         except OSError as e:
             raise OSError(e.errno, e.strerror or str(e), str(folder / name)) from None
-    for f in ("features.npy", "labels.npy", "meta.json", "."):
+    for f in (*arrays, "meta.json", "."):
         io.fsync(folder / f)
 
 

@@ -267,7 +267,8 @@ def write_shards(path, out, *, rows_per_shard: int, label_column=0, progress: bo
         buf_x, buf_y, held = [], [], 0
         chunks = iter_chunks(path, label_column=label_column, chunk_rows=min(rows_per_shard, 1 << 20),
                              progress=progress)
-        for features, labels in chunks:
+        for chunk in chunks:
+            features, labels = chunk.features, chunk.labels
             while len(features):
                 take = min(rows_per_shard - held, len(features))
                 buf_x.append(features[:take])

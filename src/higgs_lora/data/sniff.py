@@ -1,83 +1,18 @@
-"""What a data file is, before reading it: gzip, plain CSV or Parquet (by content, not by name), its
-columns and header, which column is the label; how to open it; a cheap fingerprint of its content and
-the version of the file that the cache checks."""
+"""What a data file is, before reading it: gzip, plain CSV, Parquet or ROOT (by content, not by name);
+how to open it; a cheap fingerprint of its content and the version of the file that the cache checks.
+Its columns are the business of its reader (data/readers/)."""
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import os
-import re
 from pathlib import Path
 
-from higgs_lora.data.layout import Layout
-from higgs_lora.errors import UserError, quoted
+from higgs_lora.errors import UserError
 
 GZIP_MAGIC = b"\x1f\x8b"
 PARQUET_MAGIC = b"PAR1"
-FIRST_LINE_MAX = 64 << 20  # what the layout reads of line 1 (the whole line: long lines are accepted)
-
-
-def read_layout(path: Path, label_column) -> Layout:
-    stat_file(path)
-    kind = file_kind(path)
-    if kind == "parquet":
-        from higgs_lora.data.parquet import parquet_schema  # PyArrow: only for Parquet files
-        names, n_columns = parquet_schema(path)
-    else:
-        first = _first_line(path, kind)
-        fields = first.rstrip("\r\n").split(",")
-        numeric = [is_number(s) for s in fields]
-        if all(numeric):
-            names = None
-        elif not any(numeric):
-            names = [s.strip().strip('"') for s in fields]
-            names[0] = names[0].lstrip("#").strip()  # HEPMASS writes "# label, f0, ..."
-        else:
-            bad = numeric.index(False)
-            raise UserError(f"{path}: line 1, column {bad + 1}: not a number: {quoted(fields[bad])} (line 1 has both "
-                            "numbers and text, so it is neither a header nor a data row)")
-        n_columns = len(fields)
-    if n_columns < 2 and label_column is not None:
-        raise UserError(f"{path}: line 1 has {n_columns} column; need a label column and at least one feature")
-    label = None if label_column is None else _label_index(path, label_column, names, n_columns)
-    return Layout(kind=kind, n_columns=n_columns, names=names, label=label)
-
-
-def _first_line(path: Path, kind: str) -> str:
-    from isal.isal_zlib import error as ZlibError
-
-    try:
-        with open_binary(path) as raw:
-            if kind == "gzip":
-                from isal import igzip
-                with igzip.open(raw, "rb") as f:
-                    line = f.readline(FIRST_LINE_MAX + 1)
-            else:
-                line = raw.readline(FIRST_LINE_MAX + 1)
-    except EOFError:
-        raise UserError(f"{path}: line 1: the gzip stream ends early (file truncated?)") from None
-    except (OSError, ZlibError) as e:  # isal's BadGzipFile is an OSError
-        raise UserError(f"{path}: not a readable gzip file ({e})") from None
-    if not line.strip():
-        raise UserError(f"{path}: empty file" if not line else f"{path}: line 1 is empty; expected a header or data")
-    if len(line) > FIRST_LINE_MAX:
-        raise UserError(f"{path}: line 1 is longer than {FIRST_LINE_MAX:,} bytes; a table's header or row is never "
-                        "that long: is this the right file?")
-    return line.decode("utf-8", errors="replace").lstrip("\ufeff")
-
-
-def _label_index(path: Path, label_column, names: list[str] | None, n_columns: int) -> int:
-    if isinstance(label_column, str) and names is not None and label_column in names:
-        return names.index(label_column)
-    if isinstance(label_column, str) and re.fullmatch(r"-?\d+", label_column.strip()):
-        label_column = int(label_column)  # a command line hands indexes over as text
-    if isinstance(label_column, str):
-        where = f"its columns are {', '.join(names)}" if names else "it has no header line, so give an index"
-        raise UserError(f"{path}: no column named {label_column!r}; {where}")
-    if not -n_columns <= label_column < n_columns:
-        raise UserError(f"{path}: label column {label_column} is out of range: the file has {n_columns} columns "
-                        f"(0-based indexes 0..{n_columns - 1}, or negative from the end)")
-    return label_column % n_columns
+ROOT_MAGIC = b"root"
 
 
 def file_kind(path: Path) -> str:
@@ -88,6 +23,8 @@ def file_kind(path: Path) -> str:
         return "gzip"
     if magic == PARQUET_MAGIC:
         return "parquet"
+    if magic == ROOT_MAGIC:
+        return "root"
     return "csv"
 
 

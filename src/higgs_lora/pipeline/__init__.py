@@ -4,7 +4,7 @@ shared phases (phases.py), the whole run (run.py), the single steps (steps.py) a
 from higgs_lora.pipeline.data import DataSpec, Prepared, load_data, prepare_data
 from higgs_lora.pipeline.run import run
 from higgs_lora.pipeline.steps import (Trained, evaluate, export, export_peft, finetune, import_keras, import_peft,
-                                       merge, predict, train)
+                                       merge, predict, predict_samples, train)
 
 __all__ = ["DataSpec", "Prepared", "Trained", "evaluate", "export", "export_peft", "finetune", "import_keras",
-           "import_peft", "load_data", "merge", "predict", "prepare_data", "run", "train"]
+           "import_peft", "load_data", "merge", "predict", "predict_samples", "prepare_data", "run", "train"]

@@ -3,7 +3,10 @@ on files an earlier step saved, in a fresh process. Plain keyword arguments, no 
 the CLI's commands and Python callers use them alike."""
 from __future__ import annotations
 
+import os
+import shutil
 import time
+import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -241,24 +244,66 @@ def merge(*, model_path, adapter_path, out, force: bool = False, check: DataSpec
 
 
 def predict(*, model_path, data, out, adapter_path=None, adapter_paths=(), label_column=0,
-            chunk_rows: int = 1 << 20, precision: str = "auto", force: bool = False, device: str = "auto") -> int:
+            chunk_rows: int = 1 << 20, precision: str = "auto", force: bool = False, device: str = "auto",
+            read: dict | None = None) -> int:
     """Stream a file through a saved model in chunks and write one probability per row (and the label,
     when the file has one; label_column None: features only) to a .csv or .parquet file. Returns the rows.
 
     No adapter or one: column 'probability', of the base or the adapted network. Several adapters
     (`adapter_paths`, each trained on this base, names distinct): 'probability_base' and
     'probability_<name>' for each, computed in the same pass over the file."""
-    from higgs_lora.multi_adapter import load_many
     _check_predict_args(data=data, out=out, chunk_rows=chunk_rows, force=force)
+    model, standardizer = _predict_networks(model_path, adapter_path, adapter_paths)
+    return predict_with(model, standardizer, data=data, out=out, label_column=label_column, chunk_rows=chunk_rows,
+                        precision=precision, force=force, device=device, name=model_path, read=read)
+
+
+def _predict_networks(model_path, adapter_path, adapter_paths):
+    from higgs_lora.multi_adapter import load_many
     paths = ([adapter_path] if adapter_path else []) + list(adapter_paths)
     if len(paths) > 1:
         networks, standardizer, _ = load_many(model_path, paths)
-        return predict_with({f"probability_{k}": v for k, v in networks.items()}, standardizer, data=data, out=out,
-                            label_column=label_column, chunk_rows=chunk_rows, precision=precision, force=force,
-                            device=device, name=model_path)
+        return {f"probability_{k}": v for k, v in networks.items()}, standardizer
     loaded = load_with_adapter(model_path, paths[0] if paths else None)
-    return predict_with(loaded.model, loaded.standardizer, data=data, out=out, label_column=label_column,
-                        chunk_rows=chunk_rows, precision=precision, force=force, device=device, name=model_path)
+    return loaded.model, loaded.standardizer
+
+
+def predict_samples(specs, *, model_path, out, adapter_path=None, adapter_paths=(), label_column=0,
+                    chunk_rows: int = 1 << 20, precision: str = "auto", force: bool = False, device: str = "auto",
+                    read: dict | None = None) -> int:
+    """`predict` for samples (data/samples.py SampleSpecs): one OUT/SAMPLE-FILE.parquet per input file, its rows
+    in input order, with the label (the sample's, or the file's label column for --data) and, with a weight
+    expression, the weight (sample scale included). OUT appears complete or not at all. Returns the rows."""
+    from higgs_lora.data.samples import scaled_weight
+    out = Path(out)
+    if out.exists() and not (force and out.is_dir() and not any(out.iterdir())):
+        raise UserError(f"--out {out}: exists; predict with samples writes a new directory")
+    model, standardizer = _predict_networks(model_path, adapter_path, adapter_paths)
+    rows = 0
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        for spec in specs:
+            for f in spec.files:
+                name = f"{spec.name}-{f.name.split('.')[0]}.parquet"
+                if (tmp / name).exists():
+                    raise UserError(f"{f}: a second input file named {name} in sample {spec.name}; rename one")
+                own = dict(read or {}, tree=spec.tree or (read or {}).get("tree"),
+                           weight=scaled_weight((read or {}).get("weight"), spec.scale))
+                from_column = spec.label < 0
+                rows += predict_with(model, standardizer, data=f, out=tmp / name,
+                                     label_column=label_column if from_column else None,
+                                     label_value=None if from_column else spec.label, chunk_rows=chunk_rows,
+                                     precision=precision, device=device, name=model_path, read=own)
+        if out.exists():
+            out.rmdir()  # the empty directory --force allows
+        os.rename(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log(f"wrote {rows:,} rows of predictions to {out}/ ({sum(len(s.files) for s in specs)} files)")
+    return rows
 
 
 def _check_predict_args(*, data, out, chunk_rows: int, force: bool) -> None:
@@ -273,11 +318,14 @@ def _check_predict_args(*, data, out, chunk_rows: int, force: bool) -> None:
 
 
 def predict_with(model: torch.nn.Module, standardizer, *, data, out, label_column=0, chunk_rows: int = 1 << 20,
-                 precision: str = "fp32", force: bool = False, device: str = "auto", name="the model") -> int:
+                 precision: str = "fp32", force: bool = False, device: str = "auto", name="the model",
+                 label_value: int | None = None, read: dict | None = None) -> int:
     """`predict` with a network and its standardizer in memory; `name` is what error messages call it.
-    `model` may be {column name: network} (one base and its adapters): one column each, in one pass."""
+    `model` may be {column name: network} (one base and its adapters): one column each, in one pass.
+    `read`: what the reader takes beyond the label (features, weight, tree)."""
     from higgs_lora.data.read import iter_chunks
     from higgs_lora.multi_adapter import probabilities
+    reader = dict(read or {})
     _check_predict_args(data=data, out=out, chunk_rows=chunk_rows, force=force)
     out = Path(out)
     dev = resolve_device(device)
@@ -293,13 +341,17 @@ def predict_with(model: torch.nn.Module, standardizer, *, data, out, label_colum
         writer = None
         try:
             with tqdm(unit="rows", unit_scale=True, desc="predict", dynamic_ncols=True) as bar:
-                for features, labels in iter_chunks(data, label_column=label_column, chunk_rows=chunk_rows):
+                for chunk in iter_chunks(data, label_column=label_column, label_value=label_value,
+                                         chunk_rows=chunk_rows, **reader):
+                    features, labels = chunk.features, chunk.labels
                     if features.shape[1] != n_features:
                         raise DataError(f"{data}: {features.shape[1]} features, but {name} expects {n_features}")
                     x = torch.from_numpy(standardizer.transform(features)).to(dev)
                     cols = {k: pa.array(v) for k, v in probabilities(networks, x, precision=precision).items()}
                     if labels is not None:
                         cols = {"label": pa.array(labels), **cols}
+                    if reader.get("weight") is not None:
+                        cols["weight"] = pa.array(chunk.weights_or_ones())
                     batch = pa.table(cols)
                     if writer is None:
                         writer = (pq.ParquetWriter(str(tmp), batch.schema) if out.suffix == ".parquet"
