@@ -40,8 +40,9 @@ class FitResult:
 def fit(model: torch.nn.Module, data, recipe: Recipe, *, val=None, checkpoint: Checkpoint | None = None,
         on_epoch=None, progress: bool = True, verbose: bool = True) -> FitResult:
     """Train `model` in place by `recipe` on a data source's part (TensorData, ShardStream: standardized
-    rows on the model's device, cut into batches by the source, which owns the batch size); `val` is a
-    part to validate on after each epoch.
+    rows on the model's device, cut into batches by the source, which owns the batch size, each a
+    sources.Batch (x, y, w): with training weights w the loss is the weighted BCE, without the plain mean);
+    `val` is a part to validate on after each epoch.
 
     `checkpoint` keeps the state after every epoch and on Ctrl-C (then Interrupted is raised), and
     with resume=True continues from it. `progress` draws the per-step bar; `verbose` prints the one-line
@@ -111,7 +112,7 @@ def fit(model: torch.nn.Module, data, recipe: Recipe, *, val=None, checkpoint: C
             bar = tqdm(total=n, initial=seen, unit="ev", unit_scale=True, disable=not progress, leave=False,
                        desc=f"{phase} {epoch + 1}/{epochs}", dynamic_ncols=True)
             with contextlib.closing(data.batches(seed=seed, phase=phase, epoch=epoch, first_step=first_step)) as steps:
-                for step, (xb, yb) in enumerate(steps, start=first_step):
+                for step, (xb, yb, wb) in enumerate(steps, start=first_step):
                     governor.poll()
                     stop = interrupted["flag"]
                     if world > 1 and step % 8 == 0:  # ranks agree on where to stop: same step everywhere
@@ -136,7 +137,15 @@ def fit(model: torch.nn.Module, data, recipe: Recipe, *, val=None, checkpoint: C
                     with autocast(device, precision):
                         logits = train_step_model(xb).float()
                     # Label smoothing: targets pulled toward 1/2 by label_smoothing/2 (0 = the plain loss).
-                    loss = loss_fn(logits, yb if not smoothing else yb * (1 - smoothing) + 0.5 * smoothing)
+                    target = yb if not smoothing else yb * (1 - smoothing) + 0.5 * smoothing
+                    if wb is None:
+                        loss = loss_fn(logits, target)
+                    else:
+                        # Per-event weighted BCE. The weights come scaled to mean 1 over the whole part
+                        # (weighting.py), so this is Σ w·loss / (rows × the part's mean weight): normalised by a
+                        # constant, never by this batch's Σw, which negative weights can bring to ~0.
+                        loss = (torch.nn.functional.binary_cross_entropy_with_logits(
+                            logits, target, reduction="none") * wb).mean()
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
