@@ -239,3 +239,30 @@ def test_estimator_sample_weight():
     weighted.adapt(x[:500], y[:500], sample_weight=w[:500], epochs=1)
     with pytest.raises(ValueError, match="sample_weight"):
         ResidualMLPClassifier(**settings).fit(x, y, sample_weight=w[:10])
+
+
+# ------------------------------------------------------------------ the Python API
+
+def test_api_sample_weight(tmp_path):
+    import higgs_lora as hl
+    data = hl.load_data(events=4400, device="cpu", progress=False)
+    recipe = hl.recipe("notebook", epochs=1, ft_epochs=1, batch_size=256, width=16, n_blocks=1, head_width=8)
+    plain = hl.fit(data, recipe=recipe, progress=False)
+    ones = hl.fit(data, recipe=recipe, sample_weight=np.ones(data.rows), progress=False)
+    assert _equal_models(plain.network, ones.network)
+    w = np.random.default_rng(5).uniform(-0.2, 2.0, data.rows)
+    weighted = hl.fit(data, recipe=hl.recipe("notebook", epochs=1, batch_size=256, width=16, n_blocks=1, head_width=8,
+                                            class_balance="equal"), sample_weight=w, progress=False)
+    assert weighted.provenance["train"]["class_balance"] == "equal"
+    assert not _equal_models(plain.network, weighted.network)
+    def adapt():   # A starts random: the same draw for each
+        torch.manual_seed(0)
+        return hl.adapt(plain, recipe=recipe)
+    adapted_plain = hl.finetune(adapt(), data, recipe=recipe, progress=False)
+    adapted_ones = hl.finetune(adapt(), data, recipe=recipe, sample_weight=np.ones(data.rows), progress=False)
+    assert _equal_models(adapted_plain.network, adapted_ones.network)
+    adapted_w = hl.finetune(adapt(), data, recipe=recipe, sample_weight=w, progress=False)
+    assert not _equal_models(adapted_plain.network, adapted_w.network)
+    assert hl.evaluate(plain, data, sample_weight=np.ones(data.rows)) == hl.evaluate(plain, data)
+    with pytest.raises(UserError, match=r"one weight per row of the data, \(4400,\)"):
+        hl.fit(data, recipe=recipe, sample_weight=w[:10], progress=False)

@@ -100,7 +100,8 @@ def fit(model: torch.nn.Module, data, recipe: Recipe, *, val=None, checkpoint: C
             model.train()
             # Running sums stay on the device: no host sync per step.
             loss_sum = torch.zeros((), device=device, dtype=torch.float64)
-            correct = torch.zeros((), device=device, dtype=torch.int64)
+            # correct: rows classified right, or with weights (mean 1 over the part) their weighted sum
+            correct = torch.zeros((), device=device, dtype=torch.float64)
             seen, t_epoch, elapsed_before = 0, time.perf_counter(), 0.0
             first_step = start_step if epoch == start_epoch else 0
             if carry is not None and epoch == start_epoch:
@@ -121,8 +122,8 @@ def fit(model: torch.nn.Module, data, recipe: Recipe, *, val=None, checkpoint: C
                         stop = False
                     if stop:
                         sums = distributed.all_reduce_(torch.stack([
-                            loss_sum, correct.double(), torch.tensor(float(seen), device=device, dtype=torch.float64)]))
-                        state = dict(loss_sum=sums[0].item(), correct=int(sums[1].item()), seen=int(sums[2].item()),
+                            loss_sum, correct, torch.tensor(float(seen), device=device, dtype=torch.float64)]))
+                        state = dict(loss_sum=sums[0].item(), correct=sums[1].item(), seen=int(sums[2].item()),
                                      seconds=elapsed_before + time.perf_counter() - t_epoch)
                         if path is not None and main_rank:
                             save_state(path, model, opt, phase=phase, epoch=epoch, step=step, carry=state, best=best,
@@ -150,13 +151,14 @@ def fit(model: torch.nn.Module, data, recipe: Recipe, *, val=None, checkpoint: C
                     loss.backward()
                     opt.step()
                     loss_sum += loss.detach() * yb.shape[0]
-                    correct += ((logits.detach() > 0) == (yb > 0.5)).sum()
+                    hit = (logits.detach() > 0) == (yb > 0.5)
+                    correct += hit.sum() if wb is None else (hit * wb).sum()
                     seen += yb.shape[0]
                     bar.update(yb.shape[0] * world)  # the bar counts the rows of all ranks
                     if step % 50 == 0 and progress:
                         bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
             bar.close()
-            sums = distributed.all_reduce_(torch.stack([loss_sum, correct.double(),
+            sums = distributed.all_reduce_(torch.stack([loss_sum, correct,
                                                         torch.tensor(float(seen), device=device, dtype=torch.float64)]))
             loss_total, correct_total, seen = sums[0].item(), sums[1].item(), int(sums[2].item())
             seconds = elapsed_before + time.perf_counter() - t_epoch
