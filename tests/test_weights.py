@@ -266,3 +266,31 @@ def test_api_sample_weight(tmp_path):
     assert hl.evaluate(plain, data, sample_weight=np.ones(data.rows)) == hl.evaluate(plain, data)
     with pytest.raises(UserError, match=r"one weight per row of the data, \(4400,\)"):
         hl.fit(data, recipe=recipe, sample_weight=w[:10], progress=False)
+
+
+# ------------------------------------------------------------------ DDP
+
+def test_two_processes_train_weighted_shards_as_one(tmp_path):
+    """torchrun with 2 processes on shards with weights.npy: each rank streams its rows with their weights
+    under the plan of the whole part; the result matches one process as closely as the unweighted DDP test
+    asks (tests/test_distributed.py), and the policy is recorded."""
+    import json
+    from conftest import torchrun
+    x, y = synthetic_xy(8000, seed=3)
+    rng = np.random.default_rng(6)
+    w = np.where(y == 1, 0.05, 1.0) * rng.uniform(0.5, 1.5, 8000)       # signal 1/20 of the background
+    w = np.where(rng.random(8000) < 0.05, -w, w).astype(np.float32)     # 5% negative
+    shards = _write_shards(tmp_path / "shards", x, y, w, 1500)
+    args = ["--preset", "notebook", "--train-rows", "4000", "--test-rows", "1000", "--batch-size", "256",
+            "--epochs", "3", "--ft-epochs", "1", "--class-balance", "equal", "--negative-weights", "zero",
+            "--no-progress", "--no-report"]
+    for n in (1, 2):
+        torchrun(n, "run", "--data", shards, "--cache-dir", tmp_path / f"cache{n}", "--out", tmp_path / f"w{n}", *args)
+    one, two = (json.loads((tmp_path / f"w{n}" / "metrics.json").read_text()) for n in (1, 2))
+    assert two["distributed"]["world_size"] == 2
+    fps = two["distributed"]["merged_fingerprints"]
+    assert len(fps) == 2 and fps[0] == fps[1]
+    for part in ("base", "adapted"):
+        assert abs(one[part]["roc_auc"] - two[part]["roc_auc"]) < 0.02, (part, one[part], two[part])
+    config = json.loads((tmp_path / "w2" / "config.json").read_text())
+    assert json.dumps(config).count('"negative_weights": "zero"') >= 1
