@@ -54,14 +54,19 @@ def synthetic_weights(table, *, seed: int, signal_share: float = 0.01, negative_
     return w.astype(np.float32)
 
 
-def weighted_auc(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> float:
-    """Area under the weighted ROC: cumulative weighted TPR and FPR over the scores from high to low (tied
-    scores one step), trapezoids; negative weights allowed, no monotonicity assumed."""
+def weighted_roc(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(FPR, TPR) from (0, 0): cumulative weighted counts over the scores from high to low, tied scores one
+    step; negative weights allowed, so no monotonicity is assumed."""
     order = np.argsort(-scores, kind="stable")
     s, y, w = scores[order], labels[order], weights[order].astype(np.float64)
     last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]      # the end of each run of equal scores
     tp, fp = np.cumsum(w * (y == 1))[last], np.cumsum(w * (y == 0))[last]
-    tpr, fpr = np.r_[0.0, tp / tp[-1]], np.r_[0.0, fp / fp[-1]]
+    return np.r_[0.0, fp / fp[-1]], np.r_[0.0, tp / tp[-1]]
+
+
+def weighted_auc(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> float:
+    """Area under the weighted ROC (weighted_roc), by trapezoids."""
+    fpr, tpr = weighted_roc(scores, labels, weights)
     return float(np.sum((fpr[1:] - fpr[:-1]) * (tpr[1:] + tpr[:-1]) / 2))
 
 
