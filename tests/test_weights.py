@@ -63,6 +63,14 @@ def test_all_ones_weights_enter_training_as_none():
     assert make_plan(ones, labels, Policy(class_balance="equal")) is None   # balanced classes already
 
 
+def test_auto_balances_weighted_data_only():
+    y = np.array([1, 0, 0, 0], dtype=np.uint8)
+    auto = Policy(class_balance="auto")
+    assert make_plan(None, y, auto) is None and make_plan(np.ones(4, np.float32), y, auto) is None
+    w = np.array([1.0, 1.0, 2.0, 1.0], dtype=np.float32)
+    assert make_plan(w, y, auto) == make_plan(w, y, Policy(class_balance="equal"))
+
+
 def test_plan_by_hand():
     w = np.array([2.0, -1.0, 1.0, 4.0, 3.0, 1.0], dtype=np.float32)
     y = np.array([1, 1, 0, 0, 0, 0], dtype=np.uint8)
@@ -207,7 +215,7 @@ def test_flags_reach_the_config():
         cfg = train_config(args)
         assert (cfg.class_balance, cfg.negative_weights) == ("equal", "drop-in-training")
         assert cfg.to_dict()["negative_weights"] == "drop-in-training"   # config.json, a model's provenance
-    assert TrainConfig().class_balance in ("none", "equal")
+    assert TrainConfig().class_balance == "auto"
 
 
 # ------------------------------------------------------------------ the estimator

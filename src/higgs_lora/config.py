@@ -16,7 +16,7 @@ SCHEDULES = ("constant", "cosine")
 PRECISIONS = ("fp32", "bf16")             # what a phase runs in
 PRECISION_CHOICES = ("auto", *PRECISIONS)  # what a run may ask for: auto is decided by hardware.py
 LORA_INITS = ("glorot", "pissa")           # lora.py: how A and B start
-CLASS_BALANCES = ("none", "equal")                    # train/weighting.py
+CLASS_BALANCES = ("auto", "none", "equal")            # train/weighting.py
 NEGATIVE_WEIGHTS = ("keep", "zero", "drop-in-training")
 
 # The largest |p_merged - p_adapted| on the test rows for a merge to count as exact (float32 rounding).
@@ -146,9 +146,11 @@ class TrainConfig:
     label_smoothing: float = _flag(0.0, "label smoothing of the base training: targets pulled toward 1/2 by E/2",
                                    "base", metavar="E")
     # event weights in training, base and adapters alike (train/weighting.py; docs/analysis-data.md)
-    class_balance: str = _flag("none", "none: the event weights as they are; equal: each class scaled to the same "
-                               "total weight in training (TMVA's NormMode=EqualNumEvents)", "all",
-                               choices=CLASS_BALANCES)
+    class_balance: str = _flag("auto", "equal: each class scaled to the same total weight in training (TMVA's "
+                               "NormMode=EqualNumEvents); none: the event weights as they are; auto: equal for "
+                               "data with event weights (measured: docs/analysis-data.md), none without, so "
+                               "unweighted data trains exactly as before", "all", choices=CLASS_BALANCES,
+                               show_default=False)
     negative_weights: str = _flag("keep", "negative event weights in training: keep, zero (set to 0), or "
                                   "drop-in-training (out of the loss); every metric keeps them", "all",
                                   choices=NEGATIVE_WEIGHTS)

@@ -53,9 +53,12 @@ class ResidualMLPClassifier(ClassifierMixin, BaseEstimator):
         Base-training settings; None takes the preset's.
     rank, scale, ft_lr, ft_epochs : optional
         Defaults of `adapt()`; None takes the preset's.
-    class_balance, negative_weights : optional
-        How sample weights enter training (as `--class-balance`, `--negative-weights`: "none"/"equal",
-        "keep"/"zero"/"drop-in-training"); None takes the preset's. `score` weighs every row as given.
+    class_balance : "none" (default) or "equal"
+        As scikit-learn does, sample weights enter the loss as given; "equal" scales each class to the same
+        total weight (as `--class-balance equal`, which the CLI's "auto" picks for weighted data).
+    negative_weights : optional
+        "keep", "zero" or "drop-in-training" (as `--negative-weights`); None takes the preset's.
+        `score` weighs every row as given.
     device : str
         "cpu" (default), "cuda", "cuda:N" or "auto".
     random_state : int, RandomState or None
@@ -81,7 +84,7 @@ class ResidualMLPClassifier(ClassifierMixin, BaseEstimator):
                  optimizer: str | None = None, weight_decay: float | None = None, schedule: str | None = None,
                  warmup_frac: float | None = None, precision: str | None = None, rank: int | None = None,
                  scale: float | None = None, ft_lr: float | None = None, ft_epochs: int | None = None,
-                 class_balance: str | None = None, negative_weights: str | None = None,
+                 class_balance: str = "none", negative_weights: str | None = None,
                  device: str = "cpu", random_state=None):
         self.preset = preset
         self.width, self.n_blocks, self.head_width = width, n_blocks, head_width

@@ -28,9 +28,11 @@ from higgs_lora.errors import ConfigError, DataError
 @dataclass(frozen=True)
 class Policy:
     """class_balance none: the weights as they are; equal: each class scaled to the same total weight
-    (TMVA's NormMode=EqualNumEvents). negative_weights keep: as they are; zero: set to 0 in training (the
-    rows still count as training rows for the mean weight); drop-in-training: the rows leave the loss and the
-    mean weight (TMVA's IgnoreNegWeightsInTraining). Every metric weighs every event as it was read."""
+    (TMVA's NormMode=EqualNumEvents); auto: equal when the rows have event weights, none when they have
+    none (or all ones), so unweighted data trains as it always did.
+    negative_weights keep: as they are; zero: set to 0 in training (the rows still count as training rows
+    for the mean weight); drop-in-training: the rows leave the loss and the mean weight (TMVA's
+    IgnoreNegWeightsInTraining). Every metric weighs every event as it was read."""
     class_balance: str = "none"
     negative_weights: str = "keep"
 
@@ -62,7 +64,10 @@ class Plan:
 def make_plan(weights: np.ndarray | None, labels: np.ndarray, policy: Policy, *, what: str = "the training rows"
               ) -> Plan | None:
     """The plan of a part (event weights or None, labels 0/1); None when every row would weigh exactly 1."""
-    if weights is None and policy.class_balance == "none":
+    if weights is not None and np.all(weights == 1):
+        weights = None   # weights of all ones are no weights, here where they enter: bit-identical to none
+    balance = policy.class_balance if policy.class_balance != "auto" else "none" if weights is None else "equal"
+    if weights is None and balance == "none":
         return None
     labels = np.asarray(labels)
     w = np.ones(len(labels)) if weights is None else weights.astype(np.float64)
@@ -73,7 +78,7 @@ def make_plan(weights: np.ndarray | None, labels: np.ndarray, policy: Policy, *,
         if policy.negative_weights == "drop-in-training":
             counted -= int(np.count_nonzero(negative))
     scale = [1.0, 1.0]
-    if policy.class_balance == "equal":
+    if balance == "equal":
         sums = [float(w[labels == c].sum()) for c in (0, 1)]
         for c, s in enumerate(sums):
             if not s > 0:
