@@ -236,7 +236,8 @@ def test_estimator_sample_weight():
     torch.manual_seed(3)
     model = ResidualMLP(n_features=28)
     xt = torch.from_numpy(std.transform(x))
-    plan = make_plan(w.astype(np.float32), y, Policy(class_balance="equal"))
+    plan = make_plan(w.astype(np.float32), y, Policy(class_balance="equal",
+                                                     negative_weights=TrainConfig().negative_weights))
     fit(model, TensorData(xt, torch.from_numpy(y.astype(np.float32)), batch_size=256,
                           weights=torch.from_numpy(plan.apply(w.astype(np.float32), y))),
         Recipe(epochs=2, lr=1e-3, seed=3), progress=False, verbose=False)

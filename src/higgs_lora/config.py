@@ -151,9 +151,10 @@ class TrainConfig:
                                "data with event weights (measured: docs/analysis-data.md), none without, so "
                                "unweighted data trains exactly as before", "all", choices=CLASS_BALANCES,
                                show_default=False)
-    negative_weights: str = _flag("keep", "negative event weights in training: keep, zero (set to 0), or "
-                                  "drop-in-training (out of the loss); every metric keeps them", "all",
-                                  choices=NEGATIVE_WEIGHTS)
+    negative_weights: str = _flag("drop-in-training", "negative event weights in training: drop-in-training "
+                                  "(out of the loss; measured best with zero, +0.002 weighted AUC over keep: "
+                                  "docs/analysis-data.md), zero (set to 0) or keep; every metric keeps them",
+                                  "all", choices=NEGATIVE_WEIGHTS, show_default=False)
     # adapter fine-tuning
     ft_epochs: int = _flag(3, "adapter fine-tuning epochs", "lora", metavar="N")
     ft_lr: float = _flag(5e-4, "adapter learning rate", "lora", metavar="LR")
