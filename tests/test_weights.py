@@ -188,7 +188,7 @@ def test_shards_with_and_without_weights_refused(tmp_path):
     x, y = synthetic_xy(200)
     root = _write_shards(tmp_path / "s", x, y, np.ones(200, np.float32), 100)
     (root / "part-00001" / "weights.npy").unlink()
-    with pytest.raises(UserError, match="part-00001: has no weights.npy, but part-00000 has"):
+    with pytest.raises(UserError, match="part-00001: has no weights.npy, but part-00000 has one"):
         open_shards(root)
 
 

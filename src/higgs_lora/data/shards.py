@@ -194,23 +194,21 @@ def open_shards(directory, *, label_column=0, cache_dir=None, progress: bool = F
         for p in tables:  # the entries other ranks built: found in the cache at once
             if p not in cached:
                 cached[p] = _cache(p, label_column=label_column, cache_dir=cache_dir, progress=False)
-    shards, names, first, weighted_first, start = [], None, None, None, 0
+    shards, names, first, weighted, start = [], None, None, None, 0
     h = hashlib.sha256()
     for p in sorted([*tables, *arrays], key=_natural):
         folder = cached.get(p, p)
         shard, shard_names, fp = _open_array_shard(folder, name=p.name, start=start)
         if names is None:
-            names, first = shard_names, p.name
-            weighted_first = p.name if shard.weights_path is not None else None
+            names, first, weighted = shard_names, p.name, shard.weights_path is not None
         elif shard.n_features != len(names):
             raise UserError(f"{p}: {shard.n_features} features, but {first} has {len(names)}")
         elif shard_names != names:
             raise UserError(f"{p}: feature names {shard_names} differ from those of {first}: {names}")
-        if (shard.weights_path is None) != (weighted_first is None):
-            raise UserError(f"{p}: " + ("has no weights.npy, but " if shard.weights_path is None else
-                                        "has weights.npy, but ") + f"{weighted_first or first} "
-                            + ("has" if shard.weights_path is None else "has none")
-                            + "; every shard of a directory has event weights or none does")
+        if (shard.weights_path is not None) != weighted:
+            has, other = ("has weights.npy", "has none") if not weighted else ("has no weights.npy", "has one")
+            raise UserError(f"{p}: {has}, but {first} {other}; every shard of a directory has event weights "
+                            "or none does")
         if shard.rows:
             shards.append(shard)
         start += shard.rows
