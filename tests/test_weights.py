@@ -303,3 +303,19 @@ def test_two_processes_train_weighted_shards_as_one(tmp_path):
         assert abs(one[part]["roc_auc"] - two[part]["roc_auc"]) < 0.02, (part, one[part], two[part])
     config = json.loads((tmp_path / "w2" / "config.json").read_text())
     assert json.dumps(config).count('"negative_weights": "zero"') >= 1
+
+
+def test_write_shards_keeps_the_readers_weights(tmp_path, monkeypatch):
+    """`higgs-lora shard`: where the reader gives Rows with weights, every shard gets its weights.npy."""
+    from higgs_lora.data import shards as shards_module
+    from higgs_lora.data.rows import Rows
+    x, y = synthetic_xy(500)
+    w = np.linspace(-1, 2, 500).astype(np.float32)
+    monkeypatch.setattr(shards_module, "feature_names", lambda path, label_column: [f"f{j}" for j in range(28)])
+    monkeypatch.setattr(shards_module, "iter_chunks", lambda path, **kw: iter(
+        [Rows(x[:170], y[:170], w[:170]), Rows(x[170:], y[170:], w[170:])]))
+    shards_module.write_shards("any.root", tmp_path / "out", rows_per_shard=200)
+    opened = shards_module.open_shards(tmp_path / "out")
+    assert [s.rows for s in opened.shards] == [200, 200, 100]
+    np.testing.assert_array_equal(opened.weights, w)
+    np.testing.assert_array_equal(opened.read(0, 500).features, x)
