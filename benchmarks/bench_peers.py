@@ -12,6 +12,10 @@ bench_presets.py builds it and cached in bench-data/ as .npy:
   sim  the built-in simulator, simulated_table(1_100_000, seed=2014)
   kde  a smoothed bootstrap of the 1,000 real HIGGS rows in tests/data (higgs_lora.data.kde, seed 2014)
   sim11m  bench-data/sim_11M.csv.gz (`higgs-lora simulate --events 11000000 --seed 2`), 11,000,000 rows
+  simw  sim with analysis-like event weights (bench_weight_policies.synthetic_weights: signal 1/100 of the
+        background's total, ~5% negative); every model trains on the same weights under the same policy
+        (--class-balance, --negative-weights: train/weighting.py), every score is weighted by the signed
+        weights. XGBoost refuses negative weights: where the policy keeps them, it says so and zeroes them.
 `--rows all` trains on all non-test rows (1,050,000; sim11m: 10,950,000) instead of the first 200,000.
 
 Everyone sees the same train part (first --rows rows). The presets carve their validation rows from its end
@@ -40,18 +44,20 @@ from pathlib import Path  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
+from bench_weight_policies import synthetic_weights, weighted_auc, weighted_roc  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from sklearn.metrics import roc_auc_score, roc_curve  # noqa: E402
 
-from higgs_lora.config import ModelConfig, preset  # noqa: E402
+from higgs_lora.config import CLASS_BALANCES, NEGATIVE_WEIGHTS, ModelConfig, TrainConfig, preset  # noqa: E402
 from higgs_lora.data import Standardizer, split_rows  # noqa: E402
 from higgs_lora.data.kde import kde_table, read_higgs_rows  # noqa: E402
 from higgs_lora.data.simulate import simulated_table  # noqa: E402
 from higgs_lora.model import ResidualMLP  # noqa: E402
 from higgs_lora.runtime import predict_logits  # noqa: E402
 from higgs_lora.train import TensorData, fit  # noqa: E402
+from higgs_lora.train.weighting import AS_READ, Policy, make_plan  # noqa: E402
 
 torch.set_num_threads(int(THREADS))
 
@@ -71,6 +77,8 @@ def n_rows(name: str) -> int:
 
 
 def raw_table(name: str) -> tuple[np.ndarray, np.ndarray]:
+    if name == "simw":
+        return raw_table("sim")
     if name == "sim11m":  # the 11M-row HIGGS-format file, read (and cached) as `higgs-lora prepare` reads it
         from higgs_lora.data.read import load_table
         if not BIG_FILE.exists():
@@ -91,23 +99,62 @@ def raw_table(name: str) -> tuple[np.ndarray, np.ndarray]:
     return t.features, t.labels
 
 
+def raw_weights(name: str, x: np.ndarray, y: np.ndarray) -> np.ndarray | None:
+    """The event weights of a data set (simw), or None."""
+    if name != "simw":
+        return None
+    from higgs_lora.data.table import HIGGS_FEATURES, Table
+    return synthetic_weights(Table(features=x, labels=y, feature_names=list(HIGGS_FEATURES), source=name,
+                                   fingerprint=name), seed=8)
+
+
 def parts(name: str, *, train_rows: int, val_fraction: float) -> dict:
     """Standardized float32 arrays: train (the rows a network trains on), val, all (train + val, what the
-    trees get), test; the standardizer is fit on the network's train rows, as the pipeline does."""
+    trees get), test; the standardizer is fit on the network's train rows, as the pipeline does. `weights`:
+    the raw event weights of each part (None for unweighted data)."""
     x, y = raw_table(name)
+    w = raw_weights(name, np.asarray(x), np.asarray(y))
     split = split_rows(n_rows(name), train_rows=train_rows, test_rows=TEST_ROWS, val_fraction=val_fraction, source=name)
     st = Standardizer.fit(np.asarray(x[split.train]))
     def part(rows):
         return st.transform(np.asarray(x[rows])), np.asarray(y[rows]).astype(np.float32)
     train_all = slice(0, split.train_rows)
+    weights = None if w is None else {k: w[rows] for k, rows in
+                                      (("train", split.train), ("val", split.val), ("all", train_all), ("test", split.test))}
     return dict(train=part(split.train), val=part(split.val) if split.val_rows else None,
-                all=part(train_all), test=part(split.test), split=split.to_dict())
+                all=part(train_all), test=part(split.test), split=split.to_dict(), weights=weights)
+
+
+def part_weights(d: dict, part: str) -> np.ndarray | None:
+    return None if d.get("weights") is None else d["weights"][part]
+
+
+def training_weights(d: dict, part: str, policy: Policy, *, model: str, refuses_negative: bool = False
+                     ) -> tuple[np.ndarray | None, str | None]:
+    """The weights a model trains `part` on under `policy`, as the network does (None: unweighted), and a note
+    when the model cannot take them as they are (XGBoost: no negative weights; then they are set to 0)."""
+    w, note = part_weights(d, part), None
+    if w is None and policy.class_balance == "none":
+        return None, None
+    y = d[part][1]
+    if refuses_negative and policy.negative_weights == "keep" and w is not None and (w < 0).any():
+        note = (f"{model} refuses negative weights ({int((w < 0).sum()):,} of {len(w):,} training rows): "
+                "trained with --negative-weights zero instead of keep")
+        policy = Policy(class_balance=policy.class_balance, negative_weights="zero")
+    plan = make_plan(w, y, policy, what=f"{model} training rows")
+    return (None if plan is None else plan.apply(w, y)), note
 
 
 # ---------------------------------------------------------------- metrics
 
-def scores(p: np.ndarray, y: np.ndarray) -> dict:
-    """ROC AUC, accuracy at p > 1/2, and the signal efficiency at 1 % and 10 % background efficiency."""
+def scores(p: np.ndarray, y: np.ndarray, w: np.ndarray | None = None) -> dict:
+    """ROC AUC, accuracy at p > 1/2, and the signal efficiency at 1 % and 10 % background efficiency; with
+    event weights `w` (negative ones too), each of them weighted."""
+    if w is not None:
+        fpr, tpr = weighted_roc(p, y, w)
+        return dict(auc=weighted_auc(p, y, w), acc=float(np.sum(w * ((p > 0.5) == (y > 0.5))) / np.sum(w)),
+                    sig_eff_at_bkg_1pct=float(np.interp(0.01, fpr, tpr)),
+                    sig_eff_at_bkg_10pct=float(np.interp(0.10, fpr, tpr)))
     fpr, tpr, _ = roc_curve(y, p)
     return dict(auc=float(roc_auc_score(y, p)), acc=float(np.mean((p > 0.5) == (y > 0.5))),
                 sig_eff_at_bkg_1pct=float(np.interp(0.01, fpr, tpr)),
@@ -120,31 +167,37 @@ def sigmoid(z: np.ndarray) -> np.ndarray:
 
 # ---------------------------------------------------------------- trees
 
-def run_lightgbm(d: dict, *, seed: int, threads: int) -> dict:
+def run_lightgbm(d: dict, *, seed: int, threads: int, policy: Policy = AS_READ) -> dict:
     import lightgbm as lgb
     x, y = d["all"]
+    sample_weight, note = training_weights(d, "all", policy, model="LightGBM")
+    wt = part_weights(d, "test")
     stamps = []
     model = lgb.LGBMClassifier(n_estimators=N_TREES, num_leaves=255, learning_rate=0.1, min_child_samples=100,
                                n_jobs=threads, random_state=seed, verbose=-1)
     def stamp(env):
         stamps.append((time.perf_counter(), time.process_time()))
     t, c = time.perf_counter(), time.process_time()
-    model.fit(x, y, callbacks=[stamp])
+    model.fit(x, y, sample_weight=sample_weight, callbacks=[stamp])
     wall, cpu = time.perf_counter() - t, time.process_time() - c
     xt, yt = d["test"]
     curve = [dict(trees=k, wall_s=stamps[k - 1][0] - t, cpu_s=stamps[k - 1][1] - c,
-                  test_auc=float(roc_auc_score(yt, model.predict_proba(xt, num_iteration=k)[:, 1])))
+                  test_auc=scores(model.predict_proba(xt, num_iteration=k)[:, 1], yt, wt)["auc"])
              for k in range(CURVE_EVERY, N_TREES + 1, CURVE_EVERY)]
-    row = dict(model="LightGBM", version=lgb.__version__, wall_s=wall, cpu_s=cpu, test=scores(model.predict_proba(xt)[:, 1], yt),
-               curve=curve)
-    if d["val"] is not None:
-        row["val"] = scores(model.predict_proba(d["val"][0])[:, 1], d["val"][1])  # in-sample for trees: reference only
+    row = dict(model="LightGBM", version=lgb.__version__, wall_s=wall, cpu_s=cpu,
+               test=scores(model.predict_proba(xt)[:, 1], yt, wt), curve=curve, weights_note=note)
+    if d["val"] is not None:   # in-sample for trees: reference only
+        row["val"] = scores(model.predict_proba(d["val"][0])[:, 1], d["val"][1], part_weights(d, "val"))
     return row
 
 
-def run_xgboost(d: dict, *, seed: int, threads: int) -> dict:
+def run_xgboost(d: dict, *, seed: int, threads: int, policy: Policy = AS_READ) -> dict:
     import xgboost as xgb
     x, y = d["all"]
+    sample_weight, note = training_weights(d, "all", policy, model="XGBoost", refuses_negative=True)
+    if note:
+        print(note, file=sys.stderr, flush=True)
+    wt = part_weights(d, "test")
     stamps = []
 
     class Stamp(xgb.callback.TrainingCallback):
@@ -155,22 +208,28 @@ def run_xgboost(d: dict, *, seed: int, threads: int) -> dict:
                               max_depth=0, learning_rate=0.1, min_child_weight=25, n_jobs=threads, random_state=seed,
                               callbacks=[Stamp()])
     t, c = time.perf_counter(), time.process_time()
-    model.fit(x, y)
+    model.fit(x, y, sample_weight=sample_weight)
     wall, cpu = time.perf_counter() - t, time.process_time() - c
     xt, yt = d["test"]
     curve = [dict(trees=k, wall_s=stamps[k - 1][0] - t, cpu_s=stamps[k - 1][1] - c,
-                  test_auc=float(roc_auc_score(yt, model.predict_proba(xt, iteration_range=(0, k))[:, 1])))
+                  test_auc=scores(model.predict_proba(xt, iteration_range=(0, k))[:, 1], yt, wt)["auc"])
              for k in range(CURVE_EVERY, N_TREES + 1, CURVE_EVERY)]
     return dict(model="XGBoost", version=xgb.__version__, wall_s=wall, cpu_s=cpu,
-                test=scores(model.predict_proba(xt)[:, 1], yt), curve=curve)
+                test=scores(model.predict_proba(xt)[:, 1], yt, wt), curve=curve, weights_note=note)
 
 
 # ---------------------------------------------------------------- networks
 
 def run_network(cfg, d: dict, *, label: str, curve: bool = True) -> dict:
-    train = TensorData(*(torch.from_numpy(a) for a in d["train"]), batch_size=cfg.batch_size)
+    policy = Policy(class_balance=cfg.class_balance, negative_weights=cfg.negative_weights)
+
+    def weights(part):
+        w, _ = training_weights(d, part, policy, model=label)
+        return None if w is None else torch.from_numpy(w)
+    train = TensorData(*(torch.from_numpy(a) for a in d["train"]), batch_size=cfg.batch_size, weights=weights("train"))
     val = [torch.from_numpy(a) for a in d["val"]] if d["val"] is not None and cfg.val_fraction > 0 else (None, None)
-    val_part = TensorData(*val, batch_size=cfg.batch_size) if val[0] is not None else None
+    val_part = TensorData(*val, batch_size=cfg.batch_size, weights=weights("val")) if val[0] is not None else None
+    wt, wv = part_weights(d, "test"), part_weights(d, "val") if val[0] is not None else None
     torch.manual_seed(cfg.seed)
     model = ResidualMLP.from_config(cfg.model)
     states = []
@@ -188,23 +247,25 @@ def run_network(cfg, d: dict, *, label: str, curve: bool = True) -> dict:
         return sigmoid(predict_logits(model, xs, precision=cfg.precision).numpy())
     row = dict(model=label, preset=cfg.preset, precision=cfg.precision, epochs=cfg.epochs, epochs_run=len(r.history),
                wall_s=wall, cpu_s=cpu, model_config=cfg.model.to_dict(), n_params=model.n_params(),
-               test=scores(probs(xt), yt), history=r.history)
+               test=scores(probs(xt), yt, wt), history=r.history)
     if val[0] is not None:
-        row["val"] = scores(probs(val[0]), d["val"][1])
+        row["val"] = scores(probs(val[0]), d["val"][1], wv)
     final = copy.deepcopy(model.state_dict())
     row["curve"] = []
     for (w, cp), state in states:
         model.load_state_dict(state)
-        e = dict(epoch=len(row["curve"]) + 1, wall_s=w, cpu_s=cp, test_auc=scores(probs(xt), yt)["auc"])
+        e = dict(epoch=len(row["curve"]) + 1, wall_s=w, cpu_s=cp, test_auc=scores(probs(xt), yt, wt)["auc"])
         if val[0] is not None:
-            e["val_auc"] = scores(probs(val[0]), d["val"][1])["auc"]
+            e["val_auc"] = scores(probs(val[0]), d["val"][1], wv)["auc"]
         row["curve"].append(e)
     model.load_state_dict(final)
     return row
 
 
-def network_cfg(name: str, *, seed: int, precision: str, overrides: dict | None = None):
+def network_cfg(name: str, *, seed: int, precision: str, overrides: dict | None = None, policy: Policy | None = None):
     overrides = dict(overrides or {})
+    if policy is not None:
+        overrides |= dict(class_balance=policy.class_balance, negative_weights=policy.negative_weights)
     model = overrides.pop("model", None)
     cfg = preset(name, seed=seed, precision=precision, **overrides)
     if model:
@@ -227,11 +288,12 @@ def part_peers(args) -> tuple[list[str], list[dict]]:
         d_de = parts(data_name, train_rows=args.train_rows, val_fraction=de_val)
         # Trees are deterministic here (no row or feature sampling): one run each, whatever the seed.
         trees = []
+        policy = Policy(class_balance=args.class_balance, negative_weights=args.negative_weights)
         for runner in (run_lightgbm, run_xgboost):
             if runner.__name__.removeprefix("run_") in args.skip:
                 continue
-            r = dict(runner(d_nb, seed=args.seeds[0], threads=int(THREADS)), data=data_name, seed=args.seeds[0],
-                     rows=d_nb["split"])
+            r = dict(runner(d_nb, seed=args.seeds[0], threads=int(THREADS), policy=policy), data=data_name,
+                     seed=args.seeds[0], rows=d_nb["split"])
             trees.append(r)
             runs.append(r)
             print(f"{data_name} {r['model']}: wall {r['wall_s']:.1f}s cpu {r['cpu_s']:.1f}s test AUC {r['test']['auc']:.4f}",
@@ -241,7 +303,7 @@ def part_peers(args) -> tuple[list[str], list[dict]]:
             for name, d in (("notebook", d_nb), ("default", d_de)):
                 if name in args.skip:
                     continue
-                cfg = network_cfg(name, seed=seed, precision=args.precision)
+                cfg = network_cfg(name, seed=seed, precision=args.precision, policy=policy)
                 label = f"--preset {name}"
                 if name == "default" and args.default_epochs:  # the default recipe given another time budget
                     cfg.epochs, label = args.default_epochs, f"default, {args.default_epochs} ep"
@@ -253,7 +315,10 @@ def part_peers(args) -> tuple[list[str], list[dict]]:
         split = d_de["split"]
         lines += ["", f"data {data_name}: train part {args.train_rows:,} rows (the default preset trains on "
                   f"{split['train_rows']:,} and validates on {split['val_rows']:,}), test {split['test_rows']:,}; "
-                  f"{THREADS} thread(s); networks in {args.precision}",
+                  f"{THREADS} thread(s); networks in {args.precision}"
+                  + ("" if d_de["weights"] is None else f"; weighted: --class-balance {args.class_balance} "
+                     f"--negative-weights {args.negative_weights}, scores weighted by the signed weights"),
+                  *[r["weights_note"] for r in trees if r.get("weights_note")],
                   f"{'model':<18} {'seeds':>5} {'wall s':>7} {'cpu s':>7} {'test AUC':>16} {'acc %':>14} "
                   f"{'sig@bkg1%':>10} {'sig@bkg10%':>10}"]
         for name, rs in [(r["model"], [r]) for r in trees] + [(v[0]["model"], v) for v in nets.values() if v]:
@@ -395,8 +460,14 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("part", choices=["peers", "select", "cost"])
-    p.add_argument("--data", nargs="+", default=["sim", "kde"], choices=["sim", "kde", "sim11m"],
-                   help="sim, kde (1.1M rows each) or sim11m (bench-data/sim_11M.csv.gz, 11M rows)")
+    p.add_argument("--data", nargs="+", default=["sim", "kde"], choices=["sim", "kde", "sim11m", "simw"],
+                   help="sim, kde (1.1M rows each), sim11m (bench-data/sim_11M.csv.gz, 11M rows) or simw (sim "
+                        "with synthetic event weights)")
+    p.add_argument("--class-balance", default=TrainConfig().class_balance, choices=CLASS_BALANCES,
+                   help="weighted data: as the network's --class-balance, for every model")
+    p.add_argument("--negative-weights", default=TrainConfig().negative_weights, choices=NEGATIVE_WEIGHTS,
+                   help="weighted data: as the network's --negative-weights, for every model (XGBoost: keep "
+                        "becomes zero, said in the output)")
     p.add_argument("--rows", default="200000", help="train part: a row count, or 'all' (every non-test row)")
     p.add_argument("--seeds", nargs="+", type=int, default=[1234, 1235, 1236])
     p.add_argument("--threads", default="1", help="threads for torch, LightGBM and XGBoost (default 1)")

@@ -12,7 +12,8 @@ GIVEN = dict(epochs=("7", 7), batch_size=("1000", 1000), lr=("0.02", 0.02), opti
              ft_lr=("0.04", 0.04), ft_batch_size=("512", 512),
              rank=("6", 6), scale=("0.7", 0.7), targets=(["hidden", "output"], ("hidden", "output")),
              rslora=(None, True), dora=(None, True), lora_init=("pissa", "pissa"), loraplus_lr_ratio=("4", 4.0),
-             seed=("9", 9), device=("cpu", "cpu"), precision=("bf16", "bf16"), compile=(None, True))
+             seed=("9", 9), device=("cpu", "cpu"), precision=("bf16", "bf16"), compile=(None, True),
+             class_balance=("equal", "equal"), negative_weights=("zero", "zero"))
 
 
 def test_every_recipe_setting_is_a_flag_and_lands_in_the_config():

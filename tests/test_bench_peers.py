@@ -55,3 +55,50 @@ def test_tree_runners_report_the_model_they_trained(bench, small, runner):
     assert r["curve"][-1]["test_auc"] == pytest.approx(r["test"]["auc"])  # the last point is the final model
     times = [c["wall_s"] for c in r["curve"]]
     assert times == sorted(times) and times[-1] <= r["wall_s"]
+
+
+def _weighted(small, *, negative: bool):
+    rng = np.random.default_rng(2)
+    w = rng.uniform(0.5, 2.0, 3000).astype(np.float32)
+    if negative:
+        w[rng.random(3000) < 0.05] *= -1
+    # training weights only: the test rows are scored unweighted, as without weights, so scores differ
+    # only where the weights changed the model
+    return dict(small, weights=dict(all=w[:2000], train=w[:2000], val=None, test=None))
+
+
+def test_weighted_scores(bench):
+    rng = np.random.default_rng(3)
+    y = (rng.random(4000) < 0.3).astype(np.float32)
+    p = rng.random(4000).round(2) + 0.3 * y          # ties included
+    w = rng.uniform(0.1, 3.0, 4000)
+    s = bench.scores(p, y, w)
+    assert s["auc"] == pytest.approx(roc_auc_score(y, p, sample_weight=w), abs=1e-9)
+    assert s["acc"] == pytest.approx(np.average((p > 0.5) == (y == 1), weights=w))
+    # negative weights: the hand formula, AUC = P(score_s > score_b) + 1/2 P(tie), each pair weighted w_s w_b
+    ys, yb = p[y == 1][:300], p[y == 0][:300]
+    ws, wb = w[y == 1][:300] * np.where(np.arange(300) % 7 == 0, -1, 1), w[y == 0][:300]
+    pair = (ys[:, None] > yb[None, :]) + 0.5 * (ys[:, None] == yb[None, :])
+    expect = np.sum(ws[:, None] * wb[None, :] * pair) / (ws.sum() * wb.sum())
+    got = bench.scores(np.r_[ys, yb], np.r_[np.ones(300), np.zeros(300)], np.r_[ws, wb])["auc"]
+    assert got == pytest.approx(expect, abs=1e-12)
+
+
+def test_xgboost_refuses_negative_weights_and_says_so(bench, small, monkeypatch):
+    pytest.importorskip("xgboost", reason="the peers extra (pip install -e '.[peers]') is not installed")
+    monkeypatch.setattr(bench, "N_TREES", 50)   # small forests: what is checked is the weights they got
+    keep = bench.run_xgboost(_weighted(small, negative=True), seed=0, threads=1)
+    assert "XGBoost refuses negative weights" in keep["weights_note"] and "zero instead of keep" in keep["weights_note"]
+    zero = bench.run_xgboost(_weighted(small, negative=True), seed=0, threads=1,
+                             policy=bench.Policy(negative_weights="zero"))
+    assert zero["weights_note"] is None and zero["test"] == keep["test"]    # the same weights: the same trees
+    plain = bench.run_xgboost(small, seed=0, threads=1)   # scored alike (no test weights): other trees
+    assert plain["weights_note"] is None and plain["test"] != zero["test"]
+
+
+def test_lightgbm_takes_the_weights(bench, small, monkeypatch):
+    pytest.importorskip("lightgbm", reason="the peers extra (pip install -e '.[peers]') is not installed")
+    monkeypatch.setattr(bench, "N_TREES", 50)
+    weighted = bench.run_lightgbm(_weighted(small, negative=True), seed=0, threads=1)
+    plain = bench.run_lightgbm(small, seed=0, threads=1)
+    assert weighted["weights_note"] is None and weighted["test"] != plain["test"]

@@ -130,7 +130,7 @@ def write_shards_from_arrays(folder, x, y):
 
 
 def _epoch_ids(stream, *, epoch=0, first_step=0):
-    return [xb[:, 0].long().tolist() for xb, _ in stream.batches(seed=1, phase="base", epoch=epoch,
+    return [xb[:, 0].long().tolist() for xb, *_ in stream.batches(seed=1, phase="base", epoch=epoch,
                                                                   first_step=first_step)]
 
 

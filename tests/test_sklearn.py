@@ -23,10 +23,15 @@ from higgs_lora.runtime import predict_logits  # noqa: E402
 from higgs_lora.train import TensorData, fit  # noqa: E402
 from higgs_lora.config import Recipe  # noqa: E402
 
-# Checks of check_estimator that cannot apply to this estimator, with the reason. None today: the
-# estimator is binary-only and says so with the tag scikit-learn provides (multi_class=False), and it
-# predicts in float64 so that a row's answer does not depend on the rows beside it.
-EXPECTED_FAILED_CHECKS: dict[str, str] = {}
+# Checks of check_estimator that cannot apply to this estimator, with the reason. The estimator is
+# binary-only and says so with the tag scikit-learn provides (multi_class=False), and it predicts in float64
+# so that a row's answer does not depend on the rows beside it. One cannot hold for mini-batch training:
+EXPECTED_FAILED_CHECKS: dict[str, str] = {
+    "check_sample_weight_equivalence_on_dense_data":
+        "weights scale each row's loss within shuffled mini-batches: a repeated row lands in other batches "
+        "than its weighted original, so the networks differ (with one full batch they agree: "
+        "tests/test_weights.py::test_integer_weights_train_as_repeated_rows)",
+}
 
 FAST = dict(epochs=4, batch_size=256)
 

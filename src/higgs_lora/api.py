@@ -34,7 +34,7 @@ from higgs_lora.pipeline.data import DataSpec, Prepared, check_features, prepare
 from higgs_lora.pipeline.rundir import new_model_path
 from higgs_lora.results import Comparison, History, Metrics, html_table
 from higgs_lora.runtime import predict_logits, resolve_device
-from higgs_lora.train import DataSource
+from higgs_lora.train import DataSource, TableSource
 from higgs_lora.weights import load_adapter, model_state
 from higgs_lora.weights import load_model as _load_weights
 from higgs_lora.weights import save_adapter as _save_adapter_file
@@ -216,15 +216,36 @@ def _refuse_track_without_out(track, out) -> None:
         raise ConfigError(f"track={track!r} needs out=: the directory the run's files and tracking go to")
 
 
-def fit(data: Data, *, recipe="default", out=None, force: bool = False, resume: bool = False, track=None,
-        progress: bool = True) -> Model:
+def _weighted(data: Data, sample_weight) -> Data:
+    """`data` with its event weights replaced by `sample_weight` (one per row of the whole data set, as
+    `data.rows`; the parts take theirs); None: the data's own weights (--weight, or none)."""
+    if sample_weight is None:
+        return data
+    if not isinstance(data.source, TableSource):
+        raise UserError(f"{data.source.source}: sample_weight= takes data held in memory; the weights of a shard "
+                        "directory come from the weights.npy of its shards")
+    w = np.asarray(sample_weight, dtype=np.float64)
+    if w.shape != (data.rows,):
+        raise UserError(f"sample_weight of shape {w.shape}: one weight per row of the data, ({data.rows},)")
+    bad = np.flatnonzero(~np.isfinite(w))
+    if len(bad):
+        raise UserError(f"sample_weight: row {bad[0]}: {w[bad[0]]!r} is not a finite number")
+    table = dataclasses.replace(data.source.table, weights=w.astype(np.float32))
+    return dataclasses.replace(data, source=TableSource(table, data.source.device))
+
+
+def fit(data: Data, *, recipe="default", sample_weight=None, out=None, force: bool = False, resume: bool = False,
+        track=None, progress: bool = True) -> Model:
     """Build a fresh network and train it on the train rows (validating on the val rows), by `recipe`.
+    `sample_weight`: an event weight per row of `data` (all its rows; negative ones allowed), replacing the
+    data's own; how they enter the loss is the recipe's class_balance and negative_weights.
 
     With `out`, it is `higgs-lora train --out`: writes out/base.safetensors + .json, out/history.jsonl
     and a checkpoint per epoch (`resume=True` continues from it), and `track` ("mlflow", "tensorboard"
     or a `higgs_lora.tracking.Tracker`) logs the settings, each epoch and the files."""
     _refuse_track_without_out(track, out)
     cfg = _recipe(recipe)
+    data = _weighted(data, sample_weight)
     torch.manual_seed(cfg.seed)
     phases.fit_features(cfg, data.source.n_features)
     if out is None:
@@ -240,9 +261,11 @@ def fit(data: Data, *, recipe="default", out=None, force: bool = False, resume: 
                  history=history, provenance=provenance, path=path)
 
 
-def evaluate(model: Model, data: Data, *, part: str = "test", precision: str = "fp32") -> Metrics:
+def evaluate(model: Model, data: Data, *, part: str = "test", sample_weight=None, precision: str = "fp32") -> Metrics:
     """Metrics of `model` on a part of `data` (test, extra, train, val or all), as `higgs-lora evaluate`.
-    The data is standardized with the model's own statistics, so any model fits any data of its width."""
+    The data is standardized with the model's own statistics, so any model fits any data of its width.
+    `sample_weight`: an event weight per row of `data` (as in `fit`) that the metrics weigh by."""
+    data = _weighted(data, sample_weight)
     check_features(data.source, _loaded(model))
     rows = _rows(data, part)
     same = Prepared(source=data.source, split=data.split, standardizer=model.standardizer)
@@ -266,16 +289,17 @@ def adapt(model: Model, *, recipe="default", rank: int | None = None, scale: flo
                                provenance=dict(model.provenance))
 
 
-def finetune(model: Model, data: Data, *, recipe="default", out=None, force: bool = False, resume: bool = False,
-             track=None, progress: bool = True) -> Model:
+def finetune(model: Model, data: Data, *, recipe="default", sample_weight=None, out=None, force: bool = False,
+             resume: bool = False, track=None, progress: bool = True) -> Model:
     """Train the adapters of `model` (from `adapt`) on the extra rows, in place, by the recipe's
     fine-tuning settings (ft_epochs, ft_lr); returns `model` with its history extended. With `out`, it is
     `higgs-lora finetune --out`: writes out/adapter.safetensors + .json, the history and checkpoints,
-    and `track` logs as in `fit`."""
+    and `track` logs as in `fit`. `sample_weight` as in `fit`: the extra rows take theirs."""
     _refuse_track_without_out(track, out)
     if not model.adapters:
         raise UserError("this model has no adapters to fine-tune; call adapt() first")
     cfg = _recipe(recipe)
+    data = _weighted(data, sample_weight)
     torch.manual_seed(cfg.seed)
     check_features(data.source, _loaded(model))
     same = Prepared(source=data.source, split=data.split, standardizer=model.standardizer)

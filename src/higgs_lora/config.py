@@ -16,6 +16,8 @@ SCHEDULES = ("constant", "cosine")
 PRECISIONS = ("fp32", "bf16")             # what a phase runs in
 PRECISION_CHOICES = ("auto", *PRECISIONS)  # what a run may ask for: auto is decided by hardware.py
 LORA_INITS = ("glorot", "pissa")           # lora.py: how A and B start
+CLASS_BALANCES = ("auto", "none", "equal")            # train/weighting.py
+NEGATIVE_WEIGHTS = ("keep", "zero", "drop-in-training")
 
 # The largest |p_merged - p_adapted| on the test rows for a merge to count as exact (float32 rounding).
 MERGE_TOLERANCE = 1e-5
@@ -143,6 +145,16 @@ class TrainConfig:
                           "base", metavar="N", show_default=False)
     label_smoothing: float = _flag(0.0, "label smoothing of the base training: targets pulled toward 1/2 by E/2",
                                    "base", metavar="E")
+    # event weights in training, base and adapters alike (train/weighting.py; docs/analysis-data.md)
+    class_balance: str = _flag("auto", "equal: each class scaled to the same total weight in training (TMVA's "
+                               "NormMode=EqualNumEvents); none: the event weights as they are; auto: equal for "
+                               "data with event weights (measured: docs/analysis-data.md), none without, so "
+                               "unweighted data trains exactly as before", "all", choices=CLASS_BALANCES,
+                               show_default=False)
+    negative_weights: str = _flag("drop-in-training", "negative event weights in training: drop-in-training "
+                                  "(out of the loss; measured best with zero, +0.002 weighted AUC over keep: "
+                                  "docs/analysis-data.md), zero (set to 0) or keep; every metric keeps them",
+                                  "all", choices=NEGATIVE_WEIGHTS, show_default=False)
     # adapter fine-tuning
     ft_epochs: int = _flag(3, "adapter fine-tuning epochs", "lora", metavar="N")
     ft_lr: float = _flag(5e-4, "adapter learning rate", "lora", metavar="LR")
@@ -219,6 +231,10 @@ class TrainConfig:
             (self.schedule in ("constant", "cosine"), f"--schedule must be constant or cosine, got {self.schedule!r}"),
             (self.precision in PRECISION_CHOICES,
              f"--precision must be one of {', '.join(PRECISION_CHOICES)}, got {self.precision!r}"),
+            (self.class_balance in CLASS_BALANCES,
+             f"--class-balance must be one of {', '.join(CLASS_BALANCES)}, got {self.class_balance!r}"),
+            (self.negative_weights in NEGATIVE_WEIGHTS,
+             f"--negative-weights must be one of {', '.join(NEGATIVE_WEIGHTS)}, got {self.negative_weights!r}"),
         ]
         _check(checks)
         return self

@@ -4,6 +4,7 @@
     clf = ResidualMLPClassifier(epochs=5).fit(X_train, y_train)
     clf.adapt(X_new, y_new, rank=8)          # freeze, add adapters, fine-tune them on the new rows
     clf.score(X_test, y_test)
+    clf = ResidualMLPClassifier().fit(X, y, sample_weight=w)   # event weights (negative ones too)
 
 It is an ordinary estimator (Pipeline, cross_val_score, GridSearchCV, clone, pickle) for binary
 classification. Features arrive raw: the estimator standardizes them with the statistics of the
@@ -32,9 +33,10 @@ from higgs_lora.lora import add_adapters
 from higgs_lora.model import ResidualMLP
 from higgs_lora.runtime import resolve_device
 from higgs_lora.train import TensorData, fit
+from higgs_lora.train.weighting import Policy, make_plan
 
 _RECIPE = ("epochs", "batch_size", "lr", "optimizer", "weight_decay", "schedule", "warmup_frac", "precision",
-           "rank", "scale", "ft_lr", "ft_epochs")
+           "rank", "scale", "ft_lr", "ft_epochs", "class_balance", "negative_weights")
 _PREDICT_ROWS = 65536
 
 
@@ -51,6 +53,12 @@ class ResidualMLPClassifier(ClassifierMixin, BaseEstimator):
         Base-training settings; None takes the preset's.
     rank, scale, ft_lr, ft_epochs : optional
         Defaults of `adapt()`; None takes the preset's.
+    class_balance : "none" (default) or "equal"
+        As scikit-learn does, sample weights enter the loss as given; "equal" scales each class to the same
+        total weight (as `--class-balance equal`, which the CLI's "auto" picks for weighted data).
+    negative_weights : optional
+        "keep", "zero" or "drop-in-training" (as `--negative-weights`); None takes the preset's.
+        `score` weighs every row as given.
     device : str
         "cpu" (default), "cuda", "cuda:N" or "auto".
     random_state : int, RandomState or None
@@ -76,6 +84,7 @@ class ResidualMLPClassifier(ClassifierMixin, BaseEstimator):
                  optimizer: str | None = None, weight_decay: float | None = None, schedule: str | None = None,
                  warmup_frac: float | None = None, precision: str | None = None, rank: int | None = None,
                  scale: float | None = None, ft_lr: float | None = None, ft_epochs: int | None = None,
+                 class_balance: str = "none", negative_weights: str | None = None,
                  device: str = "cpu", random_state=None):
         self.preset = preset
         self.width, self.n_blocks, self.head_width = width, n_blocks, head_width
@@ -83,6 +92,7 @@ class ResidualMLPClassifier(ClassifierMixin, BaseEstimator):
         self.weight_decay, self.schedule, self.warmup_frac = weight_decay, schedule, warmup_frac
         self.precision = precision
         self.rank, self.scale, self.ft_lr, self.ft_epochs = rank, scale, ft_lr, ft_epochs
+        self.class_balance, self.negative_weights = class_balance, negative_weights
         self.device = device
         self.random_state = random_state
 
@@ -123,18 +133,25 @@ class ResidualMLPClassifier(ClassifierMixin, BaseEstimator):
         x = np.ascontiguousarray(X, dtype=np.float32)
         return torch.from_numpy(self.standardizer_.transform(x)).to(self.device_)
 
-    def _train(self, X, y01: np.ndarray, recipe, *, batch_size: int) -> None:
-        part = TensorData(self._tensor(X), torch.from_numpy(y01).to(self.device_), batch_size=batch_size)
+    def _train(self, X, y01: np.ndarray, recipe, *, batch_size: int, sample_weight, cfg) -> None:
+        # Sample weights become training weights as on the command line (train/weighting.py); all ones
+        # give no plan, hence the unweighted loss: the same network as without them, bit for bit.
+        plan = make_plan(sample_weight, y01, Policy(cfg.class_balance, cfg.negative_weights), what="sample_weight")
+        weights = None if plan is None else torch.from_numpy(plan.apply(sample_weight, y01)).to(self.device_)
+        part = TensorData(self._tensor(X), torch.from_numpy(y01).to(self.device_), batch_size=batch_size,
+                          weights=weights)
         result = fit(self.model_, part, recipe, progress=False, verbose=False)
         self.history_ = [*getattr(self, "history_", []), *result.history]
 
     # ------------------------------------------------------------ the estimator
 
-    def fit(self, X, y):
-        """Standardize X with its own statistics, build a fresh network and train it on (X, y)."""
+    def fit(self, X, y, sample_weight=None):
+        """Standardize X with its own statistics, build a fresh network and train it on (X, y), each row
+        weighted by `sample_weight` in the loss (None: all alike; negative weights as `negative_weights`)."""
         X, y = validate_data(self, X, y, dtype=np.float32, ensure_min_samples=2)
         y = column_or_1d(y, warn=True)
         y01 = self._labels(y, learn=True)
+        sample_weight = _sample_weight(sample_weight, X.shape[0])
         cfg = self._recipe()
         cfg.model = ModelConfig(n_features=X.shape[1], width=self.width, n_blocks=self.n_blocks,
                                 head_width=self.head_width)
@@ -145,26 +162,29 @@ class ResidualMLPClassifier(ClassifierMixin, BaseEstimator):
             self.model_ = ResidualMLP.from_config(cfg.model).to(self.device_)
         self.history_ = []
         if cfg.epochs:
-            self._train(X, y01, cfg.base_recipe(), batch_size=cfg.batch_size)
+            self._train(X, y01, cfg.base_recipe(), batch_size=cfg.batch_size, sample_weight=sample_weight, cfg=cfg)
         return self
 
     def adapt(self, X_new, y_new, *, rank: int | None = None, scale: float | None = None,
-              epochs: int | None = None, lr: float | None = None, targets=("all",)):
+              epochs: int | None = None, lr: float | None = None, targets=("all",), sample_weight=None):
         """Freeze the fitted network, add LoRA adapters to `targets` and train only them on the new rows.
 
         The features are standardized with the statistics `fit` learned (the notebook's fine-tuning
         keeps the train statistics). Unset arguments take the estimator's rank/scale/ft_epochs/ft_lr.
+        `sample_weight` weighs the new rows as in `fit`.
         Returns self; `model_` then holds LoRALinear layers (see `higgs_lora.merge_adapters`)."""
         check_is_fitted(self)
         X_new, y_new = validate_data(self, X_new, y_new, dtype=np.float32, reset=False)
         y01 = self._labels(column_or_1d(y_new, warn=True), learn=False)
+        sample_weight = _sample_weight(sample_weight, X_new.shape[0])
         cfg = self._recipe()
         rank = cfg.rank if rank is None else rank
         scale = cfg.scale if scale is None else scale
         self.model_ = add_adapters(self.model_, rank=rank, scale=scale, targets=targets)
         # the estimator has one batch_size: where it is set, adapting uses it too; else the preset's
         batch = cfg.batch_size if self.batch_size is not None else cfg.ft_batch()
-        self._train(X_new, y01, cfg.finetune_recipe(epochs=epochs, lr=lr), batch_size=batch)
+        self._train(X_new, y01, cfg.finetune_recipe(epochs=epochs, lr=lr), batch_size=batch,
+                    sample_weight=sample_weight, cfg=cfg)
         return self
 
     def decision_function(self, X) -> np.ndarray:
@@ -188,3 +208,17 @@ class ResidualMLPClassifier(ClassifierMixin, BaseEstimator):
     def predict(self, X) -> np.ndarray:
         positive = self.decision_function(X) > 0
         return self.classes_[positive.astype(np.intp)]
+
+
+def _sample_weight(sample_weight, n: int) -> np.ndarray | None:
+    """float32 [n] finite weights, or None (every row weighs 1)."""
+    if sample_weight is None:
+        return None
+    w = np.asarray(sample_weight, dtype=np.float64)
+    if w.ndim == 0:   # scikit-learn allows one number for every row
+        w = np.full(n, float(w))
+    if w.shape != (n,):
+        raise ValueError(f"sample_weight.shape == {w.shape}, expected ({n},)!")
+    if not np.isfinite(w).all():
+        raise ValueError(f"sample_weight: row {int(np.flatnonzero(~np.isfinite(w))[0])}: not a finite number")
+    return w.astype(np.float32)

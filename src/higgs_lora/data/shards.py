@@ -1,7 +1,8 @@
 """Data sets larger than memory: a directory of shards, read block by block, each rank its own rows.
 
 A shard directory holds, in natural name order (part-2 before part-10), either cached array shards (a folder with features.npy
-float32 [rows, n], labels.npy uint8 [rows] and meta.json, as `higgs-lora shard` writes them and as the
+float32 [rows, n], labels.npy uint8 [rows], optionally weights.npy float32 [rows] (event weights: every
+shard of a directory has them or none does) and meta.json, as `higgs-lora shard` writes them and as the
 read cache stores them) or table files (.parquet, .csv, .csv.gz), which are parsed once into the read
 cache, one at a time, and then read like array shards. Together the shards form one table whose rows
 are numbered in that order, so the notebook's split (first rows train, last rows test) still applies.
@@ -48,18 +49,21 @@ class ArrayShard:
     rows: int
     n_features: int
     start: int              # global index of its first row
+    weights_path: Path | None = None   # weights.npy, when the shard has event weights
+    weights_offset: int = 0
 
 
 class ShardSet:
     """The shards of a directory as one table: rows, n_features, feature_names, source, fingerprint,
-    labels (all of them, 1 byte a row, loaded on first use) and read(start, stop) for features."""
+    labels (all of them, 1 byte a row, loaded on first use), weights (likewise, 4 bytes a row; None when
+    the shards have none) and read(start, stop) for features."""
 
     def __init__(self, shards: list[ArrayShard], *, feature_names: list[str], source: str, fingerprint: str,
                  ignored: list[str] = ()):
         self.shards, self.feature_names, self.source, self.fingerprint = shards, feature_names, source, fingerprint
         self.ignored = list(ignored)  # entries of the directory that are not shards (_SUCCESS, README, ...)
         self._starts = np.array([s.start for s in shards], dtype=np.int64)
-        self._labels = None
+        self._labels = self._weights = None
 
     @property
     def rows(self) -> int:
@@ -70,8 +74,18 @@ class ShardSet:
         return self.shards[0].n_features
 
     @property
+    def weighted(self) -> bool:
+        return self.shards[0].weights_path is not None
+
+    @property
     def weights(self) -> np.ndarray | None:
-        return None  # shards carry no event weights (yet)
+        if self._weights is None and self.weighted:
+            weights = np.empty(self.rows, dtype=np.float32)
+            for s in self.shards:
+                _pread(s.weights_path, s.weights_offset, weights[s.start:s.start + s.rows])
+                _check_weights(s, 0, weights[s.start:s.start + s.rows])
+            self._weights = weights
+        return self._weights
 
     @property
     def labels(self) -> np.ndarray:
@@ -84,12 +98,13 @@ class ShardSet:
         return self._labels
 
     def read(self, start: int, stop: int, out: Rows | None = None) -> Rows:
-        """Raw features float32 [stop - start, n] and labels uint8 of global rows start..stop-1, checked;
-        into `out` when given."""
+        """Raw features float32 [stop - start, n], labels uint8 and (weighted shards) weights float32 of
+        global rows start..stop-1, checked; into `out` when given (its weights too, when it has room for them)."""
         n = self.n_features
         if out is None:
-            out = Rows(np.empty((stop - start, n), dtype=np.float32), np.empty(stop - start, dtype=np.uint8))
-        features, labels = out.features, out.labels
+            out = Rows(np.empty((stop - start, n), dtype=np.float32), np.empty(stop - start, dtype=np.uint8),
+                       np.empty(stop - start, dtype=np.float32) if self.weighted else None)
+        features, labels, weights = out.features, out.labels, out.weights if self.weighted else None
         i = max(0, int(np.searchsorted(self._starts, start, side="right")) - 1)
         pos = start
         while pos < stop:
@@ -100,6 +115,9 @@ class ShardSet:
             _pread(s.labels_path, s.labels_offset + a, labels[dst])
             _check_labels(s, a, labels[dst])
             _check_features(s, a, features[dst])
+            if weights is not None:
+                _pread(s.weights_path, s.weights_offset + a * 4, weights[dst])
+                _check_weights(s, a, weights[dst])
             pos += b - a
             i += 1
         return out
@@ -129,6 +147,13 @@ def _check_features(s: ArrayShard, first: int, features: np.ndarray) -> None:
         r, c = np.argwhere(~finite)[0]
         raise UserError(f"{s.features_path}: row {first + r + 1}, column {c + 1}: {float(features[r, c])!r} "
                         "is not a finite number")
+
+
+def _check_weights(s: ArrayShard, first: int, weights: np.ndarray) -> None:
+    bad = np.flatnonzero(~np.isfinite(weights))
+    if len(bad):
+        raise UserError(f"{s.weights_path}: row {first + bad[0] + 1}: weight is {float(weights[bad[0]])!r}; "
+                        "weights must be finite numbers")
 
 
 def _pread(path: Path, offset: int, out: np.ndarray) -> None:
@@ -169,17 +194,21 @@ def open_shards(directory, *, label_column=0, cache_dir=None, progress: bool = F
         for p in tables:  # the entries other ranks built: found in the cache at once
             if p not in cached:
                 cached[p] = _cache(p, label_column=label_column, cache_dir=cache_dir, progress=False)
-    shards, names, first, start = [], None, None, 0
+    shards, names, first, weighted, start = [], None, None, None, 0
     h = hashlib.sha256()
     for p in sorted([*tables, *arrays], key=_natural):
         folder = cached.get(p, p)
         shard, shard_names, fp = _open_array_shard(folder, name=p.name, start=start)
         if names is None:
-            names, first = shard_names, p.name
+            names, first, weighted = shard_names, p.name, shard.weights_path is not None
         elif shard.n_features != len(names):
             raise UserError(f"{p}: {shard.n_features} features, but {first} has {len(names)}")
         elif shard_names != names:
             raise UserError(f"{p}: feature names {shard_names} differ from those of {first}: {names}")
+        if (shard.weights_path is not None) != weighted:
+            has, other = ("has weights.npy", "has none") if not weighted else ("has no weights.npy", "has one")
+            raise UserError(f"{p}: {has}, but {first} {other}; every shard of a directory has event weights "
+                            "or none does")
         if shard.rows:
             shards.append(shard)
         start += shard.rows
@@ -210,8 +239,14 @@ def _open_array_shard(folder: Path, *, name: str, start: int) -> tuple[ArrayShar
     if l_shape[0] != f_shape[0]:
         raise UserError(f"{folder}: labels.npy has {l_shape[0]:,} rows, features.npy {f_shape[0]:,}")
     rows, n = f_shape
+    wpath, w_offset = folder / "weights.npy", 0
+    if wpath.exists():
+        w_shape, w_offset = _npy_header(wpath, np.float32, 1)
+        if w_shape[0] != f_shape[0]:
+            raise UserError(f"{folder}: weights.npy has {w_shape[0]:,} rows, features.npy {f_shape[0]:,}")
     shard = ArrayShard(name=name, features_path=fpath, labels_path=lpath, features_offset=f_offset,
-                       labels_offset=l_offset, rows=rows, n_features=n, start=start)
+                       labels_offset=l_offset, rows=rows, n_features=n, start=start,
+                       weights_path=wpath if wpath.exists() else None, weights_offset=w_offset)
     names = default_feature_names(n)
     meta_path = folder / "meta.json"
     if meta_path.exists():
@@ -223,7 +258,10 @@ def _open_array_shard(folder: Path, *, name: str, start: int) -> tuple[ArrayShar
         if len(names) != n:
             raise UserError(f"{meta_path}: {len(names)} feature names for {n} columns")
     # size, mtime and both ends, as for any data file
-    return shard, names, f"{fingerprint_file(fpath)}:{fingerprint_file(lpath)}"
+    fingerprint = f"{fingerprint_file(fpath)}:{fingerprint_file(lpath)}"
+    if shard.weights_path is not None:
+        fingerprint += f":{fingerprint_file(wpath)}"
+    return shard, names, fingerprint
 
 
 def _npy_header(path: Path, dtype, ndim: int) -> tuple[tuple[int, ...], int]:
@@ -264,21 +302,21 @@ def write_shards(path, out, *, rows_per_shard: int, label_column=0, progress: bo
     written = []
     try:
         tmp.mkdir()
-        buf_x, buf_y, held = [], [], 0
+        buf, held = [], 0
         chunks = iter_chunks(path, label_column=label_column, chunk_rows=min(rows_per_shard, 1 << 20),
                              progress=progress)
         for chunk in chunks:
-            features, labels = chunk.features, chunk.labels
-            while len(features):
-                take = min(rows_per_shard - held, len(features))
-                buf_x.append(features[:take])
-                buf_y.append(labels[:take])
-                features, labels, held = features[take:], labels[take:], held + take
+            # Rows (with event weights, when the reader gives them) or a (features, labels) pair
+            chunk = chunk if isinstance(chunk, Rows) else Rows(*chunk)
+            while len(chunk):
+                take = min(rows_per_shard - held, len(chunk))
+                buf.append(chunk.slice(0, take))
+                chunk, held = chunk.slice(take, len(chunk)), held + take
                 if held == rows_per_shard:
-                    written.append(_write_array_shard(tmp, len(written), buf_x, buf_y, names))
-                    buf_x, buf_y, held = [], [], 0
+                    written.append(_write_array_shard(tmp, len(written), buf, names))
+                    buf, held = [], 0
         if held:
-            written.append(_write_array_shard(tmp, len(written), buf_x, buf_y, names))
+            written.append(_write_array_shard(tmp, len(written), buf, names))
         io.fsync(tmp)
         os.rename(tmp, out)
     except BaseException:
@@ -287,11 +325,17 @@ def write_shards(path, out, *, rows_per_shard: int, label_column=0, progress: bo
     return [out / p.name for p in written]
 
 
-def _write_array_shard(root: Path, index: int, xs, ys, names) -> Path:
+def _write_array_shard(root: Path, index: int, blocks: list[Rows], names) -> Path:
+    """One shard folder; weights.npy beside the arrays when the rows have event weights (the readers have
+    checked them finite; a reader of the shard checks them again)."""
     folder = root / f"part-{index:05d}"
     folder.mkdir()
-    features, labels = np.concatenate(xs), np.concatenate(ys)
+    rows = Rows.concat(blocks)
+    features, labels = rows.features, rows.labels
     write_arrays(folder, features=features, labels=labels,
                  meta=dict(format=SHARD_FORMAT, rows=len(labels), n_features=features.shape[1], feature_names=names,
                            signal=int(np.count_nonzero(labels))))
+    if rows.weights is not None:
+        np.save(folder / "weights.npy", rows.weights.astype(np.float32, copy=False))
+        io.fsync(folder / "weights.npy")
     return folder

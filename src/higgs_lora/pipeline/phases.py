@@ -21,6 +21,7 @@ from higgs_lora.pipeline import figures
 from higgs_lora.pipeline.data import Prepared
 from higgs_lora.runtime import predict_logits
 from higgs_lora.train import Checkpoint, FitResult, fit
+from higgs_lora.train.weighting import AS_READ, Policy
 
 
 def fit_features(cfg: TrainConfig, n_features: int) -> None:
@@ -60,9 +61,14 @@ def inference_precision(requested: str, config: ModelConfig, device: torch.devic
     return choice.precision
 
 
-def part(data: Prepared, rows: slice, *, batch_size: int):
-    """A part's batches for fit(); a streamed part says which rows each process reads."""
-    batches = data.source.part(rows, data.standardizer, batch_size=batch_size)
+def weight_policy(cfg: TrainConfig) -> Policy:
+    """How event weights enter training (--class-balance, --negative-weights): base and adapters alike."""
+    return Policy(class_balance=cfg.class_balance, negative_weights=cfg.negative_weights)
+
+
+def part(data: Prepared, rows: slice, *, batch_size: int, policy: Policy = AS_READ):
+    """A part's batches for fit(), weighted by `policy`; a streamed part says which rows each process reads."""
+    batches = data.source.part(rows, data.standardizer, batch_size=batch_size, policy=policy)
     lines = gather(batches.describe())
     for line in lines:
         if line:
@@ -98,8 +104,10 @@ def train_base(cfg: TrainConfig, data: Prepared, *, checkpoint: Path | None = No
     refuse_one_class(data, "train")
     model = ResidualMLP.from_config(cfg.model).to(data.source.device)
     log(f"base network: {cfg.model.to_dict()}  {model.n_params():,} parameters")
-    train = part(data, data.split.train, batch_size=cfg.batch_size)
-    val = part(data, data.split.val, batch_size=cfg.batch_size) if data.split.val_rows else None
+    policy = weight_policy(cfg)
+    train = part(data, data.split.train, batch_size=cfg.batch_size, policy=policy)
+    # The validation loss picks the epoch kept: weighted as the training loss it stands in for.
+    val = part(data, data.split.val, batch_size=cfg.batch_size, policy=policy) if data.split.val_rows else None
     keep = Checkpoint(checkpoint, resume=resume, settings=resume_settings(cfg, data)) if checkpoint else None
     result = fit(model, train, cfg.base_recipe(), val=val, checkpoint=keep, on_epoch=on_epoch, progress=progress)
     if result.best_epoch is not None:
@@ -122,7 +130,7 @@ def finetune(cfg: TrainConfig, model: ResidualMLP, data: Prepared, *, base_finge
              checkpoint: Path | None = None, resume: bool = False, progress: bool = True, on_epoch=None) -> FitResult:
     """Train the adapters of `model` (whose base has `base_fingerprint`) on the extra rows."""
     refuse_one_class(data, "extra")
-    extra = part(data, data.split.extra, batch_size=cfg.ft_batch())
+    extra = part(data, data.split.extra, batch_size=cfg.ft_batch(), policy=weight_policy(cfg))
     settings = resume_settings(cfg, data, base=base_fingerprint)
     keep = Checkpoint(checkpoint, resume=resume, settings=settings) if checkpoint else None
     return fit(model, extra, cfg.finetune_recipe(), checkpoint=keep, on_epoch=on_epoch, progress=progress)

@@ -149,7 +149,9 @@ def finetune_prepared(cfg: TrainConfig, model: torch.nn.Module, data: Prepared, 
             path = save_adapter(out / "adapter.safetensors", model, base_fingerprint=base_fingerprint,
                                 name=name or out.resolve().name, target_condition=condition or data.source.source,
                                 metrics=metrics, provenance=dict(base=base, data=data.source.source, seed=cfg.seed,
-                                                ft_epochs=cfg.ft_epochs, ft_lr=cfg.ft_lr, hardware=hw,
+                                                ft_epochs=cfg.ft_epochs, ft_lr=cfg.ft_lr,
+                                                class_balance=cfg.class_balance,
+                                                negative_weights=cfg.negative_weights, hardware=hw,
                                                 history=result.history))
             tracker.log_metrics({"finetune_samples_per_s": result.samples_per_s, "finetune_seconds": result.seconds})
             tracker.log_artifacts()

@@ -115,5 +115,5 @@ def load_state(path: Path, model, opt, phase, *, settings: dict | None = None):
     carry = meta["carry"]
     if carry is not None:
         carry = dict(carry, loss_sum=torch.tensor(carry["loss_sum"], dtype=torch.float64),
-                     correct=torch.tensor(carry["correct"], dtype=torch.int64))
+                     correct=torch.tensor(carry["correct"], dtype=torch.float64))
     return meta["epoch"], meta["step"], carry, best, meta["history"], meta.get("world", 1)

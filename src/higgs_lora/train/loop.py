@@ -41,8 +41,9 @@ class FitResult:
 def fit(model: torch.nn.Module, data, recipe: Recipe, *, val=None, checkpoint: Checkpoint | None = None,
         on_epoch=None, progress: bool = True, verbose: bool = True) -> FitResult:
     """Train `model` in place by `recipe` on a data source's part (TensorData, ShardStream: standardized
-    rows on the model's device, cut into batches by the source, which owns the batch size); `val` is a
-    part to validate on after each epoch.
+    rows on the model's device, cut into batches by the source, which owns the batch size, each a
+    sources.Batch (x, y, w): with training weights w the loss is the weighted BCE, without the plain mean);
+    `val` is a part to validate on after each epoch.
 
     `checkpoint` keeps the state after every epoch and on Ctrl-C (then Interrupted is raised), and
     with resume=True continues from it. `progress` draws the per-step bar; `verbose` prints the one-line
@@ -100,7 +101,8 @@ def fit(model: torch.nn.Module, data, recipe: Recipe, *, val=None, checkpoint: C
             model.train()
             # Running sums stay on the device: no host sync per step.
             loss_sum = torch.zeros((), device=device, dtype=torch.float64)
-            correct = torch.zeros((), device=device, dtype=torch.int64)
+            # correct: rows classified right, or with weights (mean 1 over the part) their weighted sum
+            correct = torch.zeros((), device=device, dtype=torch.float64)
             seen, t_epoch, elapsed_before = 0, time.perf_counter(), 0.0
             nonfinite_at = torch.full((), -1, device=device, dtype=torch.int64)  # first step with a NaN/inf loss
             first_step = start_step if epoch == start_epoch else 0
@@ -113,7 +115,7 @@ def fit(model: torch.nn.Module, data, recipe: Recipe, *, val=None, checkpoint: C
             bar = tqdm(total=n, initial=seen, unit="ev", unit_scale=True, disable=not progress, leave=False,
                        desc=f"{phase} {epoch + 1}/{epochs}", dynamic_ncols=True)
             with contextlib.closing(data.batches(seed=seed, phase=phase, epoch=epoch, first_step=first_step)) as steps:
-                for step, (xb, yb) in enumerate(steps, start=first_step):
+                for step, (xb, yb, wb) in enumerate(steps, start=first_step):
                     governor.poll()
                     stop = interrupted["flag"]
                     if world > 1 and step % 8 == 0:  # ranks agree on where to stop: same step everywhere
@@ -122,9 +124,9 @@ def fit(model: torch.nn.Module, data, recipe: Recipe, *, val=None, checkpoint: C
                         stop = False
                     if stop:
                         sums = distributed.all_reduce_(torch.stack([
-                            loss_sum, correct.double(), torch.tensor(float(seen), device=device, dtype=torch.float64)]))
+                            loss_sum, correct, torch.tensor(float(seen), device=device, dtype=torch.float64)]))
                         _refuse_nonfinite(sums[0].item(), nonfinite_at, phase=phase, epoch=epoch, path=path)
-                        state = dict(loss_sum=sums[0].item(), correct=int(sums[1].item()), seen=int(sums[2].item()),
+                        state = dict(loss_sum=sums[0].item(), correct=sums[1].item(), seen=int(sums[2].item()),
                                      seconds=elapsed_before + time.perf_counter() - t_epoch)
                         if path is not None and main_rank:
                             save_state(path, model, opt, phase=phase, epoch=epoch, step=step, carry=state, best=best,
@@ -139,20 +141,29 @@ def fit(model: torch.nn.Module, data, recipe: Recipe, *, val=None, checkpoint: C
                     with autocast(device, precision):
                         logits = train_step_model(xb).float()
                     # Label smoothing: targets pulled toward 1/2 by label_smoothing/2 (0 = the plain loss).
-                    loss = loss_fn(logits, yb if not smoothing else yb * (1 - smoothing) + 0.5 * smoothing)
+                    target = yb if not smoothing else yb * (1 - smoothing) + 0.5 * smoothing
+                    if wb is None:
+                        loss = loss_fn(logits, target)
+                    else:
+                        # Per-event weighted BCE. The weights come scaled to mean 1 over the whole part
+                        # (weighting.py), so this is Σ w·loss / (rows × the part's mean weight): normalised by a
+                        # constant, never by this batch's Σw, which negative weights can bring to ~0.
+                        loss = (torch.nn.functional.binary_cross_entropy_with_logits(
+                            logits, target, reduction="none") * wb).mean()
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
                     loss_sum += loss.detach() * yb.shape[0]
                     # Marked on the device (no host sync per step); checked before anything is saved.
                     nonfinite_at = torch.where((nonfinite_at < 0) & ~torch.isfinite(loss.detach()), step, nonfinite_at)
-                    correct += ((logits.detach() > 0) == (yb > 0.5)).sum()
+                    hit = (logits.detach() > 0) == (yb > 0.5)
+                    correct += hit.sum() if wb is None else (hit * wb).sum()
                     seen += yb.shape[0]
                     bar.update(yb.shape[0] * world)  # the bar counts the rows of all ranks
                     if step % 50 == 0 and progress:
                         bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
             bar.close()
-            sums = distributed.all_reduce_(torch.stack([loss_sum, correct.double(),
+            sums = distributed.all_reduce_(torch.stack([loss_sum, correct,
                                                         torch.tensor(float(seen), device=device, dtype=torch.float64)]))
             loss_total, correct_total, seen = sums[0].item(), sums[1].item(), int(sums[2].item())
             _refuse_nonfinite(loss_total, nonfinite_at, phase=phase, epoch=epoch, path=path)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -21,6 +22,7 @@ import torch
 from higgs_lora import distributed
 from higgs_lora.data.standardize import Standardizer
 from higgs_lora.runtime import predict_logits
+from higgs_lora.train.weighting import AS_READ, Plan, Policy, make_plan
 
 
 def seed_key(*parts) -> int:
@@ -34,17 +36,40 @@ def epoch_permutation(n: int, *, seed: int, phase: str, epoch: int, device: torc
     return torch.randperm(n, generator=g).to(device)
 
 
+class Batch(NamedTuple):
+    """One step's rows on the device: standardized features, float labels and, for a weighted part, the
+    training weights (weighting.py: mean 1 over the part); w None: every row weighs 1, the plain loss."""
+    x: torch.Tensor
+    y: torch.Tensor
+    w: torch.Tensor | None = None
+
+
+def weighted_loss_and_accuracy(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None
+                               ) -> torch.Tensor:
+    """[Σ w·loss, Σ w·correct, Σ w] (float64) of a part's rows; w None: each row weighs 1, and the sums are
+    then exactly today's unweighted ones."""
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels, weight=weights, reduction="sum")
+    hit = (logits > 0) == (labels > 0.5)
+    if weights is None:
+        return torch.stack([loss.double(), hit.sum().double(),
+                            torch.tensor(float(labels.shape[0]), dtype=torch.float64, device=labels.device)])
+    return torch.stack([loss.double(), (hit * weights).double().sum(), weights.double().sum()])
+
+
 class TensorData:
     """A part held as one tensor on the device, cut into batches for fit(). Every rank draws the same
-    permutation each epoch and takes its slice of each global batch, so the global batch is
-    `batch_size` for any world size."""
+    permutation each epoch and takes its slice of each global batch (and of its weights), so the global
+    batch is `batch_size` for any world size. `weights`: the training weights (weighting.Plan.apply) or None."""
 
-    def __init__(self, features: torch.Tensor, labels: torch.Tensor, *, batch_size: int):
+    def __init__(self, features: torch.Tensor, labels: torch.Tensor, *, batch_size: int,
+                 weights: torch.Tensor | None = None):
         if features.shape[0] != labels.shape[0]:
             raise ValueError(f"features {tuple(features.shape)} and labels {tuple(labels.shape)} do not match")
+        if weights is not None and weights.shape != labels.shape:
+            raise ValueError(f"weights {tuple(weights.shape)} and labels {tuple(labels.shape)} do not match")
         if batch_size < 1:
             raise ValueError(f"batch size must be >= 1, got {batch_size}")
-        self.features, self.labels, self.batch_size = features, labels, batch_size
+        self.features, self.labels, self.weights, self.batch_size = features, labels, weights, batch_size
         self.rows = features.shape[0]
         self.steps_per_epoch = math.ceil(self.rows / batch_size)
         self.exact_resume = True  # the order does not depend on the number of processes
@@ -57,12 +82,17 @@ class TensorData:
         perm = epoch_permutation(self.rows, seed=seed, phase=phase, epoch=epoch, device=self.features.device)
         for step in range(first_step, self.steps_per_epoch):
             idx = perm[step * self.batch_size:(step + 1) * self.batch_size][rank::world]
-            yield self.features.index_select(0, idx), self.labels.index_select(0, idx)
+            yield Batch(self.features.index_select(0, idx), self.labels.index_select(0, idx),
+                        None if self.weights is None else self.weights.index_select(0, idx))
 
     def loss_and_accuracy(self, model: torch.nn.Module, *, precision: str) -> tuple[float, float]:
+        """Mean loss and accuracy over the part, weighted by its training weights when it has them."""
         logits = predict_logits(model, self.features, precision=precision)
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, self.labels).item()
-        return loss, ((logits > 0) == (self.labels > 0.5)).float().mean().item()
+        if self.weights is None:  # the unweighted numbers exactly as before weights existed
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, self.labels).item()
+            return loss, ((logits > 0) == (self.labels > 0.5)).float().mean().item()
+        sums = weighted_loss_and_accuracy(logits, self.labels, self.weights)
+        return (sums[0] / sums[2]).item(), (sums[1] / sums[2]).item()
 
 
 class DataSource:
@@ -86,9 +116,17 @@ class DataSource:
     def fit_standardizer(self, rows: slice) -> Standardizer:
         raise NotImplementedError
 
-    def part(self, rows: slice, standardizer: Standardizer, *, batch_size: int):
-        """The batches of a part for fit() (TensorData or ShardStream)."""
+    def part(self, rows: slice, standardizer: Standardizer, *, batch_size: int, policy: Policy = AS_READ):
+        """The batches of a part for fit() (TensorData or ShardStream), weighted by the part's event weights
+        under `policy` (weighting.py)."""
         raise NotImplementedError
+
+    def plan(self, rows: slice, policy: Policy) -> Plan | None:
+        """How the rows of a part weigh in training (None: all alike, the unweighted loss). This is where
+        event weights enter training: weights of all ones give None here, hence the unweighted loop."""
+        weights = self.weights
+        return make_plan(None if weights is None else np.asarray(weights[rows]), np.asarray(self.labels[rows]),
+                         policy, what=f"{self.source} rows {rows.start:,}..{rows.stop - 1:,}")
 
     def predict(self, model: torch.nn.Module, rows: slice, standardizer: Standardizer, *,
                 precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor]:
@@ -113,8 +151,12 @@ class TableSource(DataSource):
     def fit_standardizer(self, rows: slice) -> Standardizer:
         return Standardizer.fit(self.table.features[rows])
 
-    def part(self, rows: slice, standardizer: Standardizer, *, batch_size: int) -> TensorData:
-        return TensorData(*self.tensors(rows, standardizer), batch_size=batch_size)
+    def part(self, rows: slice, standardizer: Standardizer, *, batch_size: int, policy: Policy = AS_READ
+             ) -> TensorData:
+        plan, weights = self.plan(rows, policy), self.weights
+        w = None if plan is None else torch.from_numpy(
+            plan.apply(None if weights is None else weights[rows], np.asarray(self.labels[rows]))).to(self.device)
+        return TensorData(*self.tensors(rows, standardizer), batch_size=batch_size, weights=w)
 
     def predict(self, model, rows, standardizer, *, precision="fp32"):
         x, y = self.tensors(rows, standardizer)

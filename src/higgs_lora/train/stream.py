@@ -9,6 +9,9 @@ over them, so DDP's collectives line up and every row is used once per epoch. Th
 function of (seed, phase, epoch, rank, world size, step): a resumed run continues bit for bit.
 
 Statistics and predictions go window by window too, each rank over its own rows, combined across ranks.
+Event weights travel with the rows: a window's weights are read beside its features and turned into
+training weights by the part's plan (weighting.py, made from the whole part, so every rank's rows weigh
+alike), and each batch gathers them with the same index as its rows.
 """
 from __future__ import annotations
 
@@ -27,7 +30,8 @@ from higgs_lora.data.standardize import Standardizer
 from higgs_lora.errors import UserError
 from higgs_lora.hardware import usable_cores
 from higgs_lora.runtime import predict_logits
-from higgs_lora.train.sources import DataSource, seed_key
+from higgs_lora.train.sources import Batch, DataSource, seed_key, weighted_loss_and_accuracy
+from higgs_lora.train.weighting import AS_READ, Plan, Policy
 
 BLOCK_ROWS = 1 << 16
 WINDOW_ROWS = 1 << 20
@@ -124,10 +128,11 @@ class ShardStream:
 
     def __init__(self, shards: ShardSet, rows: slice, standardizer: Standardizer, device: torch.device, *,
                  batch_size: int, window_rows: int = WINDOW_ROWS, block_rows: int = BLOCK_ROWS,
-                 rank: int | None = None, world: int | None = None, read_ahead: bool | None = None):
+                 rank: int | None = None, world: int | None = None, read_ahead: bool | None = None,
+                 plan: Plan | None = None):
         if rank is None:
             rank, world = distributed.world()
-        self.shards, self.standardizer, self.device = shards, standardizer, device
+        self.shards, self.standardizer, self.device, self.plan = shards, standardizer, device, plan
         self.rank, self.world, self.window_rows, self.batch_size = rank, world, window_rows, batch_size
         self.rows = rows.stop - rows.start
         self.lo, self.hi = shards.rank_range(rows, rank, world)
@@ -159,21 +164,26 @@ class ShardStream:
         return windows
 
     def _load(self, blocks, key: int):
-        """A window's rows, standardized, and the order to visit them in. One buffer: the blocks are read
-        straight into place and standardized there; the shuffle is a gather per batch, as in TensorData."""
+        """A window's rows, standardized, their training weights (None without a plan) and the order to
+        visit them in. One buffer: the blocks are read straight into place and standardized there; the
+        shuffle is a gather per batch, as in TensorData."""
         rows = sum(b - a for a, b in blocks)
         x, y = np.empty((rows, self.shards.n_features), dtype=np.float32), np.empty(rows, dtype=np.uint8)
+        w = np.empty(rows, dtype=np.float32) if self.plan is not None and self.shards.weighted else None
         pos = 0
         for a, b in blocks:
-            self.shards.read(a, b, out=Rows(x[pos:pos + b - a], y[pos:pos + b - a]))
+            self.shards.read(a, b, out=Rows(x[pos:pos + b - a], y[pos:pos + b - a],
+                                            None if w is None else w[pos:pos + b - a]))
             pos += b - a
         self.standardizer.transform(x, out=x)
         order = torch.randperm(rows, generator=torch.Generator().manual_seed(key)).to(self.device)
-        return (torch.from_numpy(x).to(self.device), torch.from_numpy(y.astype(np.float32)).to(self.device), order)
+        weights = None if self.plan is None else torch.from_numpy(self.plan.apply(w, y)).to(self.device)
+        return (torch.from_numpy(x).to(self.device), torch.from_numpy(y.astype(np.float32)).to(self.device),
+                weights, order)
 
     def batches(self, *, seed: int, phase: str, epoch: int, first_step: int = 0):
-        """Yield (features, labels) of steps first_step.. of the epoch; with read_ahead, the next window
-        is read in a thread meanwhile, else when it is needed."""
+        """Yield the Batch (features, labels, weights) of steps first_step.. of the epoch; with read_ahead,
+        the next window is read in a thread meanwhile, else when it is needed."""
         windows = self._windows(seed=seed, phase=phase, epoch=epoch)
         ends = np.cumsum([sum(b - a for a, b in w) for w in windows])
         m, steps = self.hi - self.lo, self.steps_per_epoch
@@ -191,14 +201,16 @@ class ShardStream:
                 for step in range(first_step, steps):
                     p0, p1 = step * m // steps, (step + 1) * m // steps
                     w = int(np.searchsorted(ends, p0, side="right"))
-                    xs, ys = [], []
+                    xs, ys, ws = [], [], []
                     while p0 < p1:
-                        x, y, order = window(w).result()
+                        x, y, wt, order = window(w).result()
                         begin = ends[w] - x.shape[0]
                         take = min(p1, ends[w]) - p0
                         idx = order[p0 - begin:p0 - begin + take]
                         xs.append(x.index_select(0, idx))
                         ys.append(y.index_select(0, idx))
+                        if wt is not None:
+                            ws.append(wt.index_select(0, idx))
                         p0 += take
                         if p0 == ends[w]:
                             w += 1
@@ -208,19 +220,25 @@ class ShardStream:
                         window(w)
                         if w + 1 < len(windows):
                             window(w + 1)  # read ahead while this window trains
-                    yield (xs[0], ys[0]) if len(xs) == 1 else (torch.cat(xs), torch.cat(ys))
+                    if len(xs) == 1:
+                        yield Batch(xs[0], ys[0], ws[0] if ws else None)
+                    else:
+                        yield Batch(torch.cat(xs), torch.cat(ys), torch.cat(ws) if ws else None)
             finally:
                 for f in loaded.values():
                     f.cancel()
 
     def loss_and_accuracy(self, model, *, precision: str) -> tuple[float, float]:
-        """Mean loss and accuracy over the whole part, each rank on its own rows, summed across ranks."""
+        """Mean loss and accuracy over the whole part (weighted by its training weights when it has a
+        plan), each rank on its own rows, summed across ranks."""
         logits, y = _predict_range(model, self.shards, self.lo, self.hi, self.standardizer, self.device,
                                    precision=precision)
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, y, reduction="sum")
-        sums = torch.stack([loss.double(), ((logits > 0) == (y > 0.5)).sum().double(),
-                            torch.tensor(float(y.shape[0]), dtype=torch.float64, device=self.device)])
-        sums = distributed.all_reduce_(sums)
+        w = None
+        if self.plan is not None:
+            weights = self.shards.weights
+            w = torch.from_numpy(self.plan.apply(None if weights is None else weights[self.lo:self.hi],
+                                                 self.shards.labels[self.lo:self.hi])).to(self.device)
+        sums = distributed.all_reduce_(weighted_loss_and_accuracy(logits, y, w))
         return (sums[0] / sums[2]).item(), (sums[1] / sums[2]).item()
 
 
@@ -237,8 +255,10 @@ class ShardSource(DataSource):
     def fit_standardizer(self, rows: slice) -> Standardizer:
         return fit_standardizer(self.table, rows, device=self.device)
 
-    def part(self, rows: slice, standardizer: Standardizer, *, batch_size: int) -> ShardStream:
-        return ShardStream(self.table, rows, standardizer, self.device, batch_size=batch_size)
+    def part(self, rows: slice, standardizer: Standardizer, *, batch_size: int, policy: Policy = AS_READ
+             ) -> ShardStream:
+        return ShardStream(self.table, rows, standardizer, self.device, batch_size=batch_size,
+                           plan=self.plan(rows, policy))
 
     def predict(self, model, rows, standardizer, *, precision="fp32"):
         return predict_part(model, self.table, rows, standardizer, self.device, precision=precision)
