@@ -65,6 +65,11 @@ class ShardSet:
         self._starts = np.array([s.start for s in shards], dtype=np.int64)
         self._labels = self._weights = None
 
+    # What a Table says of its samples: shards hold one sample (a table cut into pieces), its weights as read.
+    sample = None
+    samples: list = []
+    weight_expr = None
+
     @property
     def rows(self) -> int:
         return self.shards[-1].start + self.shards[-1].rows
