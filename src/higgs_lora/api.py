@@ -202,6 +202,8 @@ def _refuse_track_without_out(track, out) -> None:
 def fit(data: Data, *, recipe="default", out=None, force: bool = False, resume: bool = False, track=None,
         progress: bool = True) -> Model:
     """Build a fresh network and train it on the train rows (validating on the val rows), by `recipe`.
+    A recipe with a `val_fraction` (the default's 0.1) carves its validation rows from the end of the
+    train rows where `data` has none (the standardizer is then refitted on the rest, as the CLI does).
 
     With `out`, it is `higgs-lora train --out`: writes out/base.safetensors + .json, out/history.jsonl
     and a checkpoint per epoch (`resume=True` continues from it), and `track` ("mlflow", "tensorboard"
@@ -210,7 +212,11 @@ def fit(data: Data, *, recipe="default", out=None, force: bool = False, resume: 
     cfg = _recipe(recipe)
     torch.manual_seed(cfg.seed)
     phases.fit_features(cfg, data.source.n_features)
+    if cfg.val_fraction > 0 and not data.split.val_rows:  # the recipe validates (early stopping): carve its rows
+        data = split(data, train_rows=data.split.train_rows, test_rows=data.split.test_rows,
+                     val_fraction=cfg.val_fraction)
     if out is None:
+        cfg, _ = phases.resolve_hardware(cfg, data.source.device, train_rows=data.split.train.stop)
         network, result = phases.train_base(cfg, data, progress=progress)
         history, path = History(rows=tuple(result.history), seconds=result.seconds), None
     else:

@@ -27,15 +27,16 @@ def fit_features(cfg: TrainConfig, n_features: int) -> None:
         cfg.model = ModelConfig(**{**cfg.model.to_dict(), "n_features": n_features})
 
 
-def resolve_hardware(cfg: TrainConfig, device: torch.device, *, previous: dict | None = None
-                     ) -> tuple[TrainConfig, dict]:
+def resolve_hardware(cfg: TrainConfig, device: torch.device, *, previous: dict | None = None,
+                     train_rows: int | None = None) -> tuple[TrainConfig, dict]:
     """The recipe this machine runs: precision auto -> fp32|bf16 by hardware.py's probe of the configured
-    network (once per machine, cached), the default preset's epochs scaled to the chosen precision's speed;
+    network (once per machine, cached), the default preset's budget for `train_rows` (config.budget: batch,
+    most epochs, patience, lr), its epochs scaled to the chosen precision's speed;
     `previous`: the record of a run being resumed, reused. Decided on the first process and shared, so
     every torchrun process trains the same recipe. Returns (cfg, the record for config.json)."""
     record = None
     if is_main():
-        _, record, choice = hardware.resolve_recipe(cfg, device=str(device), previous=previous,
+        _, record, choice = hardware.resolve_recipe(cfg, device=str(device), previous=previous, train_rows=train_rows,
                                                     make_model=lambda: ResidualMLP.from_config(cfg.model))
         setting = hardware.thread_setting()
         record = dict(record, threads=setting.threads, threads_reason=setting.reason)

@@ -73,7 +73,8 @@ def run(cfg: TrainConfig, spec: DataSpec, *, out: Path, force: bool = False, res
     try:
         prepare(r)  # locks the run directory
         refuse_other_data(r)
-        r.cfg, r.hardware = phases.resolve_hardware(r.cfg, r.device, previous=r.hardware)
+        r.cfg, r.hardware = phases.resolve_hardware(r.cfg, r.device, previous=r.hardware,
+                                                    train_rows=r.data.split.train.stop)
         r.provenance["precision"] = {k: r.hardware[k] for k in ("precision", "reason", "epochs")}
         write_config(r)
         r.tracker = start_tracking(r, track)

@@ -62,7 +62,7 @@ def train_prepared(cfg: TrainConfig, data: Prepared, *, out, force: bool = False
     out = prepare_run_dir(Path(out), force=force, resume=resume)
     try:
         data.log_balance()
-        cfg, hw = _resolve_hardware(cfg, data.source.device, out=out, resume=resume)
+        cfg, hw = _resolve_hardware(cfg, data.source.device, out=out, resume=resume, train_rows=data.split.train.stop)
         tracker = _start_tracking(track, out, cfg, data)
         with _ending(tracker):
             model, result = phases.train_base(cfg, data, checkpoint=out / "checkpoints" / "base.safetensors",
@@ -82,11 +82,13 @@ def train_prepared(cfg: TrainConfig, data: Prepared, *, out, force: bool = False
     return Trained(path, result.seconds, result.samples_per_s, result.history, model.to(data.source.device))
 
 
-def _resolve_hardware(cfg: TrainConfig, device, *, out: Path, resume: bool) -> tuple[TrainConfig, dict]:
+def _resolve_hardware(cfg: TrainConfig, device, *, out: Path, resume: bool,
+                      train_rows: int | None = None) -> tuple[TrainConfig, dict]:
     """The precision and epochs of this machine (phases.resolve_hardware), kept in OUT/hardware.json, so
     that --resume continues with what the run started with."""
     path = out / "hardware.json"
-    cfg, hw = phases.resolve_hardware(cfg, device, previous=io.read_json(path) if resume and path.exists() else None)
+    cfg, hw = phases.resolve_hardware(cfg, device, previous=io.read_json(path) if resume and path.exists() else None,
+                                      train_rows=train_rows)
     if distributed.is_main():
         io.write_json(path, hw)
     return cfg, hw
