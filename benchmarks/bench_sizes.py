@@ -11,7 +11,8 @@ Every model sees the first N rows (the default preset trains on 90 % of them and
 10 %; the trees train on all N) and is scored on the last 50,000 rows. The trees run with their library
 defaults (LGBMClassifier(), XGBClassifier()), seeded. Times are the fit() call: wall and process CPU, on
 --threads threads each (default 1). Results: benchmarks/results/sizes_<cpu>[_<tag>].txt (table, then one
-JSON line a run) and, with --plot, docs/img/sizes_<cpu>[_<tag>].png (AUC against training rows).
+JSON line a run) and, with --plot, docs/img/sizes_<cpu>[_<tag>].png (AUC against training rows);
+`--replot FILE...` draws one plot from several result files.
 A shared machine stretches wall times: compare CPU times there, and read the load average printed.
 """
 import os
@@ -22,6 +23,7 @@ for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[var] = THREADS  # before numpy and torch start their pools
 
 import argparse  # noqa: E402
+import json  # noqa: E402
 import re  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
@@ -142,10 +144,16 @@ def main(argv=None) -> int:
     p.add_argument("--threads", default="1", help="threads of every model (default 1)")
     p.add_argument("--tag", default="", help="suffix of the result file names")
     p.add_argument("--plot", action="store_true", help="also draw docs/img/sizes_<cpu>[_<tag>].png")
+    p.add_argument("--replot", nargs="+", metavar="RESULTS", type=Path,
+                   help="measure nothing: draw docs/img/sizes_<cpu>[_<tag>].png from these result files' JSON lines")
     args = p.parse_args(argv)
     info = common.machine()
     cpu = re.sub(r"[^a-z0-9]+", "-", info["cpu"].lower()).strip("-")[:40]
     stem = f"sizes_{cpu}" + (f"_{args.tag}" if args.tag else "")
+    if args.replot:
+        runs = [json.loads(line) for f in args.replot for line in f.read_text().splitlines() if line.startswith("{")]
+        plot(runs, common.ROOT / "docs" / "img" / f"{stem}.png", info["cpu"])
+        return 0
     runs = []
     for data in args.data:
         for n in args.sizes:
