@@ -75,13 +75,13 @@ _OPTIONAL_MODEL_FIELDS = {f.name: f.default for f in dataclasses.fields(ModelCon
 
 
 # ------------------------------------------------------------------ the default preset's budget (issue 21)
-# The default recipe is measured at 180,000 training rows (docs/presets.md): batch 2048, 9 fp32 epochs, 791
+# The default recipe is measured at 180,000 training rows (docs/presets.md): batch 2048, 9 fp32 epochs, 792
 # optimizer steps. Counted in epochs alone, 3,000 rows got 18 steps (AUC 0.63, below a logistic
 # regression). budget() keeps that recipe wherever it already gives enough steps and gives small data
 # more, smaller steps; a validation part and early stopping decide when to stop within the maximum.
 BUDGET_EPOCHS = 9            # fp32 epochs where the data is large: the measured default
 BUDGET_MAX_BATCH = 2048      # the measured default's batch
-BUDGET_MIN_BATCH = 128       # smaller batches cost more per row than they buy (sklearn's MLP: 200)
+BUDGET_MIN_BATCH = 128       # the smallest batch (scikit-learn's MLP: 200); not measured below
 BUDGET_STEPS_PER_EPOCH = 64  # the batch halves until an epoch holds this many steps
 BUDGET_MIN_STEPS = 750       # at least this many optimizer steps (180,000 rows: 9 x 88 = 792, unchanged)
 BUDGET_MAX_EPOCHS = 100      # ... unless that takes more epochs than this (a few hundred rows)
@@ -322,7 +322,7 @@ NOTEBOOK = dict(preset="notebook")
 # best of a sweep on held-out extra rows on both data sets, at batch 4096 (benchmarks/results/presets_adapters.txt),
 # which fine-tuning keeps: at the base's 2048 it took the default run ~1.2x the notebook preset's wall time
 # on emulated AVX2 (fine-tuning was 12.5 of the quick start's 28.5 s). ft_epochs stays the notebook's 3.
-# Issue 21: batch, epochs, patience and lr follow the training rows (budget() above: the values here are its
+# Issue 21: batch, epochs, patience, lr and weight decay follow the training rows (budget() above: the values here are its
 # large-data ones), the best validation epoch is kept, and bf16's speed-up buys epochs only as a maximum.
 DEFAULT = dict(preset="default", precision="auto", epochs=9, scale_epochs=True, batch_size=2048, lr=7e-3,
                patience=3, sized=SIZED,
