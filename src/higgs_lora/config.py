@@ -204,7 +204,8 @@ class TrainConfig:
     warmup_frac: float = _flag(0.0, "fraction of steps of linear warm-up", "base", metavar="F")
     val_fraction: float = _flag(0.0, "fraction of the train rows (their end) held out for validation", "base",
                                 metavar="F")
-    patience: int = _flag(0, "stop after N epochs without validation improvement and keep the best (0: off)",
+    patience: int = _flag(0, "stop after N epochs without validation improvement and keep the best (0: off; "
+                          "default preset: max(3, epochs/5) by the training rows; notebook: 0)",
                           "base", metavar="N", show_default=False)
     label_smoothing: float = _flag(0.0, "label smoothing of the base training: targets pulled toward 1/2 by E/2",
                                    "base", metavar="E")
