@@ -173,7 +173,7 @@ def test_predict_file_streams_like_the_cli(trained, csv, tmp_path):
     hl.save_model(base, tmp_path / "base")
     rows = hl.predict_file(base, data=csv, out=tmp_path / "p.parquet", chunk_rows=1000)
     assert main(["predict", str(tmp_path / "base.safetensors"), "--data", str(csv), "--out",
-                 str(tmp_path / "cli.parquet"), "--precision", "fp32"]) == 0  # the API's default; the CLI's is auto
+                 str(tmp_path / "cli.parquet"), "--precision", "fp32"]) == 0  # the default of both, said out loud
     ours, theirs = pq.read_table(tmp_path / "p.parquet"), pq.read_table(tmp_path / "cli.parquet")
     assert rows == 4000 and ours.equals(theirs)
     x, _ = synthetic_xy(4000)

@@ -85,8 +85,12 @@ def test_steps_in_fresh_processes(data, tmp_path):
     raw = np.loadtxt(data, delimiter=",", dtype=np.float32)[:, 1:]
     expected = torch.sigmoid(model(torch.from_numpy(std.transform(raw)))).detach().numpy()
     assert np.abs(preds[:, 1] - expected).max() < 1e-6
-    # the default, --precision auto, says what it chose and why, and stays within bf16's rounding
-    p = cli("predict", tmp_path / "merged.safetensors", "--data", data, "--out", tmp_path / "auto.csv")
+    # no flag: fp32, the same file byte for byte
+    cli("predict", tmp_path / "merged.safetensors", "--data", data, "--out", tmp_path / "default.csv")
+    assert (tmp_path / "default.csv").read_bytes() == (tmp_path / "p.csv").read_bytes()
+    # --precision auto says what it chose and why, and stays within bf16's rounding
+    p = cli("predict", tmp_path / "merged.safetensors", "--data", data, "--out", tmp_path / "auto.csv",
+            "--precision", "auto")
     assert re.search(r"^precision: (fp32|bf16) \(auto: .+\)$", p.stdout, re.M), p.stdout
     assert np.abs(np.loadtxt(tmp_path / "auto.csv", delimiter=",", skiprows=1)[:, 1] - expected).max() < 2e-2
 

@@ -248,20 +248,44 @@ def test_speedup_is_the_median_of_neighbouring_step_ratios(monkeypatch):
     assert hardware.measure_speedup(make_model(), device="cpu", n_features=5, batch_size=64) == 2.0
 
 
-def test_a_probe_taken_while_other_processes_are_busy_is_used_once_not_cached(tmp_path, monkeypatch, capsys):
+def test_a_probe_taken_while_other_processes_are_busy_is_neither_used_nor_cached(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     answers = iter([2.4, 1.3, 1.25])
     monkeypatch.setattr(hardware, "measure_speedup", lambda model, **kw: next(answers))
     load = iter([1.2, 0.1])   # a busy neighbour during the first probe, gone for the second
     monkeypatch.setattr(hardware, "others_cores", lambda since: next(load))
     args = dict(device="cpu", make_model=make_model, n_features=5, batch_size=64)
-    assert hardware.cached_probe(**args) == 2.4
-    assert "used 1.2 cores" in capsys.readouterr().err
+    assert hardware.cached_probe(**args) is None     # no quiet probe to fall back on: the caller runs fp32
+    err = capsys.readouterr().err
+    assert "used 1.2 cores" in err and "(2.40x) is neither used nor cached" in err and "fp32 and its budget" in err
     assert not (tmp_path / "higgs-lora" / "hardware.json").exists()
     assert hardware.cached_probe(**args) == 1.3      # measured again, quiet this time: kept
     assert hardware.cached_probe(**args) == 1.3
     cached = json.loads((tmp_path / "higgs-lora" / "hardware.json").read_text())
     assert [v["others_cores"] for v in cached.values()] == [0.1]
+
+
+def test_a_busy_refresh_falls_back_on_the_cached_quiet_probe(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    answers = iter([1.3, 2.9])
+    monkeypatch.setattr(hardware, "measure_speedup", lambda model, **kw: next(answers))
+    load = iter([0.0, 1.8])
+    monkeypatch.setattr(hardware, "others_cores", lambda since: next(load))
+    args = dict(device="cpu", make_model=make_model, n_features=5, batch_size=64)
+    assert hardware.cached_probe(**args) == 1.3                  # quiet: cached
+    before = (tmp_path / "higgs-lora" / "hardware.json").read_text()
+    assert hardware.cached_probe(**args, refresh=True) == 1.3    # busy: the quiet one, not 2.9
+    assert "quiet probe cached on" in capsys.readouterr().err
+    assert (tmp_path / "higgs-lora" / "hardware.json").read_text() == before
+
+
+def test_auto_without_a_trustworthy_probe_runs_fp32():
+    choice = hardware.choose_precision("auto", device="cpu", make_model=make_model, n_features=5, batch_size=64,
+                                       probe=lambda **kw: None, native=(True, "mocked"))
+    assert choice.precision == "fp32" and choice.bf16_speedup is None and "busy" in choice.reason
+    choice = hardware.choose_precision("bf16", device="cpu", make_model=make_model, n_features=5, batch_size=64,
+                                       probe=lambda **kw: None, native=(False, "emulated"))
+    assert choice.precision == "bf16" and "could not be measured" in choice.warning
 
 
 def test_others_load_is_measured_from_proc():

@@ -142,3 +142,33 @@ def test_wrong_shapes(tmp_path):
     path = rewrite_keras(tmp_path / "shapes.keras", edit_h5=shrink)
     with pytest.raises(UserError, match=r"shapes\.keras.*capa_intermedia.*\(100, 64\)"):
         import_keras(path, stats_path=STATS)
+
+
+def test_predict_without_flags_is_the_fp32_forward_and_matches_keras(tmp_path, monkeypatch, real_features,
+                                                                     keras_probs, capsys):
+    """`higgs-lora predict` with no flags on a CPU with native, faster bf16 (mocked) runs fp32: the model's
+    own forward pass exactly, Keras' to float32 rounding; --precision bf16 is opt-in and says its deviation."""
+    from higgs_lora import hardware
+    from higgs_lora.cli import main
+    monkeypatch.setattr(hardware, "native_bf16", lambda device, **kw: (True, "mocked native bf16"))
+    monkeypatch.setattr(hardware, "cached_probe", lambda **kw: 3.0)
+    model, standardizer = import_keras(KERAS, stats_path=STATS)
+    save_model(tmp_path / "nb", model, standardizer, feature_names=HIGGS_FEATURES, kind="imported", provenance={})
+    sample = DATA / "higgs_real_sample.csv"
+    assert main(["predict", str(tmp_path / "nb.safetensors"), "--data", str(sample), "--out",
+                 str(tmp_path / "p.csv")]) == 0
+    ours = np.loadtxt(tmp_path / "p.csv", delimiter=",", skiprows=1)[:, 1]
+    x = torch.from_numpy(standardizer.transform(real_features))
+    with torch.inference_mode():
+        forward = torch.sigmoid(model.eval()(x)).numpy()
+    np.testing.assert_array_equal(ours.astype(np.float32), forward)
+    assert np.abs(ours - keras_probs).max() <= 1e-6
+    assert "bf16" not in capsys.readouterr().out
+    assert main(["predict", str(tmp_path / "nb.safetensors"), "--data", str(sample), "--out",
+                 str(tmp_path / "b.parquet"), "--precision", "bf16"]) == 0
+    import pyarrow.parquet as pq
+    table = pq.read_table(tmp_path / "b.parquet")
+    measured = np.abs(table["probability"].to_numpy().astype(np.float64) - forward).max()
+    recorded = float(table.schema.metadata[b"higgs_lora.bf16_max_abs_diff"])
+    assert recorded == measured > 0   # bf16 rounds; the file records by how much, exactly
+    assert f"max |p_bf16 - p_fp32| = {measured:.2e} on the first 1,000 rows" in capsys.readouterr().out

@@ -9,11 +9,17 @@ import pytest
 
 from higgs_lora import hardware
 from higgs_lora.cli import main
-from higgs_lora.config import preset
+from higgs_lora.config import budget, preset
 
 from conftest import write_higgs_csv
 
 SMALL = ["--train-rows", "1500", "--test-rows", "500", "--batch-size", "256", "--no-progress"]
+TRAIN = 1350   # the default preset's train rows of SMALL: 1500 less its 10% validation
+
+
+def most_epochs(speedup: float) -> int:
+    """The default preset's epochs on SMALL at this bf16 speed-up (batch fixed by --batch-size)."""
+    return budget(TRAIN, speedup, batch_size=256).epochs
 
 
 @pytest.fixture
@@ -37,16 +43,21 @@ def test_default_preset_on_native_faster_bf16_scales_its_epochs(data, tmp_path, 
     calls = machine(monkeypatch, native=True, speedup=2.3)
     out = tmp_path / "t"
     assert main(["train", "--data", str(data), "--out", str(out), *SMALL]) == 0
-    fp32_epochs = preset("default").epochs
+    fp32_epochs, epochs = most_epochs(1.0), most_epochs(2.3)
+    assert epochs == int(fp32_epochs * 2.3)
     record = json.loads((out / "hardware.json").read_text())
     assert record["precision"] == "bf16" and record["bf16_speedup"] == 2.3
-    assert record["epochs_requested"] == fp32_epochs and record["epochs"] == int(fp32_epochs * 2.3)
+    assert record["epochs_requested"] == preset("default").epochs and record["epochs"] == epochs
+    assert record["epochs_fp32"] == fp32_epochs and record["train_rows"] == TRAIN and record["epochs_scaled"]
     meta = json.loads((out / "base.json").read_text())["provenance"]
-    assert meta["train"]["precision"] == "bf16" and meta["train"]["epochs"] == int(fp32_epochs * 2.3)
-    assert len([r for r in meta["history"] if r["phase"] == "base"]) == int(fp32_epochs * 2.3)
+    assert meta["train"]["precision"] == "bf16" and meta["train"]["epochs"] == epochs
+    # the speed-up buys epochs as a maximum: early stopping ends where validation stops improving
+    trained = len([r for r in meta["history"] if r["phase"] == "base"])
+    assert trained <= epochs and meta["train"]["patience"] == budget(TRAIN, batch_size=256).patience
     assert len(calls) == 1 and calls[0]["batch_size"] == 256 and calls[0]["n_features"] == 28
     line = [x for x in capsys.readouterr().out.splitlines() if x.startswith("precision:")]
-    assert len(line) == 1 and "bf16 measured 2.30x fp32" in line[0] and f"-> {int(fp32_epochs * 2.3)}" in line[0]
+    assert len(line) == 1 and "bf16 measured 2.30x fp32" in line[0]
+    assert f"at most {epochs} epochs ({fp32_epochs} in fp32 x 2.30)" in line[0]
 
 
 def test_default_preset_without_native_bf16_stays_fp32_and_does_not_probe(data, tmp_path, monkeypatch, capsys):
@@ -54,7 +65,7 @@ def test_default_preset_without_native_bf16_stays_fp32_and_does_not_probe(data, 
     out = tmp_path / "t"
     assert main(["train", "--data", str(data), "--out", str(out), *SMALL]) == 0
     record = json.loads((out / "hardware.json").read_text())
-    assert record["precision"] == "fp32" and record["epochs"] == preset("default").epochs and calls == []
+    assert record["precision"] == "fp32" and record["epochs"] == most_epochs(1.0) and calls == []
     assert "precision: fp32 (auto: mocked capability)" in capsys.readouterr().out
 
 
@@ -63,7 +74,7 @@ def test_native_but_slower_bf16_stays_fp32(data, tmp_path, monkeypatch):
     out = tmp_path / "t"
     assert main(["train", "--data", str(data), "--out", str(out), *SMALL]) == 0
     record = json.loads((out / "hardware.json").read_text())
-    assert record["precision"] == "fp32" and record["epochs"] == preset("default").epochs
+    assert record["precision"] == "fp32" and record["epochs"] == most_epochs(1.0)
 
 
 def test_notebook_preset_is_fp32_exactly_and_explicit_epochs_are_obeyed(data, tmp_path, monkeypatch):
@@ -92,7 +103,7 @@ def test_run_records_the_choice_and_resume_reuses_it(data, tmp_path, monkeypatch
     args = ["run", "--data", str(data), "--out", str(out), "--no-report", "--ft-epochs", "1", *SMALL]
     assert main(args) == 0
     config = json.loads((out / "config.json").read_text())
-    epochs = 2 * preset("default").epochs
+    epochs = most_epochs(2.0)
     assert config["hardware"]["precision"] == "bf16" and config["hardware"]["epochs"] == epochs
     assert config["train"]["precision"] == "bf16" and config["train"]["epochs"] == epochs
     assert config["hardware"]["threads"] >= 1 and config["hardware"]["threads_reason"]

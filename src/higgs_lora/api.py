@@ -41,6 +41,7 @@ from higgs_lora.weights import save_adapter as _save_adapter_file
 from higgs_lora.weights import save_model as _save_model_file, tensors_fingerprint
 
 PARTS = ("train", "val", "extra", "test", "all")
+PREDICT_CHUNK = 65536   # the rows predict() measures bf16's deviation on
 
 __all__ = ["Data", "Model", "load_data", "split", "recipe", "fit", "evaluate", "adapt", "finetune", "merge",
            "compare", "predict", "predict_file", "plot_roc", "save_model", "load_model", "save_adapter", "export_onnx",
@@ -239,6 +240,8 @@ def fit(data: Data, *, recipe="default", sample_weight=None, out=None, force: bo
     """Build a fresh network and train it on the train rows (validating on the val rows), by `recipe`.
     `sample_weight`: an event weight per row of `data` (all its rows; negative ones allowed), replacing the
     data's own; how they enter the loss is the recipe's class_balance and negative_weights.
+    A recipe with a `val_fraction` (the default's 0.1) carves its validation rows from the end of the
+    train rows where `data` has none (the standardizer is then refitted on the rest, as the CLI does).
 
     With `out`, it is `higgs-lora train --out`: writes out/base.safetensors + .json, out/history.jsonl
     and a checkpoint per epoch (`resume=True` continues from it), and `track` ("mlflow", "tensorboard"
@@ -248,7 +251,11 @@ def fit(data: Data, *, recipe="default", sample_weight=None, out=None, force: bo
     data = _weighted(data, sample_weight)
     torch.manual_seed(cfg.seed)
     phases.fit_features(cfg, data.source.n_features)
+    if cfg.val_fraction > 0 and not data.split.val_rows:  # the recipe validates (early stopping): carve its rows
+        data = split(data, train_rows=data.split.train_rows, test_rows=data.split.test_rows,
+                     val_fraction=cfg.val_fraction)
     if out is None:
+        cfg, _ = phases.resolve_hardware(cfg, data.source.device, train_rows=data.split.train.stop)
         network, result = phases.train_base(cfg, data, progress=progress)
         history, path = History(rows=tuple(result.history), seconds=result.seconds), None
     else:
@@ -347,15 +354,20 @@ def compare(**metrics: Metrics) -> Comparison:
 
 def predict(model: Model, features, *, precision: str = "fp32", device: str = "auto") -> np.ndarray:
     """P(signal) per row of raw features ([n, d] array or DataFrame, columns in the model's order),
-    standardized with the model's statistics. For files of any size, `higgs_lora.api.predict_file`."""
+    standardized with the model's statistics; fp32 (exact) unless `precision="bf16"`, which prints its max
+    deviation from fp32 on the first 65,536 rows. For files of any size, `higgs_lora.api.predict_file`."""
     x = np.ascontiguousarray(np.asarray(features, dtype=np.float32))
     n = model.network.config.n_features
     if x.ndim != 2 or x.shape[1] != n:
         raise UserError(f"features of shape {x.shape}: the model expects [rows, {n}]")
     dev = resolve_device(device)
-    logits = predict_logits(model.network.to(dev), torch.from_numpy(model.standardizer.transform(x)).to(dev),
-                            precision=precision)
-    return torch.sigmoid(logits).cpu().numpy()
+    xt = torch.from_numpy(model.standardizer.transform(x)).to(dev)
+    p = torch.sigmoid(predict_logits(model.network.to(dev), xt, precision=precision)).cpu().numpy()
+    if precision == "bf16":  # opt-in rounding: say what it cost on the first chunk, as `higgs-lora predict` does
+        head = {"p": model.network}
+        distributed.log(phases.deviation_line(phases.bf16_deviation(head, xt[:PREDICT_CHUNK], {"p": p[:PREDICT_CHUNK]}),
+                                              min(len(p), PREDICT_CHUNK)))
+    return p
 
 
 def predict_file(model: Model, *, data, out, label_column=0, chunk_rows: int = 1 << 20, precision: str = "fp32",

@@ -4,6 +4,7 @@ the named presets, and the constants more than one module needs."""
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 from higgs_lora.errors import ConfigError
@@ -75,6 +76,70 @@ _OPTIONAL_MODEL_FIELDS = {f.name: f.default for f in dataclasses.fields(ModelCon
                           if f.name in ("embedding", "embedding_size", "frequency_scale", "dropout")}
 
 
+# ------------------------------------------------------------------ the default preset's budget (issue 21)
+# The default recipe is measured at 180,000 training rows (docs/presets.md): batch 2048, 9 fp32 epochs, 792
+# optimizer steps. Counted in epochs alone, 3,000 rows got 18 steps (AUC 0.63, below a logistic
+# regression). budget() keeps that recipe wherever it already gives enough steps and gives small data
+# more, smaller steps; a validation part and early stopping decide when to stop within the maximum.
+BUDGET_EPOCHS = 9            # fp32 epochs where the data is large: the measured default
+BUDGET_MAX_BATCH = 2048      # the measured default's batch
+BUDGET_MIN_BATCH = 128       # the smallest batch (scikit-learn's MLP: 200); not measured below
+BUDGET_STEPS_PER_EPOCH = 64  # the batch halves until an epoch holds this many steps
+BUDGET_MIN_STEPS = 750       # at least this many optimizer steps (180,000 rows: 9 x 88 = 792, unchanged)
+BUDGET_MAX_EPOCHS = 100      # ... unless that takes more epochs than this (a few hundred rows)
+BUDGET_LR = 7e-3             # peak learning rate at batch 2048; sqrt-scaled with the batch
+BUDGET_ROWS = 180_000        # the training rows the default was measured at
+BUDGET_WD = 1e-2             # its AdamW weight decay, raised as (BUDGET_ROWS / rows)^2 below them ...
+BUDGET_MAX_WD = 10.0         # ... up to this (x lr 1.75e-3: weights shrink 1.75 %/step; 30 collapsed them)
+
+
+@dataclass(frozen=True)
+class Budget:
+    batch_size: int
+    epochs: int      # the most epochs; early stopping may end before
+    patience: int    # epochs without a better validation loss before stopping (the best epoch is kept)
+    lr: float        # peak learning rate
+    weight_decay: float
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def budget(train_rows: int, speedup: float = 1.0, *, batch_size: int | None = None) -> Budget:
+    """The default preset's budget for `train_rows` rows: the batch (unless `batch_size` fixes it), the
+    most epochs, the patience, the peak learning rate and the weight decay.
+
+    - batch: 2048, halved (to at least 128) until an epoch has >= 64 steps;
+    - epochs: 9, or more to reach 750 optimizer steps (at most 100), then times the measured bf16
+      `speedup` (>= 1; rounded down): a faster arithmetic buys more epochs, which early stopping spends
+      only while the validation loss still falls;
+    - patience: max(3, fp32 epochs / 5, rounded up), in epochs;
+    - lr: 7e-3 x sqrt(batch / 2048) (the square-root rule for Adam-type optimizers);
+    - weight decay: 1e-2 x (180,000 / rows)^2 below 180,000 rows, at most 10 (30,000 rows: 0.44). Small
+      data overfits a 78k-parameter network within a few epochs; measured (docs/presets.md) at 3,000
+      rows: AUC 0.62 at 1e-2, 0.75-0.76 at 3-10, collapse at 30; at 30,000: 0.831 / 0.835 / 0.841 at
+      1e-2 / 0.17 / 0.5.
+    At 180,000 rows and more this is the recipe measured there: batch 2048, 9 fp32 epochs, lr 7e-3, wd 1e-2."""
+    if train_rows < 1:
+        raise ConfigError(f"budget: train_rows must be >= 1, got {train_rows}")
+    batch = batch_size
+    if batch is None:
+        batch = BUDGET_MAX_BATCH
+        while batch > BUDGET_MIN_BATCH and train_rows / batch < BUDGET_STEPS_PER_EPOCH:
+            batch //= 2
+    steps_per_epoch = -(-train_rows // batch)
+    epochs = max(BUDGET_EPOCHS, min(BUDGET_MAX_EPOCHS, -(-BUDGET_MIN_STEPS // steps_per_epoch)))
+    patience = max(3, math.ceil(epochs / 5))   # of the fp32 epochs: a faster arithmetic is not more patient
+    epochs = max(epochs, math.floor(epochs * max(1.0, speedup)))
+    wd = min(BUDGET_MAX_WD, BUDGET_WD * max(1.0, BUDGET_ROWS / train_rows) ** 2)
+    return Budget(batch_size=batch, epochs=epochs, patience=patience, lr=BUDGET_LR * math.sqrt(batch / BUDGET_MAX_BATCH),
+                  weight_decay=wd)
+
+
+# The settings budget() can decide, and the TrainConfig fields they set.
+SIZED = ("batch_size", "epochs", "patience", "lr", "weight_decay")
+
+
 @dataclass(frozen=True)
 class Recipe:
     """How fit() trains one phase. The batch size is not here: the data source cuts the batches."""
@@ -141,7 +206,8 @@ class TrainConfig:
     warmup_frac: float = _flag(0.0, "fraction of steps of linear warm-up", "base", metavar="F")
     val_fraction: float = _flag(0.0, "fraction of the train rows (their end) held out for validation", "base",
                                 metavar="F")
-    patience: int = _flag(0, "stop after N epochs without validation improvement and keep the best (0: off)",
+    patience: int = _flag(0, "stop after N epochs without validation improvement and keep the best (0: off; "
+                          "default preset: max(3, epochs/5) by the training rows; notebook: 0)",
                           "base", metavar="N", show_default=False)
     label_smoothing: float = _flag(0.0, "label smoothing of the base training: targets pulled toward 1/2 by E/2",
                                    "base", metavar="E")
@@ -186,11 +252,26 @@ class TrainConfig:
     # Not a flag. The epochs are given for fp32: where `auto` picks bf16 they become floor(epochs x the
     # measured bf16 speed-up), so the run takes the time it would in fp32 (the default preset's time promise).
     scale_epochs: bool = False
+    # Not a flag. The settings (of SIZED) that follow the training rows by budget() (the default preset:
+    # all five); a setting given explicitly is dropped from it and obeyed (preset()).
+    sized: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["targets"] = list(self.targets)
+        d["sized"] = list(self.sized)
         return d
+
+    def sized_to(self, train_rows: int, speedup: float = 1.0) -> tuple["TrainConfig", Budget | None]:
+        """This config with its `sized` settings from budget(train_rows, speedup), and the budget; itself
+        and None where nothing is sized."""
+        if not self.sized:
+            return self, None
+        b = budget(train_rows, speedup, batch_size=None if "batch_size" in self.sized else self.batch_size)
+        if "epochs" not in self.sized:
+            b = dataclasses.replace(b, epochs=self.epochs)
+        values = {k: getattr(b, k) for k in self.sized}
+        return dataclasses.replace(self, **values, sized=(), scale_epochs=False), b
 
     def base_recipe(self) -> Recipe:
         """The recipe of base training."""
@@ -258,7 +339,10 @@ NOTEBOOK = dict(preset="notebook")
 # best of a sweep on held-out extra rows on both data sets, at batch 4096 (benchmarks/results/presets_adapters.txt),
 # which fine-tuning keeps: at the base's 2048 it took the default run ~1.2x the notebook preset's wall time
 # on emulated AVX2 (fine-tuning was 12.5 of the quick start's 28.5 s). ft_epochs stays the notebook's 3.
+# Issue 21: batch, epochs, patience, lr and weight decay follow the training rows (budget() above: the values here are its
+# large-data ones), the best validation epoch is kept, and bf16's speed-up buys epochs only as a maximum.
 DEFAULT = dict(preset="default", precision="auto", epochs=9, scale_epochs=True, batch_size=2048, lr=7e-3,
+               patience=3, sized=SIZED,
                optimizer="adamw",
                weight_decay=1e-2, schedule="cosine", warmup_frac=0.05, val_fraction=0.1,
                rank=8, scale=1.0, ft_lr=3e-3, ft_batch_size=4096, targets=("all",))
@@ -269,5 +353,8 @@ PRESETS = {"notebook": NOTEBOOK, "default": DEFAULT}
 def preset(name: str, **overrides) -> TrainConfig:
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
-    values = {**PRESETS[name], **{k: v for k, v in overrides.items() if v is not None}}
+    given = {k: v for k, v in overrides.items() if v is not None}
+    values = {**PRESETS[name], **given}
+    # what is given is obeyed: it no longer follows the data's size
+    values["sized"] = tuple(k for k in values.get("sized", ()) if k not in given)
     return TrainConfig(**values).validate()

@@ -10,7 +10,8 @@ imported); torch is imported inside the functions that need it.
   kept more speed than PASSIVE (~0.5x contended, and 5-14 % slower when quiet; bench_contention.py).
 - Precision `auto`: bf16 only where the hardware has it natively (AVX512-BF16/AMX, ARM BF16, or a GPU
   that says so) and a short probe (a few training steps of the configured model at fp32 and bf16)
-  measures it faster. Probes are cached per machine in the user cache directory.
+  measures it faster. Probes are cached per machine in the user cache directory; a probe measured while
+  other processes keep the cores busy is neither cached nor used (a cached quiet one is, else fp32).
 """
 from __future__ import annotations
 
@@ -294,6 +295,13 @@ def choose_precision(requested: str, *, device: str, make_model: Callable, n_fea
         return PrecisionChoice("bf16", "requested; native bf16: " + why, None)
     probe = probe or cached_probe
     speedup = probe(device=device, make_model=make_model, n_features=n_features, batch_size=batch_size, kind=kind)
+    if speedup is None:  # measured under others' load, no quiet probe cached: trust none (issue 21)
+        if requested == "bf16":
+            return PrecisionChoice("bf16", "requested; " + why, None,
+                                   f"warning: --precision bf16 is emulated here ({why}); its cost could not be "
+                                   "measured while other processes kept the cores busy")
+        return PrecisionChoice("fp32", f"auto: native bf16 ({why}), but its probe ran while other processes kept "
+                                       "the cores busy and no quiet probe is cached: fp32 and its budget", None)
     measured = f"bf16 measured {_times(speedup)} fp32 on this machine"
     if requested == "bf16":  # emulated: obey, and say what it costs
         warning = (f"warning: --precision bf16 is emulated here ({why}): {_times(speedup)} fp32's speed"
@@ -336,10 +344,14 @@ def cache_file() -> Path:
 
 
 def cached_probe(*, device: str, make_model: Callable, n_features: int, batch_size: int, kind: str = "train",
-                 refresh: bool = False) -> float:
+                 refresh: bool = False) -> float | None:
     """The measured bf16 speed-up, from the cache when this machine measured it before (`refresh`:
-    measure again and replace it, as `doctor` does). A probe taken while other processes kept at least
-    BUSY_OTHERS_CORES busy on this process's CPUs is used once and not cached."""
+    measure again and replace it, as `doctor` does).
+
+    A probe taken while other processes kept at least BUSY_OTHERS_CORES busy on this process's CPUs is
+    neither cached nor used: a neighbour skews the ratio (1.2-1.4x quiet, 2.4x once on a busy Xeon), and
+    an inflated ratio would inflate the default preset's epochs. Then the quiet probe cached before is
+    used where there is one (`refresh`), else None: the caller falls back to fp32 and its budget."""
     import torch
     model = make_model()
     key = probe_key(device=device, n_features=n_features, batch_size=batch_size, kind=kind,
@@ -352,10 +364,12 @@ def cached_probe(*, device: str, make_model: Callable, n_features: int, batch_si
     speedup = measure_speedup(model, device=device, n_features=n_features, batch_size=batch_size, kind=kind)
     others = others_cores(before)
     if others is not None and others >= BUSY_OTHERS_CORES and device == "cpu":
-        # Contention skews the ratio (1.2-1.4x quiet, 2.4x once on a busy Xeon): use it now, keep none.
-        print(f"higgs-lora: the bf16 probe ran while other processes used {others:.1f} cores: its result is used "
-              "for this run only, not cached", file=sys.stderr, flush=True)
-        return speedup
+        quiet = cache.get(key, {}).get("bf16_speedup")
+        instead = (f"the quiet probe cached on {cache[key].get('measured', '?')} ({quiet:.2f}x) is used instead"
+                   if quiet is not None else "fp32 and its budget are used instead (no quiet probe is cached)")
+        print(f"higgs-lora: the bf16 probe ran while other processes used {others:.1f} cores: its result "
+              f"({speedup:.2f}x) is neither used nor cached; {instead}", file=sys.stderr, flush=True)
+        return quiet
     cache[key] = dict(bf16_speedup=speedup, measured=time.strftime("%Y-%m-%dT%H:%M:%S"), others_cores=others)
     _write_cache(path, cache)
     return speedup
@@ -442,23 +456,33 @@ def step_times(model, *, device: str, n_features: int, batch_size: int, kind: st
 # ------------------------------------------------------------------------------------------------ a run's recipe
 
 def resolve_recipe(cfg, *, device: str, make_model: Callable, previous: dict | None = None,
-                   probe: Callable | None = None, native: tuple[bool, str] | None = None):
-    """(cfg with precision fp32|bf16 and its epochs for that precision, the record for config.json, the
+                   probe: Callable | None = None, native: tuple[bool, str] | None = None,
+                   train_rows: int | None = None):
+    """(cfg with precision fp32|bf16 and its budget for that precision, the record for config.json, the
     PrecisionChoice, or None where `previous` was reused).
 
-    `cfg` is a TrainConfig (precision auto|fp32|bf16; `scale_epochs`: its epochs are given for fp32, as
-    the default preset's are, and become floor(epochs x measured bf16 speed-up) where bf16 is chosen, so
-    the run takes the time it promises). `previous`: the record of the run being resumed: reused as it
-    is, never measured again, so a resumed run has the epochs and precision it started with."""
+    `cfg` is a TrainConfig (precision auto|fp32|bf16). Its `sized` settings (the default preset's batch,
+    epochs, patience, lr) follow `train_rows` by config.budget(), the epochs as a maximum times the
+    measured bf16 speed-up where bf16 is chosen; without `sized`, `scale_epochs` scales the epochs alone
+    (floor(epochs x speed-up)). `previous`: the record of the run being resumed: reused as it is, never
+    measured again, so a resumed run has the recipe and precision it started with."""
     reused = reuse_record(cfg, previous)
     if reused is not None:
         return reused, previous, None
     choice = choose_precision(cfg.precision, device=device, make_model=make_model, n_features=cfg.model.n_features,
                               batch_size=cfg.batch_size, probe=probe, native=native)
-    epochs = scaled_epochs(cfg.epochs, choice) if cfg.scale_epochs else cfg.epochs
+    speedup = choice.bf16_speedup if choice.precision == "bf16" and choice.bf16_speedup else 1.0
+    sized, plan = cfg.sized_to(train_rows, speedup) if cfg.sized and train_rows else (cfg, None)
+    if plan is not None:
+        epochs, epochs_fp32 = sized.epochs, cfg.sized_to(train_rows, 1.0)[0].epochs
+    else:
+        epochs = scaled_epochs(cfg.epochs, choice) if cfg.scale_epochs else cfg.epochs
+        epochs_fp32 = cfg.epochs
     record = dict(requested=cfg.precision, precision=choice.precision, reason=choice.reason,
                   bf16_speedup=choice.bf16_speedup, epochs_requested=cfg.epochs, epochs=epochs,
-                  epochs_scaled=bool(cfg.scale_epochs and epochs != cfg.epochs))
+                  epochs_scaled=epochs != epochs_fp32)
+    if plan is not None:
+        record.update(train_rows=train_rows, budget={k: getattr(sized, k) for k in cfg.sized}, epochs_fp32=epochs_fp32)
     return _resolved(cfg, record), record, choice
 
 
@@ -471,13 +495,23 @@ def reuse_record(cfg, record: dict | None):
 
 def _resolved(cfg, record: dict):
     import dataclasses
-    return dataclasses.replace(cfg, precision=record["precision"], epochs=record["epochs"], scale_epochs=False)
+    values = dict(record.get("budget") or {}, epochs=record["epochs"])
+    return dataclasses.replace(cfg, precision=record["precision"], **values, scale_epochs=False, sized=())
 
 
 def record_line(record: dict) -> str:
     """The one line a run prints about its arithmetic."""
     line = f"precision: {record['precision']} ({record['reason']})"
-    if record.get("epochs_scaled"):
+    if record.get("budget"):
+        parts = [f"at most {record['epochs']} epochs" + (
+            f" ({record['epochs_fp32']} in fp32 x {record['bf16_speedup']:.2f})" if record.get("epochs_scaled") else "")]
+        b = record["budget"]
+        parts += [f"batch {b['batch_size']}"] if "batch_size" in b else []
+        parts += [f"patience {b['patience']}"] if "patience" in b else []
+        parts += [f"peak lr {b['lr']:.2g}"] if "lr" in b else []
+        parts += [f"weight decay {b['weight_decay']:.2g}"] if "weight_decay" in b else []
+        line += f"; budget for {record['train_rows']:,} training rows: " + ", ".join(parts)
+    elif record.get("epochs_scaled"):
         line += (f"; epochs {record['epochs_requested']} (given for fp32) x {record['bf16_speedup']:.2f} -> "
                  f"{record['epochs']}")
     return line

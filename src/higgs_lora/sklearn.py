@@ -50,7 +50,9 @@ class ResidualMLPClassifier(ClassifierMixin, BaseEstimator):
     width, n_blocks, head_width : int
         Network sizes (the notebook's 128, 2, 64).
     epochs, batch_size, lr, optimizer, weight_decay, schedule, warmup_frac, precision : optional
-        Base-training settings; None takes the preset's.
+        Base-training settings; None takes the preset's. The default preset sizes batch_size, epochs
+        (a maximum: early stopping on its 10% validation rows keeps the best epoch) and lr to the rows
+        `fit` gets (higgs_lora.config.budget); a value given here is obeyed.
     rank, scale, ft_lr, ft_epochs : optional
         Defaults of `adapt()`; None takes the preset's.
     class_balance : "none" (default) or "equal"
@@ -74,6 +76,9 @@ class ResidualMLPClassifier(ClassifierMixin, BaseEstimator):
         The mean and standard deviation of the rows `fit` saw.
     history_ : list of dict
         One row per epoch (and phase: "base", then "finetune" after `adapt`).
+    budget_ : higgs_lora.config.Budget or None
+        What the default preset's size rule gave for the rows `fit` trained on (batch, most epochs,
+        patience, lr; config.budget); None where every setting was given (or the notebook preset).
     device_ : torch.device
     n_features_in_ : int
     feature_names_in_ : ndarray of str, when X had column names
@@ -133,14 +138,17 @@ class ResidualMLPClassifier(ClassifierMixin, BaseEstimator):
         x = np.ascontiguousarray(X, dtype=np.float32)
         return torch.from_numpy(self.standardizer_.transform(x)).to(self.device_)
 
-    def _train(self, X, y01: np.ndarray, recipe, *, batch_size: int, sample_weight, cfg) -> None:
+    def _part(self, X, y01: np.ndarray, *, batch_size: int, sample_weight, cfg) -> TensorData:
         # Sample weights become training weights as on the command line (train/weighting.py); all ones
         # give no plan, hence the unweighted loss: the same network as without them, bit for bit.
         plan = make_plan(sample_weight, y01, Policy(cfg.class_balance, cfg.negative_weights), what="sample_weight")
         weights = None if plan is None else torch.from_numpy(plan.apply(sample_weight, y01)).to(self.device_)
-        part = TensorData(self._tensor(X), torch.from_numpy(y01).to(self.device_), batch_size=batch_size,
+        return TensorData(self._tensor(X), torch.from_numpy(y01).to(self.device_), batch_size=batch_size,
                           weights=weights)
-        result = fit(self.model_, part, recipe, progress=False, verbose=False)
+
+    def _train(self, X, y01: np.ndarray, recipe, *, batch_size: int, sample_weight, cfg, val=None) -> None:
+        part = self._part(X, y01, batch_size=batch_size, sample_weight=sample_weight, cfg=cfg)
+        result = fit(self.model_, part, recipe, val=val, progress=False, verbose=False)
         self.history_ = [*getattr(self, "history_", []), *result.history]
 
     # ------------------------------------------------------------ the estimator
@@ -156,13 +164,26 @@ class ResidualMLPClassifier(ClassifierMixin, BaseEstimator):
         cfg.model = ModelConfig(n_features=X.shape[1], width=self.width, n_blocks=self.n_blocks,
                                 head_width=self.head_width)
         self.device_ = resolve_device(self.device)
+        # The preset's validation part (the default's 10%, as MLPClassifier's validation_fraction): a seeded
+        # random draw, since the caller's rows may come sorted; too few rows for 2 validation rows: none.
+        n_val = int(round(len(X) * cfg.val_fraction))
+        n_val = n_val if 2 <= n_val <= len(X) - 2 else 0
+        order = np.random.RandomState(cfg.seed).permutation(len(X)) if n_val else np.arange(len(X))
+        X_val, y_val = X[order[:n_val]], y01[order[:n_val]]
+        X, y01 = X[order[n_val:]], y01[order[n_val:]]
+        w_val = None if sample_weight is None else sample_weight[order[:n_val]]
+        sample_weight = None if sample_weight is None else sample_weight[order[n_val:]]
+        cfg, self.budget_ = cfg.sized_to(len(X))
         self.standardizer_ = Standardizer.fit(X)
         with torch.random.fork_rng(devices=[]):  # seed the initial weights without touching the caller's RNG
             torch.manual_seed(cfg.seed)
             self.model_ = ResidualMLP.from_config(cfg.model).to(self.device_)
         self.history_ = []
         if cfg.epochs:
-            self._train(X, y01, cfg.base_recipe(), batch_size=cfg.batch_size, sample_weight=sample_weight, cfg=cfg)
+            # The validation loss picks the epoch kept: weighted as the training loss it stands in for.
+            val = self._part(X_val, y_val, batch_size=cfg.batch_size, sample_weight=w_val, cfg=cfg) if n_val else None
+            self._train(X, y01, cfg.base_recipe(), batch_size=cfg.batch_size, sample_weight=sample_weight, cfg=cfg,
+                        val=val)
         return self
 
     def adapt(self, X_new, y_new, *, rank: int | None = None, scale: float | None = None,

@@ -30,15 +30,16 @@ def fit_features(cfg: TrainConfig, n_features: int) -> None:
         cfg.model = ModelConfig(**{**cfg.model.to_dict(), "n_features": n_features})
 
 
-def resolve_hardware(cfg: TrainConfig, device: torch.device, *, previous: dict | None = None
-                     ) -> tuple[TrainConfig, dict]:
+def resolve_hardware(cfg: TrainConfig, device: torch.device, *, previous: dict | None = None,
+                     train_rows: int | None = None) -> tuple[TrainConfig, dict]:
     """The recipe this machine runs: precision auto -> fp32|bf16 by hardware.py's probe of the configured
-    network (once per machine, cached), the default preset's epochs scaled to the chosen precision's speed;
+    network (once per machine, cached), the default preset's budget for `train_rows` (config.budget: batch,
+    most epochs, patience, lr), its epochs scaled to the chosen precision's speed;
     `previous`: the record of a run being resumed, reused. Decided on the first process and shared, so
     every torchrun process trains the same recipe. Returns (cfg, the record for config.json)."""
     record = None
     if is_main():
-        _, record, choice = hardware.resolve_recipe(cfg, device=str(device), previous=previous,
+        _, record, choice = hardware.resolve_recipe(cfg, device=str(device), previous=previous, train_rows=train_rows,
                                                     make_model=lambda: ResidualMLP.from_config(cfg.model))
         setting = hardware.thread_setting()
         record = dict(record, threads=setting.threads, threads_reason=setting.reason)
@@ -51,7 +52,9 @@ def resolve_hardware(cfg: TrainConfig, device: torch.device, *, previous: dict |
 
 
 def inference_precision(requested: str, config: ModelConfig, device: torch.device) -> str:
-    """auto|fp32|bf16 -> what inference runs in here (hardware.py, probing inference of the network)."""
+    """auto|fp32|bf16 -> what inference runs in here (hardware.py, probing inference of the network).
+    Inference is fp32 unless asked otherwise: bf16 rounds the probabilities (up to ~1e-2 measured), so it
+    is opt-in, never a default (issue 21)."""
     choice = hardware.choose_precision(requested, device=str(device), make_model=lambda: ResidualMLP.from_config(config),
                                        n_features=config.n_features, batch_size=2048 if device.type == "cpu" else 1 << 16,
                                        kind="infer")
@@ -59,6 +62,18 @@ def inference_precision(requested: str, config: ModelConfig, device: torch.devic
     if choice.warning:
         print(f"higgs-lora: {choice.warning}", file=sys.stderr, flush=True)
     return choice.precision
+
+
+def bf16_deviation(networks: dict, x: torch.Tensor, p_bf16: dict) -> float:
+    """max |p_bf16 - p_fp32| over the networks on standardized rows `x`, given their bf16 probabilities:
+    what reduced-precision inference costs, measured on the rows it ran on (the first chunk)."""
+    from higgs_lora.multi_adapter import probabilities
+    p_fp32 = probabilities(networks, x, precision="fp32")
+    return max(float(abs(p_bf16[k].astype("float64") - p_fp32[k]).max(initial=0.0)) for k in networks)
+
+
+def deviation_line(deviation: float, rows: int) -> str:
+    return f"bf16 inference: max |p_bf16 - p_fp32| = {deviation:.2e} on the first {rows:,} rows"
 
 
 def weight_policy(cfg: TrainConfig) -> Policy:

@@ -79,7 +79,8 @@ def run(cfg: TrainConfig, spec: DataSpec, *, out: Path, force: bool = False, res
         if r.eff_vs is not None:
             figures.feature_column(r.data, r.eff_vs)  # a wrong name is refused before any training
         refuse_other_data(r)
-        r.cfg, r.hardware = phases.resolve_hardware(r.cfg, r.device, previous=r.hardware)
+        r.cfg, r.hardware = phases.resolve_hardware(r.cfg, r.device, previous=r.hardware,
+                                                    train_rows=r.data.split.train.stop)
         r.provenance["precision"] = {k: r.hardware[k] for k in ("precision", "reason", "epochs")}
         write_config(r)
         r.tracker = start_tracking(r, track)

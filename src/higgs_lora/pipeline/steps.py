@@ -69,7 +69,7 @@ def train_prepared(cfg: TrainConfig, data: Prepared, *, out, force: bool = False
     out = prepare_run_dir(Path(out), force=force, resume=resume)
     try:
         data.log_balance()
-        cfg, hw = _resolve_hardware(cfg, data.source.device, out=out, resume=resume)
+        cfg, hw = _resolve_hardware(cfg, data.source.device, out=out, resume=resume, train_rows=data.split.train.stop)
         tracker = _start_tracking(track, out, cfg, data)
         with _ending(tracker):
             model, result = phases.train_base(cfg, data, checkpoint=out / "checkpoints" / "base.safetensors",
@@ -89,11 +89,13 @@ def train_prepared(cfg: TrainConfig, data: Prepared, *, out, force: bool = False
     return Trained(path, result.seconds, result.samples_per_s, result.history, model.to(data.source.device))
 
 
-def _resolve_hardware(cfg: TrainConfig, device, *, out: Path, resume: bool) -> tuple[TrainConfig, dict]:
+def _resolve_hardware(cfg: TrainConfig, device, *, out: Path, resume: bool,
+                      train_rows: int | None = None) -> tuple[TrainConfig, dict]:
     """The precision and epochs of this machine (phases.resolve_hardware), kept in OUT/hardware.json, so
     that --resume continues with what the run started with."""
     path = out / "hardware.json"
-    cfg, hw = phases.resolve_hardware(cfg, device, previous=io.read_json(path) if resume and path.exists() else None)
+    cfg, hw = phases.resolve_hardware(cfg, device, previous=io.read_json(path) if resume and path.exists() else None,
+                                      train_rows=train_rows)
     if distributed.is_main():
         io.write_json(path, hw)
     return cfg, hw
@@ -246,7 +248,7 @@ def merge(*, model_path, adapter_path, out, force: bool = False, check: DataSpec
 
 
 def predict(*, model_path, data, out, adapter_path=None, adapter_paths=(), label_column=0,
-            chunk_rows: int = 1 << 20, precision: str = "auto", force: bool = False, device: str = "auto",
+            chunk_rows: int = 1 << 20, precision: str = "fp32", force: bool = False, device: str = "auto",
             read: dict | None = None) -> int:
     """Stream a file through a saved model in chunks and write one probability per row (and the label,
     when the file has one; label_column None: features only) to a .csv or .parquet file. Returns the rows.
@@ -338,7 +340,7 @@ def predict_with(model: torch.nn.Module, standardizer, *, data, out, label_colum
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
     from tqdm.auto import tqdm
-    t, rows = time.perf_counter(), 0
+    t, rows, deviation = time.perf_counter(), 0, None
     with io.atomic_path(out) as tmp:
         writer = None
         try:
@@ -349,14 +351,21 @@ def predict_with(model: torch.nn.Module, standardizer, *, data, out, label_colum
                     if features.shape[1] != n_features:
                         raise DataError(f"{data}: {features.shape[1]} features, but {name} expects {n_features}")
                     x = torch.from_numpy(standardizer.transform(features)).to(dev)
-                    cols = {k: pa.array(v) for k, v in probabilities(networks, x, precision=precision).items()}
+                    p = probabilities(networks, x, precision=precision)
+                    if precision == "bf16" and rows == 0:
+                        deviation = phases.bf16_deviation(networks, x, p)
+                        tqdm.write(phases.deviation_line(deviation, len(features)))
+                    cols = {k: pa.array(v) for k, v in p.items()}
                     if labels is not None:
                         cols = {"label": pa.array(labels), **cols}
                     if reader.get("weight") is not None:
                         cols["weight"] = pa.array(chunk.weights_or_ones())
                     batch = pa.table(cols)
                     if writer is None:
-                        writer = (pq.ParquetWriter(str(tmp), batch.schema) if out.suffix == ".parquet"
+                        # bf16's measured deviation travels with a Parquet file's probabilities (CSV has no place)
+                        schema = batch.schema if deviation is None else \
+                            batch.schema.with_metadata({"higgs_lora.bf16_max_abs_diff": repr(deviation)})
+                        writer = (pq.ParquetWriter(str(tmp), schema) if out.suffix == ".parquet"
                                   else pacsv.CSVWriter(str(tmp), batch.schema))
                     writer.write_table(batch)
                     rows += len(features)
@@ -368,7 +377,8 @@ def predict_with(model: torch.nn.Module, standardizer, *, data, out, label_colum
             raise DataError(f"{data}: no rows")
     s = time.perf_counter() - t
     what = "probabilities" if len(networks) == 1 else f"rows of {len(networks)} probabilities ({', '.join(networks)})"
-    log(f"wrote {rows:,} {what} to {out} in {s:.1f}s ({rows / s:,.0f} rows/s)")
+    arithmetic = "" if deviation is None else f"; bf16, max |p_bf16 - p_fp32| on the first chunk {deviation:.2e}"
+    log(f"wrote {rows:,} {what} to {out} in {s:.1f}s ({rows / s:,.0f} rows/s{arithmetic})")
     return rows
 
 

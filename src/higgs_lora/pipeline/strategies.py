@@ -57,7 +57,7 @@ def _compare(cfg: TrainConfig, data, out: Path, *, loaded, base_path, progress: 
     phases.fit_features(cfg, source.n_features if loaded is None else loaded.model.config.n_features)
     if loaded is not None:
         cfg.model = loaded.model.config
-    cfg, hw = phases.resolve_hardware(cfg, device)
+    cfg, hw = phases.resolve_hardware(cfg, device, train_rows=split.train.stop if loaded is None else None)
     if loaded is None:
         base = ResidualMLP.from_config(cfg.model).to(device)
         log(f"training the base: preset {cfg.preset}, {cfg.epochs} epochs on {split.train.stop:,} rows")
