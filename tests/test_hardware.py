@@ -295,3 +295,10 @@ def test_others_load_is_measured_from_proc():
     before = hardware.load_sample()
     others = hardware.others_cores(before)
     assert others is not None and 0.0 <= others <= len(os.sched_getaffinity(0)) + 0.5
+
+
+def test_others_load_over_a_few_ticks_never_exceeds_the_cpus_sampled():
+    # Two samples 0.1 ms apart that straddle one tick of each CPU: 2 ticks / 100 Hz / 1e-4 s would be 200 cores.
+    before, after = (0.0, 0, 0, {0, 1}), (1e-4, 2, 0, {0, 1})
+    assert hardware.others_between(before, after, hz=100) == 2.0
+    assert hardware.others_between((0.0, 0, 0, {0, 1}), (1.0, 150, 50, {0, 1}), hz=100) == 1.0

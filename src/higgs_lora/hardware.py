@@ -254,7 +254,10 @@ def others_between(before, after, *, hz: int | None = None) -> float:
     process's ticks, ...): all the CPUs' busy time less this process's own, per second."""
     seconds = max(after[0] - before[0], 1e-9)
     busy = (after[1] - before[1]) - (after[2] - before[2])
-    return max(0.0, busy) / (hz or os.sysconf("SC_CLK_TCK")) / seconds
+    cores = max(0.0, busy) / (hz or os.sysconf("SC_CLK_TCK")) / seconds
+    # Ticks count in steps of 1/hz per CPU: over an interval of a few ticks one step is many "cores".
+    # No measurement can exceed the CPUs sampled (samples of load_sample carry them).
+    return min(cores, float(len(after[3]))) if len(after) > 3 else cores
 
 
 def others_cores(since) -> float | None:
