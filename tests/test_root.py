@@ -1,9 +1,10 @@
 """ROOT input: trees, branch selection, weights, errors, the cache; against the arrays written."""
+import json
 import sys
 
 import numpy as np
 import pytest
-from conftest import write_root
+from conftest import cli, write_root
 
 from higgs_lora.data.read import iter_chunks, load_table, prepare
 from higgs_lora.errors import UserError
@@ -134,3 +135,27 @@ def test_cache_reused_keyed_by_selection_and_stale_after_rewrite(tmp_path):
     write_root(path, {"t": b2})  # rewritten: the entry is stale
     table = load_table(path, label_column="label", weight="w", cache_dir=cache)
     np.testing.assert_array_equal(table.weights, b2["w"].astype(np.float32))
+
+
+def test_shard_of_a_root_file_keeps_branches_and_weights(tmp_path):
+    """`higgs-lora shard FILE.root --weight EXPR --features ...` writes shards whose rows and weights are
+    those load_table reads from the file (weights.npy in every shard, checksummed)."""
+    pytest.importorskip("uproot")
+    rng = np.random.default_rng(3)
+    n = 2500
+    branches = {"label": (rng.random(n) < 0.4).astype(np.float64), "a": rng.normal(size=n).astype(np.float32),
+                "b": rng.normal(size=n).astype(np.float32), "w1": rng.normal(1, 0.5, n), "w2": rng.uniform(0.5, 2, n),
+                "run": rng.integers(0, 9, n).astype(np.int32)}
+    path = write_root(tmp_path / "mc.root", {"events": branches})
+    cli("shard", path, "--out", tmp_path / "shards", "--rows-per-shard", 1000, "--label-column", "label",
+        "--weight", "w1*w2", "--features", "a,b")
+    from higgs_lora.data.shards import open_shards
+    table = load_table(path, label_column="label", weight="w1*w2", features=["a", "b"], use_cache=False)
+    shards = open_shards(tmp_path / "shards", label_column="label")
+    assert len(shards.shards) == 3 and shards.feature_names == ["a", "b"]
+    block = shards.read(0, n)
+    np.testing.assert_array_equal(block.features, table.features)
+    np.testing.assert_array_equal(block.labels, table.labels)
+    np.testing.assert_array_equal(shards.weights, table.weights)
+    meta = json.loads((tmp_path / "shards" / "part-00000" / "meta.json").read_text())
+    assert "weights.npy" in meta["checksums"]

@@ -311,7 +311,7 @@ def test_write_shards_keeps_the_readers_weights(tmp_path, monkeypatch):
     from higgs_lora.data.rows import Rows
     x, y = synthetic_xy(500)
     w = np.linspace(-1, 2, 500).astype(np.float32)
-    monkeypatch.setattr(shards_module, "feature_names", lambda path, label_column: [f"f{j}" for j in range(28)])
+    monkeypatch.setattr(shards_module, "feature_names", lambda path, **kw: [f"f{j}" for j in range(28)])
     monkeypatch.setattr(shards_module, "iter_chunks", lambda path, **kw: iter(
         [Rows(x[:170], y[:170], w[:170]), Rows(x[170:], y[170:], w[170:])]))
     shards_module.write_shards("any.root", tmp_path / "out", rows_per_shard=200)

@@ -22,7 +22,7 @@ def add_parsers(sub) -> dict:
     p.add_argument("--tree", metavar="NAME", help="the TTree of a ROOT file")
 
     p = sub.add_parser("shard", help="split a big table file into a directory of array shards, streamed",
-                       description="Stream FILE (CSV, .csv.gz or Parquet, any size) into DIR/part-00000, part-00001, "
+                       description="Stream FILE (CSV, .csv.gz, Parquet or ROOT, any size) into DIR/part-00000, part-00001, "
                                    "...: each holds features.npy (float32), labels.npy (uint8) and meta.json. "
                                    "Training reads such a directory (--data DIR) window by window, each torchrun "
                                    "process only its own shards. DIR appears complete or not at all.")
@@ -31,6 +31,10 @@ def add_parsers(sub) -> dict:
     p.add_argument("--rows-per-shard", type=int, default=1_000_000, metavar="N",
                    help="rows per shard (default: 1,000,000, about 113 MB with 28 features)")
     p.add_argument("--label-column", default="0", metavar="NAME|INDEX", help="label column (default: 0)")
+    p.add_argument("--weight", metavar="EXPR", help="event weight expression (e.g. genWeight*sf_lep): weights.npy in "
+                                                    "every shard")
+    p.add_argument("--features", action="append", metavar="NAMES", help="feature names, globs or @FILE")
+    p.add_argument("--tree", metavar="NAME", help="the TTree of a ROOT file")
 
     p = sub.add_parser("simulate", help="write a HIGGS-format file (or, with --samples, one weighted file per "
                                         "process) from the built-in toy Monte Carlo")
@@ -104,10 +108,11 @@ def prepare(args, argv) -> None:
 
 
 def shard(args, argv) -> None:
+    from higgs_lora.commands.args import features
     from higgs_lora.data.shards import write_shards
     t = time.perf_counter()
     parts = write_shards(args.file, args.out, rows_per_shard=args.rows_per_shard, label_column=args.label_column,
-                         progress=True)
+                         features=features(args), weight=args.weight, tree=args.tree, progress=True)
     print(f"wrote {len(parts)} shards to {args.out} in {time.perf_counter() - t:.1f}s")
 
 

@@ -292,24 +292,26 @@ def _npy_header(path: Path, dtype, ndim: int) -> tuple[tuple[int, ...], int]:
 
 # ------------------------------------------------------------------------------------------- writing
 
-def write_shards(path, out, *, rows_per_shard: int, label_column=0, progress: bool = False) -> list[Path]:
+def write_shards(path, out, *, rows_per_shard: int, label_column=0, features=None, weight=None, tree=None,
+                 progress: bool = False) -> list[Path]:
     """Stream the table in `path` into cached array shards of `rows_per_shard` rows in directory `out`,
-    never holding more than one shard. The directory is built under a temporary name and renamed at
-    the end: it is complete or absent."""
+    never holding more than one shard; `features`, `weight` and `tree` select what is read as load_table's
+    do (a ROOT file's branches, an event-weight expression: weights.npy in every shard). The directory is
+    built under a temporary name and renamed at the end: it is complete or absent."""
     out = Path(out)
     if rows_per_shard < 1:
         raise UserError(f"--rows-per-shard must be >= 1, got {rows_per_shard}")
     if out.exists():
         raise UserError(f"--out {out}: exists; choose a new directory")
     out.parent.mkdir(parents=True, exist_ok=True)
-    names = feature_names(path, label_column=label_column)
+    names = feature_names(path, label_column=label_column, features=features, weight=weight, tree=tree)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     written = []
     try:
         tmp.mkdir()
         buf, held = [], 0
-        chunks = iter_chunks(path, label_column=label_column, chunk_rows=min(rows_per_shard, 1 << 20),
-                             progress=progress)
+        chunks = iter_chunks(path, label_column=label_column, features=features, weight=weight, tree=tree,
+                             chunk_rows=min(rows_per_shard, 1 << 20), progress=progress)
         for chunk in chunks:
             # Rows (with event weights, when the reader gives them) or a (features, labels) pair
             chunk = chunk if isinstance(chunk, Rows) else Rows(*chunk)
@@ -337,10 +339,8 @@ def _write_array_shard(root: Path, index: int, blocks: list[Rows], names) -> Pat
     folder.mkdir()
     rows = Rows.concat(blocks)
     features, labels = rows.features, rows.labels
-    write_arrays(folder, features=features, labels=labels,
+    extra = {} if rows.weights is None else {"weights": rows.weights.astype(np.float32, copy=False)}
+    write_arrays(folder, features=features, labels=labels, extra=extra,
                  meta=dict(format=SHARD_FORMAT, rows=len(labels), n_features=features.shape[1], feature_names=names,
                            signal=int(np.count_nonzero(labels))))
-    if rows.weights is not None:
-        np.save(folder / "weights.npy", rows.weights.astype(np.float32, copy=False))
-        io.fsync(folder / "weights.npy")
     return folder
