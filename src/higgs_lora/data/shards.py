@@ -85,22 +85,23 @@ class ShardSet:
     @property
     def weights(self) -> np.ndarray | None:
         if self._weights is None and self.weighted:
-            weights = np.empty(self.rows, dtype=np.float32)
-            for s in self.shards:
-                _pread(s.weights_path, s.weights_offset, weights[s.start:s.start + s.rows])
-                _check_weights(s, 0, weights[s.start:s.start + s.rows])
-            self._weights = weights
+            self._weights = self._whole("weights", np.float32, _check_weights)
         return self._weights
 
     @property
     def labels(self) -> np.ndarray:
         if self._labels is None:
-            labels = np.empty(self.rows, dtype=np.uint8)
-            for s in self.shards:
-                _pread(s.labels_path, s.labels_offset, labels[s.start:s.start + s.rows])
-                _check_labels(s, 0, labels[s.start:s.start + s.rows])
-            self._labels = labels
+            self._labels = self._whole("labels", np.uint8, _check_labels)
         return self._labels
+
+    def _whole(self, column: str, dtype, check) -> np.ndarray:
+        """One per-row array (labels, weights) of every shard, read and checked: 1 or 4 bytes a row."""
+        values = np.empty(self.rows, dtype=dtype)
+        for s in self.shards:
+            part = values[s.start:s.start + s.rows]
+            _pread(getattr(s, f"{column}_path"), getattr(s, f"{column}_offset"), part)
+            check(s, 0, part)
+        return values
 
     def read(self, start: int, stop: int, out: Rows | None = None) -> Rows:
         """Raw features float32 [stop - start, n], labels uint8 and (weighted shards) weights float32 of
