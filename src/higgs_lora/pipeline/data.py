@@ -103,10 +103,10 @@ class Prepared:
         d = dict(path=src.source if not src.source.startswith("simulated:") else None, source=src.source,
                  fingerprint=src.fingerprint, feature_names=src.feature_names, **self.split.to_dict(),
                  balance={k: class_balance(src.labels[s]) for k, s in self.parts().items() if s.stop > s.start})
-        table = getattr(src, "table", None)
-        if getattr(table, "weight_expr", None) is not None:
+        table = src.table  # a Table or a ShardSet: both say what they hold of samples and weights
+        if table.weight_expr is not None:
             d["weight_expr"] = table.weight_expr
-        if getattr(table, "samples", None):
+        if table.samples:
             d["samples"] = [info.to_dict() for info in table.samples]
             d["split_seed"] = self.split_seed
         return d
@@ -121,8 +121,8 @@ class Prepared:
         for name, rows in self.parts().items():
             if rows.stop > rows.start:
                 log("  " + format_balance(name, self.source.labels[rows]))
-        table = getattr(self.source, "table", None)
-        if getattr(table, "samples", None) or getattr(table, "weights", None) is not None:
+        table = self.source.table
+        if table.samples or table.weights is not None:
             from higgs_lora.data.samples import balance_lines
             log("per sample and class, raw and weighted (N_eff = (Σw)²/Σw²):")
             for line in balance_lines(table, self.parts()):

@@ -97,7 +97,7 @@ def weighting(data: Prepared, config: dict | None = None) -> dict:
         w = np.ones(y.size) if weights is None else np.asarray(weights[rows], dtype=np.float64)
         parts[name] = {cls: dict(rows=int(mask.sum()), sum_w=float(w[mask].sum()), n_eff=effective_size(w[mask]))
                        for cls, mask in (("signal", y), ("background", ~y))}
-    return dict(weighted=weights is not None, weight_expr=getattr(data.source.table, "weight_expr", None),
+    return dict(weighted=weights is not None, weight_expr=data.source.table.weight_expr,
                 class_balance=config.get("class_balance") or "none",
                 negative_weights=config.get("negative_weights") or "keep", parts=parts)
 
