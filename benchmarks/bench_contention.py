@@ -8,7 +8,7 @@ Each case is a fresh process (OpenMP reads its settings once) that trains the no
 settings compared:
 
 - today:      what torch does alone (threads = cores, libgomp's default: spin, then sleep)
-- higgs-lora: what the CLI sets before torch is imported (hardware.configure_threads: usable cores) and
+- higgs-lora: what the CLI sets before torch is imported (machine.configure_threads: usable cores) and
               what fit() does each step (thread_governor: fewer threads while other processes are busy)
 - plus the alternatives measured to choose that: PASSIVE (idle threads sleep: the choice before the
   governor), ACTIVE, a short spin, one thread.
@@ -33,10 +33,10 @@ from common import machine, machine_lines, report, verdict  # noqa: E402
 CHILD = r"""
 import os, sys, time, json
 if sys.argv[1] == "higgs-lora":
-    from higgs_lora import hardware
-    hardware.configure_threads()
+    from higgs_lora.hardware import machine
+    machine.configure_threads()
 import torch
-from higgs_lora.model import ResidualMLP
+from higgs_lora.model.network import ResidualMLP
 torch.manual_seed(0)
 seconds = float(sys.argv[2])
 x = torch.randn(262144, 28); y = (torch.rand(262144) < 0.5).float()
@@ -44,9 +44,9 @@ m = ResidualMLP(); opt = torch.optim.Adam(m.parameters(), lr=1e-3, foreach=True)
 loss_fn = torch.nn.BCEWithLogitsLoss()
 poll = lambda: None
 if sys.argv[1] == "higgs-lora":  # as fit() does: the governor looks at the other processes' load each step
-    from higgs_lora.thread_governor import thread_governor
+    from higgs_lora.hardware.governor import thread_governor
     poll = thread_governor(torch.get_num_threads(), set_threads=torch.set_num_threads,
-                           enabled=hardware.threads_governed()).poll
+                           enabled=machine.threads_governed()).poll
 def step(i):
     poll()
     idx = torch.randint(0, x.shape[0], (4096,))

@@ -16,8 +16,8 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from higgs_lora.lora import add_adapters
-from higgs_lora.model import ResidualMLP
+from higgs_lora.adapters.lora import add_adapters
+from higgs_lora.model.network import ResidualMLP
 
 
 def main():

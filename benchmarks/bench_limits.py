@@ -41,9 +41,10 @@ import common  # noqa: E402
 import torch  # noqa: E402
 
 from higgs_lora.config import ModelConfig, TrainConfig  # noqa: E402
-from higgs_lora.lora import add_adapters  # noqa: E402
-from higgs_lora.model import ResidualMLP  # noqa: E402
-from higgs_lora.train import TensorData, fit  # noqa: E402
+from higgs_lora.adapters.lora import add_adapters  # noqa: E402
+from higgs_lora.model.network import ResidualMLP  # noqa: E402
+from higgs_lora.data.sources import TensorData
+from higgs_lora.train import fit  # noqa: E402
 
 NOTEBOOK = TrainConfig()
 PROBE_BATCH = 2048

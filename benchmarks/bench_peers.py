@@ -54,10 +54,11 @@ from higgs_lora.config import CLASS_BALANCES, NEGATIVE_WEIGHTS, ModelConfig, Tra
 from higgs_lora.data import Standardizer, split_rows  # noqa: E402
 from higgs_lora.data.kde import kde_table, read_higgs_rows  # noqa: E402
 from higgs_lora.data.simulate import simulated_table  # noqa: E402
-from higgs_lora.model import ResidualMLP  # noqa: E402
-from higgs_lora.runtime import predict_logits  # noqa: E402
-from higgs_lora.train import TensorData, fit  # noqa: E402
-from higgs_lora.train.weighting import AS_READ, Policy, make_plan  # noqa: E402
+from higgs_lora.model.network import ResidualMLP  # noqa: E402
+from higgs_lora.hardware.runtime import predict_logits  # noqa: E402
+from higgs_lora.data.sources import TensorData  # noqa: E402
+from higgs_lora.train import fit  # noqa: E402
+from higgs_lora.data.weighting import AS_READ, Policy, make_plan  # noqa: E402
 
 torch.set_num_threads(int(THREADS))
 

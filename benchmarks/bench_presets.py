@@ -50,15 +50,16 @@ import common  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from higgs_lora import strategies  # noqa: E402
+from higgs_lora.studies import strategies  # noqa: E402
 from higgs_lora.config import ModelConfig, preset  # noqa: E402
 from higgs_lora.data import Standardizer, split_rows  # noqa: E402
 from higgs_lora.data.kde import choose_bandwidth, kde_table, loo_log_likelihood, read_higgs_rows  # noqa: E402
 from higgs_lora.data.simulate import simulated_table  # noqa: E402
-from higgs_lora.metrics import binary_metrics  # noqa: E402
-from higgs_lora.model import ResidualMLP  # noqa: E402
-from higgs_lora.runtime import predict_logits  # noqa: E402
-from higgs_lora.train import TensorData, fit  # noqa: E402
+from higgs_lora.report.metrics import binary_metrics  # noqa: E402
+from higgs_lora.model.network import ResidualMLP  # noqa: E402
+from higgs_lora.hardware.runtime import predict_logits  # noqa: E402
+from higgs_lora.data.sources import TensorData  # noqa: E402
+from higgs_lora.train import fit  # noqa: E402
 import dataclasses  # noqa: E402
 
 torch.set_num_threads(1)

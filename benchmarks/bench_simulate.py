@@ -23,7 +23,7 @@ import torch  # noqa: E402
 
 from higgs_lora.data.simulate import simulate, write_higgs_csv  # noqa: E402
 from higgs_lora.data.standardize import Standardizer  # noqa: E402
-from higgs_lora.model import ResidualMLP  # noqa: E402
+from higgs_lora.model.network import ResidualMLP  # noqa: E402
 
 torch.set_num_threads(1)
 

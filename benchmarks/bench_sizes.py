@@ -38,8 +38,8 @@ import numpy as np  # noqa: E402
 from higgs_lora import api  # noqa: E402
 from higgs_lora.data import split_rows  # noqa: E402
 from higgs_lora.data.table import Table  # noqa: E402
-from higgs_lora.runtime import resolve_device  # noqa: E402
-from higgs_lora.train.sources import TableSource  # noqa: E402
+from higgs_lora.hardware.runtime import resolve_device  # noqa: E402
+from higgs_lora.data.sources import TableSource  # noqa: E402
 
 SIZES = (3_000, 30_000, 200_000, 1_000_000)
 TEST_ROWS = bench_peers.TEST_ROWS

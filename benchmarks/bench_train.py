@@ -44,10 +44,11 @@ import common  # noqa: E402
 import torch  # noqa: E402
 
 from higgs_lora.config import ModelConfig  # noqa: E402
-from higgs_lora.lora import add_adapters  # noqa: E402
-from higgs_lora.model import ResidualMLP  # noqa: E402
+from higgs_lora.adapters.lora import add_adapters  # noqa: E402
+from higgs_lora.model.network import ResidualMLP  # noqa: E402
 from higgs_lora.config import Recipe  # noqa: E402
-from higgs_lora.train import TensorData, fit  # noqa: E402
+from higgs_lora.data.sources import TensorData
+from higgs_lora.train import fit  # noqa: E402
 
 # The notebook's recipe.
 BATCH, LR, FT_LR, RANK, SCALE, SEED = 4096, 1e-3, 5e-4, 4, 0.1, 1234

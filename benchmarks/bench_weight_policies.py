@@ -29,8 +29,8 @@ from higgs_lora.config import preset  # noqa: E402
 from higgs_lora.data import split_rows  # noqa: E402
 from higgs_lora.data.simulate import simulated_table  # noqa: E402
 from higgs_lora.pipeline import phases  # noqa: E402
-from higgs_lora.pipeline.data import Prepared  # noqa: E402
-from higgs_lora.train import TableSource  # noqa: E402
+from higgs_lora.pipeline.inputs import Prepared  # noqa: E402
+from higgs_lora.data.sources import TableSource  # noqa: E402
 
 POLICIES = [(c, n) for c in ("none", "equal") for n in ("keep", "zero", "drop-in-training")]
 

@@ -41,11 +41,11 @@ import common  # noqa: E402
 import torch  # noqa: E402
 
 from higgs_lora.config import ModelConfig, TrainConfig  # noqa: E402
-from higgs_lora.lora import add_adapters, param_groups  # noqa: E402
-from higgs_lora.model import ResidualMLP  # noqa: E402
-from higgs_lora.runtime import autocast  # noqa: E402
+from higgs_lora.adapters.lora import add_adapters, param_groups  # noqa: E402
+from higgs_lora.model.network import ResidualMLP  # noqa: E402
+from higgs_lora.hardware.runtime import autocast  # noqa: E402
 from higgs_lora.train.optim import make_optimizer  # noqa: E402
-from higgs_lora.train.sources import epoch_permutation  # noqa: E402
+from higgs_lora.data.sources import epoch_permutation  # noqa: E402
 
 NOTEBOOK = TrainConfig()  # the notebook preset's recipe
 CPU = torch.device("cpu")

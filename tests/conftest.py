@@ -106,10 +106,10 @@ def identity_standardizer(n_features: int = 28):
 def save_base(path, model, standardizer=None, **kw):
     """Save `model` as a base (feature names f0.., the identity standardizer unless given) and load it
     back: (loaded model, standardizer, meta), as a command would see it."""
-    from higgs_lora import weights
+    from higgs_lora.model import model_file
     n = model.config.n_features
-    weights.save_model(path, model, standardizer or identity_standardizer(n), feature_names=[f"f{i}" for i in range(n)], **kw)
-    return weights.load_model(path)
+    model_file.save_model(path, model, standardizer or identity_standardizer(n), feature_names=[f"f{i}" for i in range(n)], **kw)
+    return model_file.load_model(path)
 
 def float32_tolerance(model, x, *, probabilities: bool = False) -> float:
     """How far apart two float32 computations of `model`'s logits on rows `x` may be when they sum in
@@ -127,7 +127,7 @@ def float32_tolerance(model, x, *, probabilities: bool = False) -> float:
     mistake (a wrong scale, a layer left out) is orders of magnitude larger."""
     import math
 
-    from higgs_lora.lora import LoRALinear
+    from higgs_lora.adapters.lora import LoRALinear
 
     u, lam = 2.0 ** -24, 6.0
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from higgs_lora import adapt_study as study
+from higgs_lora.studies import adapt_study as study
 from higgs_lora.cli import main
 
 

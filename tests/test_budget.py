@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from higgs_lora import hardware
+from higgs_lora.hardware import machine
 from higgs_lora.config import SIZED, Budget, budget, preset
 
 from conftest import synthetic_xy
@@ -68,7 +68,7 @@ def test_the_notebook_preset_is_the_notebook_recipe_at_every_size():
 
 def resolved(speedup, rows=2_700):
     cfg = preset("default")
-    return hardware.resolve_recipe(cfg, device="cpu", make_model=lambda: None, train_rows=rows,
+    return machine.resolve_recipe(cfg, device="cpu", make_model=lambda: None, train_rows=rows,
                                    probe=lambda **kw: speedup, native=(True, "mocked"))
 
 
@@ -76,11 +76,11 @@ def test_resolve_records_the_budget_and_a_loaded_probe_inflates_nothing():
     cfg, record, choice = resolved(2.0)
     assert choice.precision == "bf16" and cfg.epochs == record["epochs"] == budget(2_700, 2.0).epochs
     assert record["budget"] == budget(2_700, 2.0).to_dict() and record["epochs_fp32"] == budget(2_700).epochs
-    assert "at most 70 epochs (35 in fp32 x 2.00), batch 128" in hardware.record_line(record)
+    assert "at most 70 epochs (35 in fp32 x 2.00), batch 128" in machine.record_line(record)
     cfg, record, choice = resolved(None)   # the probe ran under others' load and no quiet one is cached
     assert choice.precision == "fp32" and cfg.precision == "fp32"
     assert cfg.epochs == budget(2_700).epochs and not record["epochs_scaled"] and "busy" in record["reason"]
-    again = hardware.reuse_record(preset("default"), record)   # --resume: the same recipe, not re-sized
+    again = machine.reuse_record(preset("default"), record)   # --resume: the same recipe, not re-sized
     assert (again.epochs, again.batch_size, again.weight_decay) == (cfg.epochs, cfg.batch_size, cfg.weight_decay)
 
 

@@ -80,7 +80,7 @@ def test_steps_in_fresh_processes(data, tmp_path):
     preds = np.loadtxt(tmp_path / "p.csv", delimiter=",", skiprows=1)
     assert preds.shape == (4000, 2) and np.all((preds[:, 1] >= 0) & (preds[:, 1] <= 1)), p.stdout
     # the same probabilities as the model in this process
-    from higgs_lora.weights import load_model
+    from higgs_lora.model.model_file import load_model
     model, std, _ = load_model(tmp_path / "merged.safetensors")
     raw = np.loadtxt(data, delimiter=",", dtype=np.float32)[:, 1:]
     expected = torch.sigmoid(model(torch.from_numpy(std.transform(raw)))).detach().numpy()

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from higgs_lora import weights
+from higgs_lora.model import model_file
 from higgs_lora.config import ModelConfig, preset
 from higgs_lora.data import Standardizer
 from higgs_lora.errors import UserError
-from higgs_lora.lora import adapters, add_adapters, merge_adapters
-from higgs_lora.model import ResidualMLP, dense_layer_names, piecewise_edges
+from higgs_lora.adapters.lora import adapters, add_adapters, merge_adapters
+from higgs_lora.model.network import ResidualMLP, dense_layer_names, piecewise_edges
 from conftest import make_adapters_look_trained
 
 EMBEDDINGS = [dict(embedding="piecewise", embedding_size=6), dict(embedding="periodic", embedding_size=5,
@@ -102,9 +102,9 @@ def test_adapters_reach_every_linear_layer_and_merge_exactly(kw):
 def test_save_load_round_trip(tmp_path, kw):
     model = _model(**kw, dropout=0.1)
     st = Standardizer(mean=np.arange(N_FEATURES, dtype=np.float32), std=np.ones(N_FEATURES, np.float32))
-    weights.save_model(tmp_path / "m", model, st, feature_names=[f"f{i}" for i in range(N_FEATURES)])
+    model_file.save_model(tmp_path / "m", model, st, feature_names=[f"f{i}" for i in range(N_FEATURES)])
     assert json.loads((tmp_path / "m.json").read_text())["model"] == model.config.to_dict()
-    loaded, _, _ = weights.load_model(tmp_path / "m")
+    loaded, _, _ = model_file.load_model(tmp_path / "m")
     assert loaded.config == model.config
     x = torch.randn(100, N_FEATURES)
     with torch.no_grad():
@@ -115,17 +115,18 @@ def test_model_file_without_the_new_fields_still_loads(tmp_path):
     # A file written before the embedding fields existed: its JSON lists only the four sizes.
     model = _model()
     st = Standardizer(mean=np.zeros(N_FEATURES, np.float32), std=np.ones(N_FEATURES, np.float32))
-    weights.save_model(tmp_path / "old", model, st, feature_names=[f"f{i}" for i in range(N_FEATURES)])
+    model_file.save_model(tmp_path / "old", model, st, feature_names=[f"f{i}" for i in range(N_FEATURES)])
     meta = json.loads((tmp_path / "old.json").read_text())
     meta["model"] = {k: meta["model"][k] for k in ("n_features", "width", "n_blocks", "head_width")}
     (tmp_path / "old.json").write_text(json.dumps(meta))
-    loaded, _, _ = weights.load_model(tmp_path / "old")
+    loaded, _, _ = model_file.load_model(tmp_path / "old")
     assert loaded.config == ModelConfig() and loaded.embedding is None
 
 
 def test_label_smoothing_moves_the_targets_toward_one_half():
     from higgs_lora.config import Recipe
-    from higgs_lora.train import TensorData, fit
+    from higgs_lora.data.sources import TensorData
+    from higgs_lora.train import fit
     x, y = torch.randn(256, N_FEATURES), (torch.rand(256) > 0.5).float()
     losses = {}
     for ls in (0.0, 0.2):
@@ -152,7 +153,7 @@ ort = pytest.importorskip("onnxruntime")
 @pytest.mark.parametrize("include_standardization", [False, True])
 @pytest.mark.parametrize("adapted", [False, True])
 def test_onnx_runtime_matches_pytorch(tmp_path, kw, include_standardization, adapted):
-    from higgs_lora.export import export_onnx
+    from higgs_lora.interop.onnx import export_onnx
     rng = np.random.default_rng(2)
     st = Standardizer(mean=rng.uniform(-2, 5, N_FEATURES).astype(np.float32),
                       std=rng.uniform(0.2, 3, N_FEATURES).astype(np.float32))

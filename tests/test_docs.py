@@ -49,8 +49,8 @@ def test_code_blocks_run_as_written(doc, tmp_path, monkeypatch):
         exec(compile(code, f"{doc.name}, block at line {line}", "exec"), namespace)
 
 
-PUBLIC_MODULES = ["higgs_lora", "higgs_lora.api", "higgs_lora.results", "higgs_lora.sklearn", "higgs_lora.tracking",
-                  "higgs_lora.config", "higgs_lora.model", "higgs_lora.lora"]
+PUBLIC_MODULES = ["higgs_lora", "higgs_lora.api", "higgs_lora.report.results", "higgs_lora.sklearn", "higgs_lora.report.tracking",
+                  "higgs_lora.config", "higgs_lora.model.network", "higgs_lora.adapters.lora"]
 REFERENCE = re.compile(r"`(higgs_lora(?:\.[A-Za-z_]\w*)+)(?:\(\))?`")
 
 
@@ -77,7 +77,7 @@ def broken_references(text: str) -> list[str]:
 
 def test_reference_checker_catches_broken_references():
     assert broken_references("see `higgs_lora.lora.merge_adapters` and `higgs_lora.model`") == []
-    assert broken_references("see `higgs_lora.lora.merge_adaptors()`") == ["higgs_lora.lora.merge_adaptors"]
+    assert broken_references("see `higgs_lora.lora.merge_adaptors()`") == ["higgs_lora.adapters.lora.merge_adaptors"]
     assert broken_references("`higgs_lora.nothing.here`") == ["higgs_lora.nothing.here"]
 
 

@@ -11,9 +11,9 @@ ort = pytest.importorskip("onnxruntime")
 
 from higgs_lora.data.standardize import Standardizer  # noqa: E402
 from higgs_lora.errors import UserError  # noqa: E402
-from higgs_lora.export import ALLOWED_OPS, export_onnx  # noqa: E402
-from higgs_lora.lora import adapters, add_adapters  # noqa: E402
-from higgs_lora.model import ResidualMLP  # noqa: E402
+from higgs_lora.interop.onnx import ALLOWED_OPS, export_onnx  # noqa: E402
+from higgs_lora.adapters.lora import adapters, add_adapters  # noqa: E402
+from higgs_lora.model.network import ResidualMLP  # noqa: E402
 from conftest import make_adapters_look_trained  # noqa: E402
 
 N_FEATURES = 28

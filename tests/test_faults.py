@@ -10,12 +10,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from higgs_lora import weights
+from higgs_lora.model import model_file
 from higgs_lora.cli import main
 from higgs_lora.data.read import load_table
 from higgs_lora.data.shards import write_shards
 from higgs_lora.errors import UserError
-from higgs_lora.model import ResidualMLP
+from higgs_lora.model.network import ResidualMLP
 from higgs_lora.data import Standardizer
 
 from conftest import write_higgs_csv
@@ -70,14 +70,14 @@ def test_disk_full_while_checkpointing_keeps_the_last_good_checkpoint(data, tmp_
 
 def test_disk_full_while_saving_a_model_leaves_the_old_one(tmp_path, monkeypatch):
     standardizer = Standardizer(mean=np.zeros(28, np.float32), std=np.ones(28, np.float32))
-    path = weights.save_model(tmp_path / "m", ResidualMLP(), standardizer, feature_names=[f"f{i}" for i in range(28)])
+    path = model_file.save_model(tmp_path / "m", ResidualMLP(), standardizer, feature_names=[f"f{i}" for i in range(28)])
     before = path.read_bytes(), path.with_suffix(".json").read_bytes()
-    monkeypatch.setattr(weights, "save_file", disk_full_at(1, weights.save_file))
+    monkeypatch.setattr(model_file, "save_file", disk_full_at(1, model_file.save_file))
     with pytest.raises(OSError, match="No space left"):
-        weights.save_model(tmp_path / "m", ResidualMLP(), standardizer, feature_names=[f"f{i}" for i in range(28)])
+        model_file.save_model(tmp_path / "m", ResidualMLP(), standardizer, feature_names=[f"f{i}" for i in range(28)])
     assert (path.read_bytes(), path.with_suffix(".json").read_bytes()) == before
     assert leftovers(tmp_path) == []
-    weights.load_model(path)  # still loads, checksum and all
+    model_file.load_model(path)  # still loads, checksum and all
 
 
 def test_disk_full_while_caching_leaves_no_cache_entry(data, tmp_path, monkeypatch):

@@ -6,9 +6,9 @@ import pytest
 from scipy import stats
 from sklearn import metrics as skm
 
-from higgs_lora.figures_of_merit import (EFF_B_POINTS, EFF_S_POINTS, ams, binomial_sigma, efficiency_vs, figures_of_merit,
-                                         kolmogorov_sf, weighted_ks)
-from higgs_lora.metrics import effective_size
+from higgs_lora.report.figures_of_merit import (EFF_B_POINTS, EFF_S_POINTS, ams, binomial_sigma, efficiency_vs,
+                                                figures_of_merit, kolmogorov_sf, weighted_ks)
+from higgs_lora.report.metrics import effective_size
 
 
 def _sample(seed=0, n=40_000):
@@ -123,11 +123,11 @@ def test_pipeline_weights_the_metrics_and_records_the_weighting():
     from higgs_lora.data.split import Split
     from higgs_lora.data.standardize import Standardizer
     from higgs_lora.data.table import Table
-    from higgs_lora.model import ResidualMLP
+    from higgs_lora.model.network import ResidualMLP
     from higgs_lora.pipeline import phases
-    from higgs_lora.pipeline.data import Prepared
+    from higgs_lora.pipeline.inputs import Prepared
     from higgs_lora.pipeline.figures import model_figures, weighting
-    from higgs_lora.train.sources import TableSource
+    from higgs_lora.data.sources import TableSource
 
     x, y = synthetic_xy(1200)
     w = np.random.default_rng(0).uniform(-0.2, 2.0, len(y)).astype(np.float32)
@@ -176,7 +176,7 @@ def test_run_writes_figures_weighting_and_the_new_plots(tmp_path):
 
     from higgs_lora.config import preset
     from higgs_lora.pipeline import DataSpec, run
-    from higgs_lora.plots import read_predictions
+    from higgs_lora.report.plots import read_predictions
 
     cfg = preset("notebook", epochs=1, ft_epochs=1, batch_size=512, device="cpu", precision="fp32")
     run(cfg, DataSpec(sim_events=4000), out=tmp_path / "r", progress=False, eff_vs="m_bb")

@@ -13,7 +13,7 @@ from higgs_lora.data import csvfile
 from higgs_lora.data.gzip_stream import open_gzip, read_ahead
 from higgs_lora.data.read import load_table
 from higgs_lora.errors import UserError
-from higgs_lora.hardware import Cores
+from higgs_lora.hardware.machine import Cores
 
 
 def test_open_gzip_reads_multi_member_files_like_the_gzip_module():

@@ -96,8 +96,9 @@ def test_training_whose_loss_becomes_nan_stops_naming_phase_epoch_and_step(tmp_p
 
     from higgs_lora.config import Recipe
     from higgs_lora.errors import UserError
-    from higgs_lora.model import ResidualMLP
-    from higgs_lora.train import Checkpoint, TensorData, fit
+    from higgs_lora.model.network import ResidualMLP
+    from higgs_lora.train import Checkpoint, fit
+    from higgs_lora.data.sources import TensorData
     from conftest import synthetic_xy
     x, y = synthetic_xy(1024)
     x = x.copy()
@@ -113,22 +114,23 @@ def test_training_whose_loss_becomes_nan_stops_naming_phase_epoch_and_step(tmp_p
 def test_a_model_with_non_finite_weights_is_never_saved(tmp_path):
     import torch
 
-    from higgs_lora import weights
+    from higgs_lora.model import model_file
+    from higgs_lora.adapters import adapter_file
     from higgs_lora.data import Standardizer
     from higgs_lora.errors import UserError
-    from higgs_lora.lora import add_adapters
-    from higgs_lora.model import ResidualMLP
+    from higgs_lora.adapters.lora import add_adapters
+    from higgs_lora.model.network import ResidualMLP
     standardizer = Standardizer(mean=np.zeros(28, np.float32), std=np.ones(28, np.float32))
     model = ResidualMLP()
     with torch.no_grad():
         model.hidden.weight[3, 5] = float("nan")
     with pytest.raises(UserError, match=r"m\.safetensors: not written: hidden\.weight holds non-finite values"):
-        weights.save_model(tmp_path / "m", model, standardizer, feature_names=[f"f{i}" for i in range(28)])
+        model_file.save_model(tmp_path / "m", model, standardizer, feature_names=[f"f{i}" for i in range(28)])
     adapted = add_adapters(ResidualMLP(), rank=2, scale=1.0)
     with torch.no_grad():
         adapted.output.lora_B.fill_(float("inf"))
     with pytest.raises(UserError, match=r"a\.safetensors: not written: output\.lora_B holds non-finite values"):
-        weights.save_adapter(tmp_path / "a", adapted, base_fingerprint="0" * 32)
+        adapter_file.save_adapter(tmp_path / "a", adapted, base_fingerprint="0" * 32)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -174,18 +176,19 @@ def test_a_full_disk_while_checkpointing_is_one_line_naming_the_checkpoint(tmp_p
 def test_a_failed_write_names_the_file_it_was_writing(tmp_path, monkeypatch, error):
     from safetensors import SafetensorError
 
-    from higgs_lora import io, weights
+    from higgs_lora import io
+    from higgs_lora.model import model_file
     from higgs_lora.data import Standardizer
     from higgs_lora.errors import UserError
-    from higgs_lora.model import ResidualMLP
+    from higgs_lora.model.network import ResidualMLP
     if error == "safetensors":
         error = SafetensorError(SAFETENSORS_ENOSPC)
-        monkeypatch.setattr(weights, "save_file", _fail_at(1, weights.save_file, error))
+        monkeypatch.setattr(model_file, "save_file", _fail_at(1, model_file.save_file, error))
     else:
         monkeypatch.setattr(io.os, "fsync", _fail_at(1, os.fsync, error))    # the fsync of the temporary
     standardizer = Standardizer(mean=np.zeros(28, np.float32), std=np.ones(28, np.float32))
     with pytest.raises(UserError) as e:
-        weights.save_model(tmp_path / "m", ResidualMLP(), standardizer, feature_names=[f"f{i}" for i in range(28)])
+        model_file.save_model(tmp_path / "m", ResidualMLP(), standardizer, feature_names=[f"f{i}" for i in range(28)])
     assert str(e.value).startswith(f"{tmp_path / 'm.safetensors'}: cannot write (No space left on device)")
     assert isinstance(e.value, OSError) and e.value.errno == 28                # still an OSError for old callers
     assert list(tmp_path.iterdir()) == []
@@ -280,32 +283,32 @@ def _standardizer():
 
 
 def _save(path, model=None):
-    from higgs_lora import weights
-    from higgs_lora.model import ResidualMLP
-    return weights.save_model(path, model or ResidualMLP(), _standardizer(), feature_names=[f"f{i}" for i in range(28)])
+    from higgs_lora.model import model_file
+    from higgs_lora.model.network import ResidualMLP
+    return model_file.save_model(path, model or ResidualMLP(), _standardizer(), feature_names=[f"f{i}" for i in range(28)])
 
 
 def test_a_suffix_in_a_given_name_is_kept_and_the_extension_appended(tmp_path):
-    from higgs_lora import weights
+    from higgs_lora.model import model_file
     from higgs_lora.pipeline.rundir import new_model_path
     assert _save(tmp_path / "merged.v2") == tmp_path / "merged.v2.safetensors"
     assert (tmp_path / "merged.v2.json").exists() and not (tmp_path / "merged.safetensors").exists()
     assert new_model_path(tmp_path / "merged.v3", force=False) == tmp_path / "merged.v3.safetensors"  # v2 is no obstacle
     for name in ("merged.v2", "merged.v2.safetensors", "merged.v2.json"):
-        assert weights.load_model(tmp_path / name).path == tmp_path / "merged.v2.safetensors"
+        assert model_file.load_model(tmp_path / name).path == tmp_path / "merged.v2.safetensors"
 
 
 def test_a_path_naming_a_file_that_is_not_ours_is_refused_not_swapped_for_a_neighbour(tmp_path):
-    from higgs_lora import weights
+    from higgs_lora.model import model_file
     from higgs_lora.errors import UserError
     _save(tmp_path / "base")
     (tmp_path / "base.pt").write_bytes(b"a PyTorch pickle, never to be loaded")
     with pytest.raises(UserError, match=r"base\.pt: not a higgs-lora file \(a model or adapter is NAME\.safetensors "
                                          r"with NAME\.json beside it\)"):
-        weights.load_model(tmp_path / "base.pt")
+        model_file.load_model(tmp_path / "base.pt")
     with pytest.raises(UserError, match=r"base\.v1\.json: file not found; .*base\.json is there"):
-        weights.load_model(tmp_path / "base.v1")     # what older versions wrote for --out base.v1: named, not loaded
-    weights.load_model(tmp_path / "base")             # old and plain names load as before
+        model_file.load_model(tmp_path / "base.v1")     # what older versions wrote for --out base.v1: named, not loaded
+    model_file.load_model(tmp_path / "base")             # old and plain names load as before
 
 
 def test_export_refuses_to_overwrite_without_force(tmp_path):
@@ -372,18 +375,19 @@ def test_a_huge_bad_field_is_quoted_short(tmp_path, line):
 def test_an_adapter_json_that_disagrees_with_its_tensors_is_one_line_naming_both(tmp_path, edit, expected):
     import json
 
-    from higgs_lora import weights
+    from higgs_lora.model import model_file
+    from higgs_lora.adapters import adapter_file
     from higgs_lora.errors import UserError
-    from higgs_lora.lora import add_adapters
-    from higgs_lora.model import ResidualMLP
+    from higgs_lora.adapters.lora import add_adapters
+    from higgs_lora.model.network import ResidualMLP
     base = ResidualMLP()
-    fingerprint = weights.tensors_fingerprint(weights.model_state(base, _standardizer()))
-    weights.save_adapter(tmp_path / "a", add_adapters(ResidualMLP(), rank=2, scale=1.0, targets=["input", "output"]),
+    fingerprint = model_file.tensors_fingerprint(model_file.model_state(base, _standardizer()))
+    adapter_file.save_adapter(tmp_path / "a", add_adapters(ResidualMLP(), rank=2, scale=1.0, targets=["input", "output"]),
                          base_fingerprint=fingerprint)
     js = tmp_path / "a.json"
     js.write_text(json.dumps(dict(json.loads(js.read_text()), **edit)))
     with pytest.raises(UserError) as e:
-        weights.load_adapter(tmp_path / "a", ResidualMLP(), base_fingerprint=fingerprint)
+        adapter_file.load_adapter(tmp_path / "a", ResidualMLP(), base_fingerprint=fingerprint)
     assert str(e.value) == f"{tmp_path / 'a.safetensors'}: does not match its JSON: {expected.format(js=js)}"
 
 
@@ -397,8 +401,8 @@ def test_the_float32_tolerance_admits_reordering_and_rejects_a_real_mistake(init
 
     import torch
 
-    from higgs_lora.lora import add_adapters, adapters
-    from higgs_lora.model import ResidualMLP
+    from higgs_lora.adapters.lora import add_adapters, adapters
+    from higgs_lora.model.network import ResidualMLP
     from conftest import float32_tolerance
     torch.manual_seed(0)
     model = add_adapters(ResidualMLP(width=32, head_width=16), rank=3, scale=0.5, init=init)
@@ -448,36 +452,37 @@ def test_a_symlink_loop_as_data_is_one_line(tmp_path):
 
 
 def test_a_zero_byte_model_file_is_one_line_naming_it(tmp_path):
-    from higgs_lora import weights
+    from higgs_lora.model import model_file
     from higgs_lora.errors import UserError
     path = _save(tmp_path / "m")
     path.write_bytes(b"")
     with pytest.raises(UserError, match=r"m\.safetensors: contents do not match the checksum in .*m\.json"):
-        weights.load_model(path)
+        model_file.load_model(path)
 
 
 @pytest.mark.parametrize("kind", ["model", "adapter"])
 def test_a_file_of_a_future_format_version_is_refused_naming_it(tmp_path, kind):
     import json
 
-    from higgs_lora import weights
+    from higgs_lora.model import model_file
+    from higgs_lora.adapters import adapter_file
     from higgs_lora.errors import UserError
-    from higgs_lora.lora import add_adapters
-    from higgs_lora.model import ResidualMLP
+    from higgs_lora.adapters.lora import add_adapters
+    from higgs_lora.model.network import ResidualMLP
     base = ResidualMLP()
-    fingerprint = weights.tensors_fingerprint(weights.model_state(base, _standardizer()))
+    fingerprint = model_file.tensors_fingerprint(model_file.model_state(base, _standardizer()))
     if kind == "model":
         _save(tmp_path / "f")
     else:
-        weights.save_adapter(tmp_path / "f", add_adapters(ResidualMLP(), rank=2, scale=1.0), base_fingerprint=fingerprint)
+        adapter_file.save_adapter(tmp_path / "f", add_adapters(ResidualMLP(), rank=2, scale=1.0), base_fingerprint=fingerprint)
     js = tmp_path / "f.json"
     js.write_text(json.dumps(dict(json.loads(js.read_text()), format_version=2)))
     with pytest.raises(UserError, match=rf"f\.json: written by a newer higgs-lora \({kind} format version 2; this "
                                         r"one reads up to 1\): upgrade higgs-lora to use it"):
         if kind == "model":
-            weights.load_model(tmp_path / "f")
+            model_file.load_model(tmp_path / "f")
         else:
-            weights.load_adapter(tmp_path / "f", base, base_fingerprint=fingerprint)
+            adapter_file.load_adapter(tmp_path / "f", base, base_fingerprint=fingerprint)
 
 
 def test_ctrl_c_while_writing_the_cache_leaves_no_entry_and_the_next_read_caches(tmp_path, monkeypatch):

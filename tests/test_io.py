@@ -6,11 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from higgs_lora import io, weights
+from higgs_lora import io
+from higgs_lora.model import model_file
+from higgs_lora.adapters import adapter_file
 from higgs_lora.data import Standardizer
 from higgs_lora.errors import UserError
-from higgs_lora.lora import add_adapters
-from higgs_lora.model import ResidualMLP
+from higgs_lora.adapters.lora import add_adapters
+from higgs_lora.model.network import ResidualMLP
 from conftest import make_adapters_look_trained
 
 
@@ -19,14 +21,14 @@ def _saved(tmp_path, name="m", **sizes):
     model = ResidualMLP(**sizes)
     n = model.config.n_features
     std = Standardizer(mean=np.arange(n, dtype=np.float32), std=np.full(n, 2.0, np.float32))
-    path = weights.save_model(tmp_path / name, model, std, feature_names=[f"f{i}" for i in range(n)],
+    path = model_file.save_model(tmp_path / name, model, std, feature_names=[f"f{i}" for i in range(n)],
                          provenance={"seed": 1})
     return model, std, path
 
 
 def test_round_trip_is_exact(tmp_path):
     model, std, path = _saved(tmp_path)
-    loaded, std2, meta = weights.load_model(path)
+    loaded, std2, meta = model_file.load_model(path)
     x = torch.randn(100, 28)
     assert torch.equal(model(x), loaded(x))
     assert np.array_equal(std.mean, std2.mean) and np.array_equal(std.std, std2.std)
@@ -65,7 +67,7 @@ def test_a_pickle_handed_over_as_a_model_is_never_unpickled(tmp_path, kind):
     else:
         torch.save({"input.weight": _Payload(marker)}, path)
     with pytest.raises(UserError, match="m.safetensors"):
-        weights.load_model(path)
+        model_file.load_model(path)
     assert not marker.exists()
     # The check above can fail: unpickling that very file does run the payload.
     if kind == "pickle":
@@ -83,10 +85,10 @@ def test_corrupt_tensor_file_is_detected(tmp_path):
     data[-10] ^= 0xFF
     path.write_bytes(bytes(data))
     with pytest.raises(UserError, match="do not match the checksum"):
-        weights.load_model(path)
+        model_file.load_model(path)
     path.write_bytes(bytes(data[:100]))
     with pytest.raises(UserError, match="m.safetensors"):
-        weights.load_model(path)
+        model_file.load_model(path)
 
 
 def test_other_architecture_is_refused(tmp_path):
@@ -95,34 +97,34 @@ def test_other_architecture_is_refused(tmp_path):
     meta["model"]["width"] = 64  # JSON claims another width than the tensors hold
     path.with_suffix(".json").write_text(json.dumps(meta))
     with pytest.raises(UserError, match="do not match the architecture"):
-        weights.load_model(path)
+        model_file.load_model(path)
 
 
 def test_missing_and_wrong_kind_of_file(tmp_path):
     with pytest.raises(UserError, match="not found"):
-        weights.load_model(tmp_path / "nothing.safetensors")
+        model_file.load_model(tmp_path / "nothing.safetensors")
     (tmp_path / "x.json").write_text('{"format": "something-else"}')
     with pytest.raises(UserError, match="not a higgs-lora model"):
-        weights.load_model(tmp_path / "x")
+        model_file.load_model(tmp_path / "x")
 
 
 def test_adapter_round_trip_and_refusal_on_another_base(tmp_path):
     model, std, path = _saved(tmp_path)
-    base, _, meta = weights.load_model(path)
+    base, _, meta = model_file.load_model(path)
     adapted = add_adapters(base, rank=3, scale=0.2, targets=["blocks"])
     make_adapters_look_trained(adapted)
-    ap = weights.save_adapter(tmp_path / "ad", adapted, base_fingerprint=meta["fingerprint"])
-    fresh, _, meta2 = weights.load_model(path)
-    weights.load_adapter(ap, fresh, base_fingerprint=meta2["fingerprint"])
+    ap = adapter_file.save_adapter(tmp_path / "ad", adapted, base_fingerprint=meta["fingerprint"])
+    fresh, _, meta2 = model_file.load_model(path)
+    adapter_file.load_adapter(ap, fresh, base_fingerprint=meta2["fingerprint"])
     x = torch.randn(50, 28)
     assert torch.equal(fresh(x), adapted(x))
     ameta = json.loads(ap.with_suffix(".json").read_text())
     assert ameta["rank"] == 3 and ameta["lora_alpha"] == pytest.approx(0.6) and len(ameta["targets"]) == 4
 
     _, _, other = _saved(tmp_path, name="other", width=64)
-    other_model, _, other_meta = weights.load_model(other)
+    other_model, _, other_meta = model_file.load_model(other)
     with pytest.raises(UserError, match="trained on another base"):
-        weights.load_adapter(ap, other_model, base_fingerprint=other_meta["fingerprint"])
+        adapter_file.load_adapter(ap, other_model, base_fingerprint=other_meta["fingerprint"])
 
 
 def test_atomic_write_leaves_old_file_on_failure(tmp_path):
@@ -147,4 +149,4 @@ def test_atomic_write_gives_normal_permissions(tmp_path):
 
 def test_save_into_a_directory_that_does_not_exist_yet(tmp_path):
     _, _, path = _saved(tmp_path / "new" / "dir")
-    assert path == tmp_path / "new" / "dir" / "m.safetensors" and weights.load_model(path)[0].n_params() == 78_081
+    assert path == tmp_path / "new" / "dir" / "m.safetensors" and model_file.load_model(path)[0].n_params() == 78_081

@@ -12,9 +12,9 @@ import torch
 from higgs_lora.data.table import HIGGS_FEATURES
 from higgs_lora.errors import UserError
 from higgs_lora.io import write_json
-from higgs_lora.weights import load_model, save_model
-from higgs_lora.keras_import import import_keras
-from higgs_lora.lora import add_adapters, merge_adapters
+from higgs_lora.model.model_file import load_model, save_model
+from higgs_lora.interop.keras import import_keras
+from higgs_lora.adapters.lora import add_adapters, merge_adapters
 from conftest import make_adapters_look_trained
 
 DATA = Path(__file__).parent / "data"  # copied from shared/data with its README (CC BY 4.0)
@@ -148,10 +148,10 @@ def test_predict_without_flags_is_the_fp32_forward_and_matches_keras(tmp_path, m
                                                                      keras_probs, capsys):
     """`higgs-lora predict` with no flags on a CPU with native, faster bf16 (mocked) runs fp32: the model's
     own forward pass exactly, Keras' to float32 rounding; --precision bf16 is opt-in and says its deviation."""
-    from higgs_lora import hardware
     from higgs_lora.cli import main
-    monkeypatch.setattr(hardware, "native_bf16", lambda device, **kw: (True, "mocked native bf16"))
-    monkeypatch.setattr(hardware, "cached_probe", lambda **kw: 3.0)
+    from higgs_lora.hardware import machine
+    monkeypatch.setattr(machine, "native_bf16", lambda device, **kw: (True, "mocked native bf16"))
+    monkeypatch.setattr(machine, "cached_probe", lambda **kw: 3.0)
     model, standardizer = import_keras(KERAS, stats_path=STATS)
     save_model(tmp_path / "nb", model, standardizer, feature_names=HIGGS_FEATURES, kind="imported", provenance={})
     sample = DATA / "higgs_real_sample.csv"

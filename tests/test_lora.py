@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from higgs_lora.errors import UserError
-from higgs_lora.lora import LoRALinear, add_adapters, adapter_state, merge_adapters
-from higgs_lora.model import ResidualMLP
+from higgs_lora.adapters.lora import LoRALinear, add_adapters, adapter_state, merge_adapters
+from higgs_lora.model.network import ResidualMLP
 
 from conftest import float32_tolerance, make_adapters_look_trained
 

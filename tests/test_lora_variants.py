@@ -7,11 +7,13 @@ import math
 import pytest
 import torch
 
-from higgs_lora import weights
-from higgs_lora.lora import LoRALinear, add_adapters, adapters, merge_adapters, param_groups, variant_name
-from higgs_lora.model import ResidualMLP, dense_layer_names
+from higgs_lora.model import model_file
+from higgs_lora.adapters import adapter_file
+from higgs_lora.adapters.lora import LoRALinear, add_adapters, adapters, merge_adapters, param_groups, variant_name
+from higgs_lora.model.network import ResidualMLP, dense_layer_names
 from higgs_lora.config import Recipe
-from higgs_lora.train import TensorData, fit, make_optimizer
+from higgs_lora.data.sources import TensorData
+from higgs_lora.train import fit, make_optimizer
 from conftest import save_base
 
 from conftest import float32_tolerance
@@ -180,13 +182,13 @@ def test_save_and_load_adapter_keeps_variant_and_outputs(tmp_path, variant):
     loaded, _, meta = save_base(tmp_path / "base", base)
     model = add_adapters(loaded, rank=3, scale=0.5, **variant)
     _train_like(model)
-    weights.save_adapter(tmp_path / "adapter", model, base_fingerprint=meta["fingerprint"])
+    adapter_file.save_adapter(tmp_path / "adapter", model, base_fingerprint=meta["fingerprint"])
     saved = json.loads((tmp_path / "adapter.json").read_text())
     for key in ("rslora", "dora", "init", "loraplus_lr_ratio", "scaling", "lora_alpha"):
         assert key in saved
     assert saved["dora"] == variant.get("dora", False) and saved["init"] == variant.get("init", "glorot")
-    again, _, meta2 = weights.load_model(tmp_path / "base")
-    weights.load_adapter(tmp_path / "adapter", again, base_fingerprint=meta2["fingerprint"])
+    again, _, meta2 = model_file.load_model(tmp_path / "base")
+    adapter_file.load_adapter(tmp_path / "adapter", again, base_fingerprint=meta2["fingerprint"])
     x = torch.randn(500, 28)
     with torch.no_grad():
         assert torch.equal(again(x), model(x))

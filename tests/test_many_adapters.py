@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 import torch
 
-from higgs_lora import weights
-from higgs_lora.adapter_list import list_adapters, table
+from higgs_lora.adapters import adapter_file
+from higgs_lora.adapters.catalog import list_adapters, table
 from higgs_lora.errors import UserError
-from higgs_lora.lora import add_adapters
-from higgs_lora.model import ResidualMLP
-from higgs_lora.multi_adapter import load_many, probabilities
+from higgs_lora.adapters.lora import add_adapters
+from higgs_lora.model.network import ResidualMLP
+from higgs_lora.adapters.many import load_many, probabilities
 from conftest import save_base
 
 NAMES = [f"f{i}" for i in range(28)]
@@ -28,7 +28,7 @@ def _save_adapter(path, base, meta, *, seed, name=None, condition=None, **varian
         for p in model.parameters():
             if p.requires_grad:
                 p.add_(0.2 * torch.randn(p.shape))
-    weights.save_adapter(path, model, base_fingerprint=meta["fingerprint"], name=name, target_condition=condition,
+    adapter_file.save_adapter(path, model, base_fingerprint=meta["fingerprint"], name=name, target_condition=condition,
                     metrics=dict(roc_auc=0.9 + seed / 100, accuracy=0.8))
     return model
 

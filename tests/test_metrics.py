@@ -6,8 +6,8 @@ import pytest
 import torch
 from sklearn import metrics as skm
 
-from higgs_lora.metrics import (METRIC_NAMES, binary_metrics, format_metrics, roc_auc, roc_curve, undefined_warning,
-                                weighted_roc)
+from higgs_lora.report.metrics import (METRIC_NAMES, binary_metrics, format_metrics, roc_auc, roc_curve,
+                                       undefined_warning, weighted_roc)
 
 
 def _data(seed, n=20_000, weighted=False):
@@ -156,9 +156,9 @@ def test_evaluate_on_rows_that_are_all_signal_gives_null_and_n_a(tmp_path, capsy
     from conftest import synthetic_xy
     from higgs_lora.config import ModelConfig
     from higgs_lora.data.standardize import Standardizer
-    from higgs_lora.model import ResidualMLP
+    from higgs_lora.model.network import ResidualMLP
     from higgs_lora.pipeline import DataSpec, evaluate
-    from higgs_lora.weights import save_model
+    from higgs_lora.model.model_file import save_model
 
     x, _ = synthetic_xy(300)
     data = tmp_path / "signal.csv"

@@ -10,7 +10,7 @@ import torch
 
 from higgs_lora.config import ModelConfig
 from higgs_lora.errors import UserError
-from higgs_lora.model import ResidualMLP, dense_layer_names
+from higgs_lora.model.network import ResidualMLP, dense_layer_names
 
 KERAS = Path(__file__).parent / "data" / "notebook_model" / "model.keras"
 

@@ -7,11 +7,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from higgs_lora import weights
+from higgs_lora.model import model_file
+from higgs_lora.adapters import adapter_file
 from higgs_lora.cli import main
 from higgs_lora.data.standardize import Standardizer
-from higgs_lora.lora import add_adapters
-from higgs_lora.model import ResidualMLP, dense_layer_names
+from higgs_lora.adapters.lora import add_adapters
+from higgs_lora.model.network import ResidualMLP, dense_layer_names
 from conftest import save_base
 
 from conftest import float32_tolerance
@@ -43,7 +44,7 @@ def _trained_adapter(tmp_path, variant, targets=("all",)):
         for p in model.parameters():
             if p.requires_grad:
                 p.add_(0.3 * torch.randn(p.shape, generator=g))
-    weights.save_adapter(tmp_path / "adapter", model, base_fingerprint=meta["fingerprint"])
+    adapter_file.save_adapter(tmp_path / "adapter", model, base_fingerprint=meta["fingerprint"])
     return base, model, meta
 
 
@@ -102,8 +103,8 @@ def test_peft_adapter_imports_and_predicts_like_peft(tmp_path, rslora, dora):
     saved = json.loads((tmp_path / "imported.json").read_text())
     assert saved["rank"] == 4 and saved["lora_alpha"] == 6 and saved["rslora"] == rslora and saved["dora"] == dora
     assert saved["targets"] == ["blocks.0.dense1", "blocks.0.dense2", "blocks.1.dense1", "blocks.1.dense2", "hidden"]
-    ours, _, meta2 = weights.load_model(tmp_path / "base")
-    weights.load_adapter(tmp_path / "imported", ours, base_fingerprint=meta2["fingerprint"])
+    ours, _, meta2 = model_file.load_model(tmp_path / "base")
+    adapter_file.load_adapter(tmp_path / "imported", ours, base_fingerprint=meta2["fingerprint"])
     x = torch.randn(4000, 28)
     theirs.eval()
     with torch.no_grad():
@@ -122,7 +123,7 @@ def test_import_refuses_another_base_and_unsupported_configs(tmp_path, capsys):
     other = tmp_path / "other"
     other.mkdir()
     torch.manual_seed(9)
-    weights.save_model(other / "base", ResidualMLP(width=32, head_width=16),
+    model_file.save_model(other / "base", ResidualMLP(width=32, head_width=16),
                   Standardizer(mean=np.zeros(28, np.float32), std=np.ones(28, np.float32)),
                   feature_names=[f"f{i}" for i in range(28)])
     assert main(["import-peft", str(tmp_path / "peft"), "--base", str(other / "base"), "--out",

@@ -20,9 +20,9 @@ from PIL import Image
 from sklearn import metrics as skm
 
 from higgs_lora.errors import UserError
-from higgs_lora.figures_of_merit import figures_of_merit
-from higgs_lora.metrics import ROC_POINTS, roc_auc, roc_curve
-from higgs_lora.report import METRICS, comparison_table, write_report
+from higgs_lora.report.figures_of_merit import figures_of_merit
+from higgs_lora.report.metrics import ROC_POINTS, roc_auc, roc_curve
+from higgs_lora.report.document import METRICS, comparison_table, write_report
 
 REPO = Path(__file__).resolve().parents[1]
 N_TEST = 2000

@@ -12,10 +12,11 @@ from higgs_lora.data.read import load_table
 from higgs_lora.config import Recipe
 from higgs_lora.data.shards import ShardSet, open_shards, write_shards
 from higgs_lora.errors import UserError
-from higgs_lora.model import ResidualMLP
-from higgs_lora.runtime import predict_logits
-from higgs_lora.train import Checkpoint, Interrupted, TensorData, fit
-from higgs_lora.train.stream import ShardStream, fit_standardizer, predict_part
+from higgs_lora.model.network import ResidualMLP
+from higgs_lora.hardware.runtime import predict_logits
+from higgs_lora.train import Checkpoint, Interrupted, fit
+from higgs_lora.data.sources import TensorData
+from higgs_lora.data.stream import ShardStream, fit_standardizer, predict_part
 
 from conftest import CtrlCAfter, cli, synthetic_xy, write_higgs_csv
 

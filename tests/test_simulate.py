@@ -13,7 +13,7 @@ from higgs_lora.data.simulate import simulate, simulated_table, write_higgs_csv
 from higgs_lora.data.standardize import Standardizer
 from higgs_lora.data.table import HIGGS_FEATURES
 from higgs_lora.errors import UserError
-from higgs_lora.model import ResidualMLP
+from higgs_lora.model.network import ResidualMLP
 
 REAL = Path(__file__).parent / "data" / "higgs_real_sample.csv"
 COL = {name: i for i, name in enumerate(HIGGS_FEATURES)}

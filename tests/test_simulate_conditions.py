@@ -135,7 +135,7 @@ def test_cli_simulate_with_conditions(tmp_path, capsys):
 
 
 def test_simulate_help_states_the_nominal_values_and_names_every_condition():
-    from higgs_lora.commands.data import CONDITION_HELP
+    from higgs_lora.commands.tables import CONDITION_HELP
     assert f"a named shift: {', '.join(sorted(CONDITION_PRESETS))} (default" in CONDITION_HELP["condition"]
     for name, value in NOMINAL.__dict__.items():
         assert f"(nominal {value:g}" in CONDITION_HELP[name], name

@@ -17,10 +17,11 @@ from sklearn.utils.estimator_checks import check_estimator  # noqa: E402
 from conftest import synthetic_xy  # noqa: E402
 from higgs_lora import merge_adapters  # noqa: E402
 from higgs_lora.data.standardize import Standardizer  # noqa: E402
-from higgs_lora.model import ResidualMLP  # noqa: E402
+from higgs_lora.model.network import ResidualMLP  # noqa: E402
 from higgs_lora.sklearn import ResidualMLPClassifier  # noqa: E402
-from higgs_lora.runtime import predict_logits  # noqa: E402
-from higgs_lora.train import TensorData, fit  # noqa: E402
+from higgs_lora.hardware.runtime import predict_logits  # noqa: E402
+from higgs_lora.data.sources import TensorData
+from higgs_lora.train import fit  # noqa: E402
 from higgs_lora.config import Recipe  # noqa: E402
 
 # Checks of check_estimator that cannot apply to this estimator, with the reason. The estimator is

@@ -11,14 +11,15 @@ import torch
 from scipy.stats import multivariate_normal
 from sklearn.metrics import accuracy_score, roc_auc_score
 
-from higgs_lora import strategies, weights
-from higgs_lora.commands import strategies as strategies_command
+from higgs_lora.studies import strategies
+from higgs_lora.model import model_file
+from higgs_lora.commands import comparisons as strategies_command
 from higgs_lora.config import ModelConfig, preset
 from higgs_lora.data import kde
 from higgs_lora.data.simulate import simulated_table
 from higgs_lora.data.split import split_rows
 from higgs_lora.errors import UserError
-from higgs_lora.model import ResidualMLP, dense_layer_names
+from higgs_lora.model.network import ResidualMLP, dense_layer_names
 
 REAL = Path(__file__).parent / "data" / "higgs_real_sample.csv"
 
@@ -174,7 +175,7 @@ def test_command_writes_table_json_and_plot(first_run):
 def test_base_row_matches_the_saved_base_evaluated_independently(first_run):
     """Reload the base the command saved and score the test rows with scikit-learn."""
     result = json.loads((first_run / "strategies.json").read_text())
-    model, standardizer, _ = weights.load_model(first_run / "base.safetensors")
+    model, standardizer, _ = model_file.load_model(first_run / "base.safetensors")
     table = simulated_table(4000, seed=2014)
     split = split_rows(table.rows)
     x = torch.from_numpy(standardizer.transform(table.features[split.test]))

@@ -3,8 +3,8 @@ take the cores, all of them again (after two agreeing checks) when they leave; a
 against files written here in the kernel's format."""
 import pytest
 
-from higgs_lora import hardware
-from higgs_lora import thread_governor as tg
+from higgs_lora.hardware import machine
+from higgs_lora.hardware import governor as tg
 
 HZ = 100
 
@@ -95,16 +95,16 @@ def test_proc_parsers_read_the_kernel_format(tmp_path):
                     "cpu0 100 0 50 4500 5 2 3 1 0 0\n"
                     "cpu1 300 0 150 4500 5 3 2 4 0 0\n"
                     "intr 123\nctxt 456\n")
-    assert hardware.cpu_ticks({0}, stat=stat) == 100 + 50 + 2 + 3 + 1
-    assert hardware.cpu_ticks({0, 1}, stat=stat) == 156 + 300 + 150 + 3 + 2 + 4
+    assert machine.cpu_ticks({0}, stat=stat) == 100 + 50 + 2 + 3 + 1
+    assert machine.cpu_ticks({0, 1}, stat=stat) == 156 + 300 + 150 + 3 + 2 + 4
     self_stat = tmp_path / "self"
     self_stat.write_text("1234 (python (a) b) R 1 1234 1234 0 -1 4194304 100 0 0 0 250 30 0 0 20 0 3 0 55 0 0\n")
-    assert hardware.own_ticks(stat=self_stat) == 280
+    assert machine.own_ticks(stat=self_stat) == 280
 
 
 def test_real_proc_files_parse_here():
     import os
     if not os.path.exists("/proc/stat"):
         pytest.skip("no /proc on this system")
-    busy, own = hardware.cpu_ticks(os.sched_getaffinity(0)), hardware.own_ticks()
+    busy, own = machine.cpu_ticks(os.sched_getaffinity(0)), machine.own_ticks()
     assert busy >= own >= 0 and busy > 0

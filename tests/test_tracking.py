@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from higgs_lora.cli import main
-from higgs_lora.tracking import make_tracker, track_run_dir
+from higgs_lora.report.tracking import make_tracker, track_run_dir
 
 SMALL = ["--preset", "notebook", "--sim-events", "4000", "--train-rows", "1500", "--test-rows", "500", "--epochs", "2",
          "--ft-epochs", "1", "--batch-size", "256", "--no-progress"]

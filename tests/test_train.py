@@ -2,10 +2,11 @@ import pytest
 import torch
 
 from higgs_lora.data import Standardizer
-from higgs_lora.lora import add_adapters
-from higgs_lora.model import ResidualMLP
+from higgs_lora.adapters.lora import add_adapters
+from higgs_lora.model.network import ResidualMLP
 from higgs_lora.config import Recipe
-from higgs_lora.train import Checkpoint, Interrupted, TensorData, fit, learning_rate
+from higgs_lora.train import Checkpoint, Interrupted, fit, learning_rate
+from higgs_lora.data.sources import TensorData
 
 from conftest import CtrlCAfter, synthetic_xy
 

@@ -11,10 +11,11 @@ from higgs_lora.data import Standardizer
 from higgs_lora.data.cache import write_arrays
 from higgs_lora.data.table import Table
 from higgs_lora.errors import UserError
-from higgs_lora.model import ResidualMLP
-from higgs_lora.runtime import predict_logits
-from higgs_lora.train import TableSource, TensorData, fit
-from higgs_lora.train.weighting import AS_READ, Policy, make_plan
+from higgs_lora.model.network import ResidualMLP
+from higgs_lora.hardware.runtime import predict_logits
+from higgs_lora.data.sources import TableSource, TensorData
+from higgs_lora.train import fit
+from higgs_lora.data.weighting import AS_READ, Policy, make_plan
 
 CPU = torch.device("cpu")
 
@@ -155,7 +156,7 @@ def _write_shards(root, x, y, w, rows_per_shard):
 
 def test_shards_carry_weights_into_batches_and_validation(tmp_path):
     from higgs_lora.data.shards import open_shards
-    from higgs_lora.train import ShardSource
+    from higgs_lora.data.stream import ShardSource
     x, y = synthetic_xy(3000, seed=5)
     x[:, 0] = np.arange(3000)   # row id, to find each batch row's weight
     w = np.random.default_rng(3).uniform(-0.3, 2.0, 3000).astype(np.float32)

@@ -8,14 +8,14 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "ModelConfig": "higgs_lora.config", "TrainConfig": "higgs_lora.config", "PRESETS": "higgs_lora.config",
-    "ResidualMLP": "higgs_lora.model",
-    "LoRALinear": "higgs_lora.lora", "add_adapters": "higgs_lora.lora", "merge_adapters": "higgs_lora.lora",
+    "ResidualMLP": "higgs_lora.model.network",
+    **{name: "higgs_lora.adapters.lora" for name in ("LoRALinear", "add_adapters", "merge_adapters")},
     # The Python API (docs/python.md): every step of the command line as a function.
     **{name: "higgs_lora.api" for name in (
         "Data", "Model", "load_data", "split", "recipe", "fit", "evaluate", "adapt", "finetune", "merge", "compare",
         "predict", "predict_file", "plot_roc", "save_model", "load_model", "save_adapter", "export_onnx",
         "import_keras", "run")},
-    "Metrics": "higgs_lora.results", "History": "higgs_lora.results", "Comparison": "higgs_lora.results",
+    "Metrics": "higgs_lora.report.results", "History": "higgs_lora.report.results", "Comparison": "higgs_lora.report.results",
 }
 __all__ = list(_LAZY)
 

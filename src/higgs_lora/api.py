@@ -23,22 +23,23 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from higgs_lora import distributed
+from higgs_lora.hardware import distributed
 from higgs_lora.config import SIM_EVENTS, SIM_SEED, ModelConfig, TrainConfig, preset
 from higgs_lora.data import Split, Standardizer, split_rows
 from higgs_lora.errors import ConfigError, UserError
-from higgs_lora.lora import adapters
-from higgs_lora.model import ResidualMLP
+from higgs_lora.adapters.lora import adapters
+from higgs_lora.model.network import ResidualMLP
 from higgs_lora.pipeline import phases, steps
-from higgs_lora.pipeline.data import DataSpec, Prepared, check_features, prepare_data
+from higgs_lora.pipeline.inputs import DataSpec, Prepared, check_features, prepare_data
 from higgs_lora.pipeline.rundir import new_model_path
-from higgs_lora.results import Comparison, History, Metrics, html_table
-from higgs_lora.runtime import predict_logits, resolve_device
-from higgs_lora.train import DataSource, TableSource
-from higgs_lora.weights import load_adapter, model_state
-from higgs_lora.weights import load_model as _load_weights
-from higgs_lora.weights import save_adapter as _save_adapter_file
-from higgs_lora.weights import save_model as _save_model_file, tensors_fingerprint
+from higgs_lora.report.results import Comparison, History, Metrics, html_table
+from higgs_lora.hardware.runtime import predict_logits, resolve_device
+from higgs_lora.data.sources import DataSource, TableSource
+from higgs_lora.adapters.adapter_file import load_adapter
+from higgs_lora.model.model_file import model_state
+from higgs_lora.model.model_file import load_model as _load_weights
+from higgs_lora.adapters.adapter_file import save_adapter as _save_adapter_file
+from higgs_lora.model.model_file import save_model as _save_model_file, tensors_fingerprint
 
 PARTS = ("train", "val", "extra", "test", "all")
 PREDICT_CHUNK = 65536   # the rows predict() measures bf16's deviation on
@@ -383,8 +384,8 @@ def predict_file(model: Model, *, data, out, label_column=0, chunk_rows: int = 1
 def plot_roc(data: Data, *, part: str = "test", **models: Model):
     """ROC curves (and background rejection vs signal efficiency) of `models` on a part, as a matplotlib
     Figure: `plot_roc(data, base=base, adapted=adapted)`, the run report's figure."""
-    from higgs_lora.metrics import ROC_POINTS, roc_auc, roc_curve
-    from higgs_lora.plots import roc_figure
+    from higgs_lora.report.metrics import ROC_POINTS, roc_auc, roc_curve
+    from higgs_lora.report.plots import roc_figure
     features, labels = data.part(part)
     curves = {}
     for name, m in models.items():
@@ -398,7 +399,7 @@ def plot_roc(data: Data, *, part: str = "test", **models: Model):
 
 def _loaded(model: Model):
     """The (model, standardizer, meta) triple the pipeline's checks take, with a path for messages."""
-    from higgs_lora.weights import LoadedModel
+    from higgs_lora.model.model_file import LoadedModel
     loaded = LoadedModel(model.network, model.standardizer, {"feature_names": model.feature_names})
     loaded.path = model.path or "the model"
     return loaded
@@ -440,7 +441,7 @@ def load_model(path, *, adapter=None) -> Model:
 
 def export_onnx(model: Model, *, out, include_standardization: bool = False) -> Path:
     """out/model.onnx (adapters merged in first) and out/preprocess.json, as `higgs-lora export`."""
-    from higgs_lora.export import export_onnx as write_onnx
+    from higgs_lora.interop.onnx import export_onnx as write_onnx
     out = Path(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -454,7 +455,7 @@ def import_keras(path, *, stats) -> Model:
     """A model saved by the notebook's Keras code (.keras) and its train statistics (stats.json:
     {"mean": [...], "std": [...]}), converted without TensorFlow, as `higgs-lora import-keras`."""
     from higgs_lora.data import default_feature_names
-    from higgs_lora.keras_import import import_keras as convert
+    from higgs_lora.interop.keras import import_keras as convert
     network, standardizer = convert(path, stats_path=stats)
     return Model(network=network, standardizer=standardizer,
                  feature_names=default_feature_names(network.config.n_features), kind="imported",
@@ -467,7 +468,7 @@ def run(path=None, *, out, recipe="default", events: int = SIM_EVENTS, sim_seed:
         weight: str | None = None, features=None, tree: str | None = None, split_seed: int | None = None) -> dict:
     """The whole pipeline into the run directory `out`, exactly as `higgs-lora run`; returns the
     metrics (as metrics.json holds them). `track` as in `fit`; the data options as in `load_data`."""
-    from higgs_lora.pipeline.run import run as run_pipeline
+    from higgs_lora.pipeline.whole_run import run as run_pipeline
     spec = DataSpec(path=None if path is None else str(path), label_column=label_column,
                     cache_dir=None if cache_dir is None else str(cache_dir), train_rows=train_rows,
                     test_rows=test_rows, sim_events=events, sim_seed=sim_seed, **_sample_fields(

@@ -8,7 +8,8 @@ import shlex
 import sys
 import warnings
 
-from higgs_lora import __version__, commands, hardware
+from higgs_lora import __version__, commands
+from higgs_lora.hardware import machine
 from higgs_lora.errors import HiggsLoraError, Interrupted
 
 EPILOG = "Run 'higgs-lora COMMAND --help' for a command's options. Docs: README.md"
@@ -35,19 +36,19 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
                         help="on an error, show the Python traceback instead of one line (also HIGGS_LORA_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=Parser)
     functions = {}
-    for module in commands.MODULES:
-        functions.update(module.add_parsers(sub))
+    for add_parsers in commands.PARSERS:
+        functions.update(add_parsers(sub))
     return parser, functions
 
 
 def main(argv: list[str] | None = None) -> int:
     # Threads from the cores this process may use, idle OpenMP threads asleep: set before anything imports
     # PyTorch, as OpenMP reads them once (never over the user's own OMP_* settings).
-    hardware.configure_threads()
+    machine.configure_threads()
     argv = sys.argv[1:] if argv is None else argv
     parser, functions = build_parser()
     args = parser.parse_args(argv)
-    from higgs_lora import distributed
+    from higgs_lora.hardware import distributed
     with warnings.catch_warnings():
         warnings.showwarning = _warning_line  # a warning (e.g. tracking failed) is one line, like an error
         code = _main(functions[args.command], args, argv, distributed)

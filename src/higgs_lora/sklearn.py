@@ -29,11 +29,12 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_dat
 
 from higgs_lora.config import ModelConfig, preset
 from higgs_lora.data.standardize import Standardizer
-from higgs_lora.lora import add_adapters
-from higgs_lora.model import ResidualMLP
-from higgs_lora.runtime import resolve_device
-from higgs_lora.train import TensorData, fit
-from higgs_lora.train.weighting import Policy, make_plan
+from higgs_lora.adapters.lora import add_adapters
+from higgs_lora.model.network import ResidualMLP
+from higgs_lora.hardware.runtime import resolve_device
+from higgs_lora.data.sources import TensorData
+from higgs_lora.train import fit
+from higgs_lora.data.weighting import Policy, make_plan
 
 _RECIPE = ("epochs", "batch_size", "lr", "optimizer", "weight_decay", "schedule", "warmup_frac", "precision",
            "rank", "scale", "ft_lr", "ft_epochs", "class_balance", "negative_weights")

@@ -119,7 +119,7 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
 def data_spec(args: argparse.Namespace):
     """Where the data of a command comes from (--data, --signal/--background, --label-column, ... or the
     simulation). --seed, when given, also seeds the per-sample split."""
-    from higgs_lora.pipeline.data import DataSpec
+    from higgs_lora.pipeline.inputs import DataSpec
     return DataSpec(path=getattr(args, "data", None), label_column=args.label_column,
                     cache_dir=getattr(args, "cache_dir", None), train_rows=getattr(args, "train_rows", None),
                     test_rows=getattr(args, "test_rows", None), sim_events=getattr(args, "sim_events", SIM_EVENTS),

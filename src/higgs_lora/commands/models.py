@@ -141,7 +141,7 @@ def import_peft(args, argv) -> None:
 def list_adapters(args, argv) -> None:
     import json
 
-    from higgs_lora.adapter_list import list_adapters as find, table
+    from higgs_lora.adapters.catalog import list_adapters as find, table
     rows = find(args.dir)
     if args.json:
         print(json.dumps(rows, indent=2))

@@ -19,7 +19,7 @@ from higgs_lora.data import gzip_stream
 from higgs_lora.data.layout import Layout
 from higgs_lora.data.sniff import open_binary
 from higgs_lora.errors import UserError, quoted
-from higgs_lora.hardware import usable_cores
+from higgs_lora.hardware.machine import usable_cores
 
 PIECE_BYTES = 8 << 20           # text handed to one read_csv call
 

@@ -27,7 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from higgs_lora import distributed, io
+from higgs_lora.hardware import distributed
+from higgs_lora import io
 from higgs_lora.data.cache import write_arrays
 from higgs_lora.data.read import feature_names, fingerprint_file, iter_chunks, prepare
 from higgs_lora.data.rows import Rows

@@ -39,7 +39,7 @@ from isal import igzip
 
 from higgs_lora.data.table import HIGGS_FEATURES, Table
 from higgs_lora.errors import UserError
-from higgs_lora.hardware import usable_cores
+from higgs_lora.hardware.machine import usable_cores
 from higgs_lora.io import atomic_path
 
 # Bump when anything below changes the events a seed produces (it is part of the data fingerprint).

@@ -7,12 +7,12 @@ import sys
 import numpy as np
 import torch
 
-from higgs_lora.distributed import is_main
+from higgs_lora.hardware.distributed import is_main
 from higgs_lora.errors import UserError
-from higgs_lora.figures_of_merit import figures_of_merit
-from higgs_lora.metrics import class_sums, effective_size, undefined_warning
-from higgs_lora.pipeline.data import Prepared
-from higgs_lora.runtime import predict_logits
+from higgs_lora.report.figures_of_merit import figures_of_merit
+from higgs_lora.report.metrics import class_sums, effective_size, undefined_warning
+from higgs_lora.pipeline.inputs import Prepared
+from higgs_lora.hardware.runtime import predict_logits
 
 # The KS test needs the scores of the rows a model trained on; above this many rows it gets a seeded sample
 # of them, drawn as windows of WINDOW consecutive rows (cheap to read from shards too).

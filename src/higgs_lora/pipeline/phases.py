@@ -10,18 +10,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from higgs_lora import hardware
+from higgs_lora.hardware import machine
 from higgs_lora.config import MERGE_TOLERANCE, ModelConfig, TrainConfig
-from higgs_lora.distributed import gather, is_main, log
+from higgs_lora.hardware.distributed import gather, is_main, log
 from higgs_lora.errors import DataError, UserError
-from higgs_lora.lora import adapters, add_adapters, merge_adapters, variant_name
-from higgs_lora.metrics import binary_metrics
-from higgs_lora.model import ResidualMLP
+from higgs_lora.adapters.lora import adapters, add_adapters, merge_adapters, variant_name
+from higgs_lora.report.metrics import binary_metrics
+from higgs_lora.model.network import ResidualMLP
 from higgs_lora.pipeline import figures
-from higgs_lora.pipeline.data import Prepared
-from higgs_lora.runtime import predict_logits
+from higgs_lora.pipeline.inputs import Prepared
+from higgs_lora.hardware.runtime import predict_logits
 from higgs_lora.train import Checkpoint, FitResult, fit
-from higgs_lora.train.weighting import AS_READ, Policy
+from higgs_lora.data.weighting import AS_READ, Policy
 
 
 def fit_features(cfg: TrainConfig, n_features: int) -> None:
@@ -32,30 +32,30 @@ def fit_features(cfg: TrainConfig, n_features: int) -> None:
 
 def resolve_hardware(cfg: TrainConfig, device: torch.device, *, previous: dict | None = None,
                      train_rows: int | None = None) -> tuple[TrainConfig, dict]:
-    """The recipe this machine runs: precision auto -> fp32|bf16 by hardware.py's probe of the configured
+    """The recipe this machine runs: precision auto -> fp32|bf16 by machine.py's probe of the configured
     network (once per machine, cached), the default preset's budget for `train_rows` (config.budget: batch,
     most epochs, patience, lr), its epochs scaled to the chosen precision's speed;
     `previous`: the record of a run being resumed, reused. Decided on the first process and shared, so
     every torchrun process trains the same recipe. Returns (cfg, the record for config.json)."""
     record = None
     if is_main():
-        _, record, choice = hardware.resolve_recipe(cfg, device=str(device), previous=previous, train_rows=train_rows,
+        _, record, choice = machine.resolve_recipe(cfg, device=str(device), previous=previous, train_rows=train_rows,
                                                     make_model=lambda: ResidualMLP.from_config(cfg.model))
-        setting = hardware.thread_setting()
+        setting = machine.thread_setting()
         record = dict(record, threads=setting.threads, threads_reason=setting.reason)
-        log(hardware.record_line(record) + ("  (as when the run started)" if choice is None else ""))
+        log(machine.record_line(record) + ("  (as when the run started)" if choice is None else ""))
         log(f"threads: {setting.threads} ({setting.reason})")
         if choice is not None and choice.warning:
             print(f"higgs-lora: {choice.warning}", file=sys.stderr, flush=True)
     record = gather(record)[0]
-    return hardware.reuse_record(cfg, record), record
+    return machine.reuse_record(cfg, record), record
 
 
 def inference_precision(requested: str, config: ModelConfig, device: torch.device) -> str:
-    """auto|fp32|bf16 -> what inference runs in here (hardware.py, probing inference of the network).
+    """auto|fp32|bf16 -> what inference runs in here (machine.py, probing inference of the network).
     Inference is fp32 unless asked otherwise: bf16 rounds the probabilities (up to ~1e-2 measured), so it
     is opt-in, never a default (issue 21)."""
-    choice = hardware.choose_precision(requested, device=str(device), make_model=lambda: ResidualMLP.from_config(config),
+    choice = machine.choose_precision(requested, device=str(device), make_model=lambda: ResidualMLP.from_config(config),
                                        n_features=config.n_features, batch_size=2048 if device.type == "cpu" else 1 << 16,
                                        kind="infer")
     log(choice.line())
@@ -67,7 +67,7 @@ def inference_precision(requested: str, config: ModelConfig, device: torch.devic
 def bf16_deviation(networks: dict, x: torch.Tensor, p_bf16: dict) -> float:
     """max |p_bf16 - p_fp32| over the networks on standardized rows `x`, given their bf16 probabilities:
     what reduced-precision inference costs, measured on the rows it ran on (the first chunk)."""
-    from higgs_lora.multi_adapter import probabilities
+    from higgs_lora.adapters.many import probabilities
     p_fp32 = probabilities(networks, x, precision="fp32")
     return max(float(abs(p_bf16[k].astype("float64") - p_fp32[k]).max(initial=0.0)) for k in networks)
 

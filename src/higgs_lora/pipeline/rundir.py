@@ -16,9 +16,10 @@ from pathlib import Path
 
 import torch
 
-from higgs_lora import distributed, hardware, io
+from higgs_lora.hardware import distributed, machine
+from higgs_lora import io
 from higgs_lora.errors import RunDirectoryError
-from higgs_lora.weights import model_paths
+from higgs_lora.model.model_file import model_paths
 
 
 LOCK_NAME = ".lock"
@@ -163,8 +164,8 @@ def machine_info(device: torch.device) -> dict:
                 break
     except OSError:
         pass
-    cores = hardware.usable_cores()
-    info = dict(cpu=cpu, isa=hardware.cpu_isa(), cores=os.cpu_count(), usable_cores=cores.n,
+    cores = machine.usable_cores()
+    info = dict(cpu=cpu, isa=machine.cpu_isa(), cores=os.cpu_count(), usable_cores=cores.n,
                 usable_cores_reason=cores.reason, threads=torch.get_num_threads(), device=str(device))
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)

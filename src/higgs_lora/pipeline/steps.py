@@ -14,20 +14,22 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from higgs_lora import distributed, io
+from higgs_lora.hardware import distributed
+from higgs_lora import io
 from higgs_lora.config import TrainConfig
-from higgs_lora.distributed import log
+from higgs_lora.hardware.distributed import log
 from higgs_lora.errors import DataError, UserError
-from higgs_lora.lora import adapters
-from higgs_lora.figures_of_merit import efficiency_vs
-from higgs_lora.metrics import format_metrics, format_value
+from higgs_lora.adapters.lora import adapters
+from higgs_lora.report.figures_of_merit import efficiency_vs
+from higgs_lora.report.metrics import format_metrics, format_value
 from higgs_lora.pipeline import figures, phases
-from higgs_lora.pipeline.data import DataSpec, Prepared, prepare_data
-from higgs_lora.report import format_figures
+from higgs_lora.pipeline.inputs import DataSpec, Prepared, prepare_data
+from higgs_lora.report.document import format_figures
 from higgs_lora.pipeline.rundir import new_file, new_model_path, prepare_run_dir, release_dir, write_history
-from higgs_lora.runtime import resolve_device
-from higgs_lora.tracking import Tracker, make_tracker
-from higgs_lora.weights import LoadedModel, load_adapter, load_model, save_adapter, save_model
+from higgs_lora.hardware.runtime import resolve_device
+from higgs_lora.report.tracking import Tracker, make_tracker
+from higgs_lora.model.model_file import LoadedModel, load_model, save_model
+from higgs_lora.adapters.adapter_file import load_adapter, save_adapter
 
 PARTS = ("train", "val", "extra", "test", "all")
 
@@ -263,7 +265,7 @@ def predict(*, model_path, data, out, adapter_path=None, adapter_paths=(), label
 
 
 def _predict_networks(model_path, adapter_path, adapter_paths):
-    from higgs_lora.multi_adapter import load_many
+    from higgs_lora.adapters.many import load_many
     paths = ([adapter_path] if adapter_path else []) + list(adapter_paths)
     if len(paths) > 1:
         networks, standardizer, _ = load_many(model_path, paths)
@@ -328,7 +330,7 @@ def predict_with(model: torch.nn.Module, standardizer, *, data, out, label_colum
     `model` may be {column name: network} (one base and its adapters): one column each, in one pass.
     `read`: what the reader takes beyond the label (features, weight, tree)."""
     from higgs_lora.data.read import iter_chunks
-    from higgs_lora.multi_adapter import probabilities
+    from higgs_lora.adapters.many import probabilities
     reader = dict(read or {})
     _check_predict_args(data=data, out=out, chunk_rows=chunk_rows, force=force)
     out = Path(out)
@@ -385,7 +387,7 @@ def predict_with(model: torch.nn.Module, standardizer, *, data, out, label_colum
 def export(*, model_path, out, adapter_path=None, include_standardization: bool = False, force: bool = False) -> Path:
     """An ONNX graph of a saved model (the adapter merged in) and its preprocess.json, in directory `out`;
     existing ones are replaced only with `force`, as every command's outputs."""
-    from higgs_lora.export import export_onnx
+    from higgs_lora.interop.onnx import export_onnx
     for name in ("model.onnx", "preprocess.json"):
         new_file(Path(out) / name, force=force)
     loaded = load_with_adapter(model_path, adapter_path)
@@ -404,7 +406,7 @@ def export_peft(*, model_path, out, adapter_path=None, include_standardization: 
                 force: bool = False) -> Path:
     """An adapter in PEFT's format (adapter_config.json + adapter_model.safetensors) in directory `out`.
     With `adapter_path`, `model_path` is its base (checked); without, `model_path` is the adapter file."""
-    from higgs_lora.peft_format import CONFIG_FILE, WEIGHTS_FILE, export_adapter
+    from higgs_lora.adapters.peft import CONFIG_FILE, WEIGHTS_FILE, export_adapter
     if include_standardization:
         raise UserError("--include-standardization applies to --format onnx only (a PEFT adapter has no inputs)")
     for name in (CONFIG_FILE, WEIGHTS_FILE):
@@ -420,7 +422,7 @@ def export_peft(*, model_path, out, adapter_path=None, include_standardization: 
 
 def import_peft(*, peft_dir, base_path, out, name: str | None = None, force: bool = False) -> Path:
     """A PEFT LoRA adapter directory as a higgs-lora adapter bound to the base at `base_path`."""
-    from higgs_lora.peft_format import import_adapter, peft_base_fingerprint
+    from higgs_lora.adapters.peft import import_adapter, peft_base_fingerprint
     out = new_model_path(out, force=force)
     loaded = load_model(base_path)
     bound = peft_base_fingerprint(peft_dir)
@@ -437,7 +439,7 @@ def import_peft(*, peft_dir, base_path, out, name: str | None = None, force: boo
 def import_keras(*, keras_path, stats_path, out, force: bool = False) -> Path:
     """Convert a .keras model saved by the notebook's code (with its train mean/std) into a model file."""
     from higgs_lora.data import default_feature_names
-    from higgs_lora.keras_import import import_keras as convert
+    from higgs_lora.interop.keras import import_keras as convert
     out = new_model_path(out, force=force)
     model, standardizer = convert(keras_path, stats_path=stats_path)
     path = save_model(out, model, standardizer, feature_names=default_feature_names(model.config.n_features),

@@ -18,7 +18,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from higgs_lora import distributed
+from higgs_lora.hardware import distributed
 from higgs_lora.errors import CheckpointError
 from higgs_lora.io import atomic_path
 

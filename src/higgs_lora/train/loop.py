@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from higgs_lora import distributed, hardware
+from higgs_lora.hardware import distributed, machine
 from higgs_lora.config import Recipe
 from higgs_lora.errors import Interrupted, TrainingDiverged, UserError
-from higgs_lora.lora import param_groups
-from higgs_lora.runtime import autocast
-from higgs_lora.thread_governor import thread_governor
+from higgs_lora.adapters.lora import param_groups
+from higgs_lora.hardware.runtime import autocast
+from higgs_lora.hardware.governor import thread_governor
 from higgs_lora.train.checkpoint import Checkpoint, load_state, save_state
 from higgs_lora.train.optim import learning_rate, make_optimizer
 
@@ -90,7 +90,7 @@ def fit(model: torch.nn.Module, data, recipe: Recipe, *, val=None, checkpoint: C
     # Fewer threads while other processes keep the cores busy (thread_governor.py); restored at the end.
     threads_at_start = torch.get_num_threads()
     governor = thread_governor(threads_at_start, set_threads=torch.set_num_threads,
-                               enabled=world == 1 and device.type == "cpu" and hardware.threads_governed(),
+                               enabled=world == 1 and device.type == "cpu" and machine.threads_governed(),
                                on_change=_thread_note(phase) if verbose else None)
     interrupted = {"flag": False}
     previous_handler = _install_sigint(interrupted)

@@ -9,13 +9,13 @@ from higgs_lora.data.readers.block import Block, Columns
 
 
 def describe(path: Path, kind: str, tree: str | None) -> Columns:
-    from higgs_lora.data.parquet import parquet_schema  # PyArrow: only for Parquet files
+    from higgs_lora.data.parquetfile import parquet_schema  # PyArrow: only for Parquet files
     names, kinds, types = parquet_schema(path)
     return Columns(names=names, kinds=kinds, types=types)
 
 
 def blocks(path: Path, layout, *, progress: bool):
-    from higgs_lora.data.parquet import parquet_tables, used_columns
+    from higgs_lora.data.parquetfile import parquet_tables, used_columns
     position = {c: i for i, c in enumerate(used_columns(layout))}
     for table, first_row in parquet_tables(path, layout, progress=progress):
         yield Block(first=first_row, n=table.num_rows,

@@ -9,18 +9,19 @@ import torch
 
 from higgs_lora import io
 from higgs_lora.config import TrainConfig
-from higgs_lora.distributed import log
+from higgs_lora.hardware.distributed import log
 from higgs_lora.errors import DataError, RunDirectoryError
-from higgs_lora.lora import adapters
-from higgs_lora.model import ResidualMLP
+from higgs_lora.adapters.lora import adapters
+from higgs_lora.model.network import ResidualMLP
 from higgs_lora.pipeline import phases
-from higgs_lora.pipeline.data import DataSpec, prepare_data
+from higgs_lora.pipeline.inputs import DataSpec, prepare_data
 from higgs_lora.pipeline.rundir import LOCK_NAME, lock_dir, refuse_if_locked, release_dir
-from higgs_lora.runtime import resolve_device
-from higgs_lora.model import HEAD_LAYERS
-from higgs_lora.strategies import markdown_table, prepare, run_all, write_outputs
-from higgs_lora.train import TensorData, fit
-from higgs_lora.weights import load_model, save_model
+from higgs_lora.hardware.runtime import resolve_device
+from higgs_lora.model.network import HEAD_LAYERS
+from higgs_lora.studies.strategies import markdown_table, prepare, run_all, write_outputs
+from higgs_lora.data.sources import TensorData
+from higgs_lora.train import fit
+from higgs_lora.model.model_file import load_model, save_model
 
 
 def compare_strategies(cfg: TrainConfig, spec: DataSpec, *, out, force: bool = False, base_path=None,

@@ -28,10 +28,11 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from higgs_lora import io, weights
+from higgs_lora import io
+from higgs_lora.model import model_file
 from higgs_lora.errors import UserError
-from higgs_lora.lora import add_adapters, load_adapter_state, resolve_targets
-from higgs_lora.model import ResidualMLP
+from higgs_lora.adapters.lora import add_adapters, load_adapter_state, resolve_targets
+from higgs_lora.model.network import ResidualMLP
 
 CONFIG_FILE, WEIGHTS_FILE = "adapter_config.json", "adapter_model.safetensors"
 PREFIX = "base_model.model."
@@ -67,12 +68,12 @@ def _peft_tensors(state: dict[str, torch.Tensor], layers: list[str], *, dora: bo
 
 def export_adapter(adapter_path, out_dir) -> Path:
     """Write a saved higgs-lora adapter (NAME.safetensors + NAME.json) as a PEFT adapter directory."""
-    st_path, js_path = weights.saved_paths(adapter_path)
+    st_path, js_path = model_file.saved_paths(adapter_path)
     meta = io.read_json(js_path)
-    if meta.get("format") != weights.ADAPTER_FORMAT:
+    if meta.get("format") != model_file.ADAPTER_FORMAT:
         raise UserError(f"{js_path}: not a higgs-lora adapter file")
-    weights.refuse_newer(js_path, meta, "adapter")
-    state = weights.load_tensors(st_path, meta)
+    model_file.refuse_newer(js_path, meta, "adapter")
+    state = model_file.load_tensors(st_path, meta)
     layers, rank, scale = list(meta["targets"]), int(meta["rank"]), float(meta["scale"])
     rslora, dora, pissa = bool(meta.get("rslora")), bool(meta.get("dora")), meta.get("init", "glorot") == "pissa"
     scaling = scale * math.sqrt(rank) if rslora else scale

@@ -7,7 +7,7 @@ import dataclasses
 import html
 from dataclasses import dataclass, field
 
-from higgs_lora.metrics import format_value
+from higgs_lora.report.metrics import format_value
 
 METRICS = (("accuracy", "Accuracy"), ("precision", "Precision"), ("recall", "Recall"), ("f1", "F1"),
            ("balanced_accuracy", "Balanced accuracy"), ("specificity", "Specificity"),
@@ -121,7 +121,7 @@ class History:
 
     def plot(self):
         """The training curves (loss and accuracy per epoch, train and validation) as a matplotlib Figure."""
-        from higgs_lora.plots import training_figure
+        from higgs_lora.report.plots import training_figure
         return training_figure(list(self.rows))
 
     def _table_rows(self) -> list[list[str]]:

@@ -2,7 +2,7 @@
 
 Many adapters can share one base (one per target condition, say); each adapter's JSON names it, its
 base (by fingerprint), its rank and variant, what it adapts to and how it did. This module only reads
-those files: loading an adapter onto a base still goes through weights.load_adapter, which refuses a base
+those files: loading an adapter onto a base still goes through adapter_file.load_adapter, which refuses a base
 the adapter was not trained on.
 """
 from __future__ import annotations
@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from higgs_lora import weights
+from higgs_lora.model import model_file
 from higgs_lora.errors import UserError
-from higgs_lora.lora import variant_name
+from higgs_lora.adapters.lora import variant_name
 
 COLUMNS = ("name", "base", "rank", "variant", "bytes", "condition", "metrics", "path")
 
@@ -35,9 +35,9 @@ def list_adapters(directory) -> list[dict]:
             meta = json.loads(js.read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError):
             continue                      # not ours (or not JSON): other files may live beside adapters
-        if not isinstance(meta, dict) or meta.get("format") != weights.ADAPTER_FORMAT:
+        if not isinstance(meta, dict) or meta.get("format") != model_file.ADAPTER_FORMAT:
             continue
-        st_path, _ = weights.model_paths(js)
+        st_path, _ = model_file.model_paths(js)
         provenance = meta.get("provenance") or {}
         found.append(dict(name=meta.get("name") or js.stem, base=meta.get("base_fingerprint"), rank=meta.get("rank"),
                           variant=variant_name(meta), bytes=st_path.stat().st_size if st_path.exists() else None,

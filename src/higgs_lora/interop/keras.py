@@ -29,7 +29,7 @@ import torch
 from higgs_lora.data.standardize import Standardizer
 from higgs_lora.errors import UserError
 from higgs_lora.io import read_json
-from higgs_lora.model import ResidualMLP, dense_layer_names
+from higgs_lora.model.network import ResidualMLP, dense_layer_names
 
 _WEIGHTS = "model.weights.h5"
 _CONFIG = "config.json"

@@ -45,12 +45,13 @@ import torch
 
 from higgs_lora.data.simulate import CONDITION_PRESETS, NOMINAL, simulate
 from higgs_lora.data.standardize import Standardizer
-from higgs_lora.lora import add_adapters, adapter_state
-from higgs_lora.metrics import binary_metrics
-from higgs_lora.model import HEAD_LAYERS, ResidualMLP, head_only_copy
+from higgs_lora.adapters.lora import add_adapters, adapter_state
+from higgs_lora.report.metrics import binary_metrics
+from higgs_lora.model.network import HEAD_LAYERS, ResidualMLP, head_only_copy
 from higgs_lora.config import Recipe
-from higgs_lora.runtime import predict_logits
-from higgs_lora.train import TensorData, fit
+from higgs_lora.hardware.runtime import predict_logits
+from higgs_lora.data.sources import TensorData
+from higgs_lora.train import fit
 
 ADAPTERS = {
     "lora-r1": dict(rank=1), "lora-r4": dict(rank=4), "lora-r16": dict(rank=16),

@@ -15,7 +15,7 @@ def add_parsers(sub) -> dict:
 
 
 def doctor(args, argv) -> None:
-    from higgs_lora import doctor as d
+    from higgs_lora.pipeline import diagnosis as d
     from higgs_lora.config import preset
     cfg = preset("default")
     d.command(model_config=cfg.model, batch_size=cfg.batch_size, as_json=args.json)

@@ -22,7 +22,7 @@ import math
 
 import numpy as np
 
-from higgs_lora.metrics import effective_size, weighted_roc
+from higgs_lora.report.metrics import effective_size, weighted_roc
 
 EFF_B_POINTS = (0.001, 0.01, 0.1, 0.3)
 EFF_S_POINTS = (0.3, 0.5, 0.7, 0.9)

@@ -15,9 +15,9 @@ from pathlib import Path
 from higgs_lora.config import MERGE_TOLERANCE
 from higgs_lora.errors import UserError
 from higgs_lora.io import atomic_path, read_json
-from higgs_lora.figures_of_merit import EFF_B_POINTS, EFF_S_POINTS
-from higgs_lora.metrics import ONE_CLASS, format_value
-from higgs_lora.plots import PLOT_FILES, make_plots, read_history
+from higgs_lora.report.figures_of_merit import EFF_B_POINTS, EFF_S_POINTS
+from higgs_lora.report.metrics import ONE_CLASS, format_value
+from higgs_lora.report.plots import PLOT_FILES, make_plots, read_history
 
 # The notebook's comparison table (accuracy, balanced accuracy, F1, precision, recall) plus the rest.
 METRICS = (

@@ -10,7 +10,8 @@ import platform
 import statistics
 import sys
 
-from higgs_lora import __version__, hardware
+from higgs_lora import __version__
+from higgs_lora.hardware import machine
 
 PROBE_SECONDS = 1.5   # per kind (training, inference): ~3 s in all
 
@@ -19,32 +20,32 @@ def diagnose(*, model_config, batch_size: int, seconds: float = PROBE_SECONDS) -
     """Everything `doctor` reports, as a JSON-able dict. `model_config`: the network to measure."""
     import torch
 
-    from higgs_lora.model import ResidualMLP
+    from higgs_lora.model.network import ResidualMLP
 
-    flags = hardware.cpu_flags()
-    native, native_why = hardware.native_bf16("cpu")
-    cores = hardware.usable_cores()
-    threads = hardware.thread_setting()
-    gpus = [dict(index=i, name=torch.cuda.get_device_name(i), bf16=hardware.native_bf16(f"cuda:{i}")[0])
+    flags = machine.cpu_flags()
+    native, native_why = machine.native_bf16("cpu")
+    cores = machine.usable_cores()
+    threads = machine.thread_setting()
+    gpus = [dict(index=i, name=torch.cuda.get_device_name(i), bf16=machine.native_bf16(f"cuda:{i}")[0])
             for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
     device = "cuda" if gpus else "cpu"
 
     def make_model():
         return ResidualMLP.from_config(model_config)
     # Measured afresh (and the cached probe replaced): a probe cached while the machine was busy is wrong.
-    choice = hardware.choose_precision("auto", device=device, make_model=make_model,
+    choice = machine.choose_precision("auto", device=device, make_model=make_model,
                                        n_features=model_config.n_features, batch_size=batch_size,
-                                       probe=functools.partial(hardware.cached_probe, refresh=True))
+                                       probe=functools.partial(machine.cached_probe, refresh=True))
     probe = {}
     for kind, rows in (("train", batch_size), ("infer", 2048 if device == "cpu" else 1 << 16)):
-        times = hardware.step_times(make_model(), device=device, n_features=model_config.n_features,
+        times = machine.step_times(make_model(), device=device, n_features=model_config.n_features,
                                     batch_size=rows, kind=kind, seconds=seconds)
         probe[kind] = {p: rows / statistics.median(t) for p, t in times.items()}
         probe[kind]["bf16_speedup"] = statistics.median(f / b for f, b in zip(times["fp32"], times["bf16"]))
     return dict(
         higgs_lora=__version__, python=platform.python_version(), torch=torch.__version__,
         platform=platform.platform(),
-        cpu=dict(model=hardware.cpu_model(), isa=hardware.cpu_isa(),
+        cpu=dict(model=machine.cpu_model(), isa=machine.cpu_isa(),
                  flags=sorted(f for f in flags if f.startswith(("avx", "amx", "fma", "sse4", "bf16", "asimd", "sve"))),
                  native_bf16=native, native_bf16_reason=native_why),
         cores=dict(usable=cores.n, reason=cores.reason, os_cpu_count=os.cpu_count(),

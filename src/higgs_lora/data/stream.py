@@ -23,15 +23,15 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
-from higgs_lora import distributed
+from higgs_lora.hardware import distributed
 from higgs_lora.data.rows import Rows
 from higgs_lora.data.shards import ShardSet
 from higgs_lora.data.standardize import Standardizer
 from higgs_lora.errors import UserError
-from higgs_lora.hardware import usable_cores
-from higgs_lora.runtime import predict_logits
-from higgs_lora.train.sources import Batch, DataSource, seed_key, weighted_loss_and_accuracy
-from higgs_lora.train.weighting import AS_READ, Plan, Policy
+from higgs_lora.hardware.machine import usable_cores
+from higgs_lora.hardware.runtime import predict_logits
+from higgs_lora.data.sources import Batch, DataSource, seed_key, weighted_loss_and_accuracy
+from higgs_lora.data.weighting import AS_READ, Plan, Policy
 
 BLOCK_ROWS = 1 << 16
 WINDOW_ROWS = 1 << 20

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from higgs_lora.hardware import cpu_ticks, others_between, own_ticks
+from higgs_lora.hardware.machine import cpu_ticks, others_between, own_ticks
 
 FIRST_CHECK_S = 0.5      # the first look, soon after training starts
 EVERY_S = 1.0            # then once a second: a /proc read costs ~0.1 ms

@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from higgs_lora.errors import UserError
-from higgs_lora.model import ResidualMLP, dense_layer_names
+from higgs_lora.model.network import ResidualMLP, dense_layer_names
 
 FORMULATIONS = ("factored", "reform")
 INITS = ("glorot", "pissa")

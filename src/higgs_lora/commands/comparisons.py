@@ -1,13 +1,27 @@
-"""`higgs-lora adapt-study`: when adapters pay, measured (higgs_lora.adapt_study; docs/adaptation.md)."""
+"""`higgs-lora strategies` (LoRA against full fine-tuning, head only, from scratch and the base) and
+`higgs-lora adapt-study` (when adapters pay, measured; docs/adaptation.md)."""
 from __future__ import annotations
 
 import shlex
 from pathlib import Path
 
+from higgs_lora.commands import args as a
 from higgs_lora.errors import UserError
 
 
 def add_parsers(sub) -> dict:
+    p = sub.add_parser(
+        "strategies", help="compare LoRA with full fine-tuning, head-only, from scratch and the untouched base",
+        description="On one base network (trained here with the recipe, or --base MODEL) and the same extra rows, "
+                    "train and measure: adapters (LoRA), full fine-tuning, the head only, a network from scratch "
+                    "on train+extra with the same sample budget, and the base untouched. Writes strategies.json, "
+                    "strategies.md and strategies.png into --out.")
+    a.add_data_args(p)
+    p.add_argument("--out", metavar="DIR", required=True, help="output directory")
+    p.add_argument("--force", action="store_true", help="write into a non-empty directory")
+    p.add_argument("--base", metavar="MODEL", help="use this saved base model instead of training one")
+    a.add_recipe_args(p)
+
     p = sub.add_parser("adapt-study", help="when do adapters pay? base on nominal data, adapted to shifted conditions",
                        description="Train a base on nominal simulated events; for each target condition and number "
                                    "of target rows, compare adapters (ranks, rsLoRA, DoRA, PiSSA, LoRA+), full "
@@ -24,14 +38,20 @@ def add_parsers(sub) -> dict:
     p.add_argument("--seeds", nargs="+", type=int, metavar="S", help="seeds (default: 0 1 2)")
     p.add_argument("--methods", nargs="+", metavar="M", help="methods (default: all; see docs/adaptation.md)")
     p.add_argument("--threads", type=int, metavar="N", help="PyTorch threads (default: PyTorch's choice)")
-    return {"adapt-study": adapt_study}
+    return {"strategies": strategies, "adapt-study": adapt_study}
+
+
+def strategies(args, argv) -> None:
+    from higgs_lora.pipeline.strategy_runs import compare_strategies
+    compare_strategies(a.train_config(args), a.data_spec(args), out=args.out, force=args.force, base_path=args.base,
+                       progress=a.progress(args), command="higgs-lora " + " ".join(argv))
 
 
 def adapt_study(args, argv) -> None:
     import dataclasses
 
-    from higgs_lora import adapt_study as study
-    from higgs_lora.distributed import log
+    from higgs_lora.studies import adapt_study as study
+    from higgs_lora.hardware.distributed import log
     out = Path(args.out)
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not args.force)):
         raise UserError(f"--out {out}: exists and is not an empty directory (use --force to write into it)")

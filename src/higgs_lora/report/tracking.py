@@ -181,7 +181,7 @@ class TensorBoardTracker(Tracker):
     def _log_artifacts(self) -> None:
         # TensorBoard keeps figures, not files: the ROC curves, drawn from the run's test predictions.
         from higgs_lora.io import read_json
-        from higgs_lora.plots import read_predictions, roc_curves, roc_figure
+        from higgs_lora.report.plots import read_predictions, roc_curves, roc_figure
         metrics = self.run_dir / "metrics.json"
         curves = roc_curves(read_predictions(self.run_dir / "test_predictions.npz"),
                             read_json(metrics) if metrics.exists() else {})
@@ -209,7 +209,7 @@ def make_tracker(kind: str | None, run_dir, *, run_name: str | None = None) -> T
 def track_run_dir(run_dir, *, kind: str, run_name: str | None = None) -> Tracker:
     """Log a finished run directory (config.json, history.jsonl, metrics.json, files) to a tracker."""
     from higgs_lora.io import read_json
-    from higgs_lora.plots import read_history
+    from higgs_lora.report.plots import read_history
     run_dir = Path(run_dir)
     if not (run_dir / "metrics.json").exists():
         raise UserError(f"{run_dir}: no metrics.json, not a finished run directory")

@@ -14,10 +14,11 @@ import torch
 
 from higgs_lora.config import SIM_EVENTS, SIM_SEED
 from higgs_lora.data import Split, Standardizer, class_balance, format_balance, split_rows
-from higgs_lora.distributed import log
+from higgs_lora.hardware.distributed import log
 from higgs_lora.errors import DataError, UserError
-from higgs_lora.train import DataSource, ShardSource, TableSource
-from higgs_lora.weights import LoadedModel
+from higgs_lora.data.sources import DataSource, TableSource
+from higgs_lora.data.stream import ShardSource
+from higgs_lora.model.model_file import LoadedModel
 
 
 SPLIT_SEED = 1234  # the per-sample split's seed when neither --seed nor a model gives one (the default --seed)

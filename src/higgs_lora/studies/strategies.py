@@ -30,12 +30,13 @@ import torch
 
 from higgs_lora import io
 from higgs_lora.config import TrainConfig
-from higgs_lora.lora import add_adapters
-from higgs_lora.metrics import binary_metrics
-from higgs_lora.model import ResidualMLP, head_only_copy
-from higgs_lora.plots import new_figure, save_figure
-from higgs_lora.runtime import autocast, predict_logits
-from higgs_lora.train import TensorData, fit, make_optimizer
+from higgs_lora.adapters.lora import add_adapters
+from higgs_lora.report.metrics import binary_metrics
+from higgs_lora.model.network import ResidualMLP, head_only_copy
+from higgs_lora.report.plots import new_figure, save_figure
+from higgs_lora.hardware.runtime import autocast, predict_logits
+from higgs_lora.data.sources import TensorData
+from higgs_lora.train import fit, make_optimizer
 
 STRATEGIES = ("lora", "full", "head", "scratch", "base")
 TITLES = {"lora": "adapters (LoRA)", "full": "full fine-tuning", "head": "head only",

@@ -31,9 +31,9 @@ import torch
 from higgs_lora.data.standardize import Standardizer
 from higgs_lora.errors import UserError
 from higgs_lora.io import atomic_path, write_json
-from higgs_lora.lora import adapters, merge_adapters
-from higgs_lora.runtime import versions
-from higgs_lora.model import ResidualMLP, dense_layer_names
+from higgs_lora.adapters.lora import adapters, merge_adapters
+from higgs_lora.hardware.runtime import versions
+from higgs_lora.model.network import ResidualMLP, dense_layer_names
 
 ALLOWED_OPS = frozenset({"Gemm", "Relu", "Add", "Sigmoid", "Sin", "Cos"})  # Sin, Cos: periodic embedding only
 INPUT_NAME, OUTPUT_NAME, BATCH_AXIS = "features", "probability", "batch"

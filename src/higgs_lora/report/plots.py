@@ -82,12 +82,12 @@ def roc_curves(predictions: dict[str, np.ndarray], metrics: dict) -> dict[str, t
         if f"roc_{key}_fpr" in predictions:
             fpr, tpr = predictions[f"roc_{key}_fpr"], predictions[f"roc_{key}_tpr"]
         else:
-            from higgs_lora.metrics import ROC_POINTS, roc_curve
+            from higgs_lora.report.metrics import ROC_POINTS, roc_curve
             fpr, tpr, _ = roc_curve(labels=labels, scores=predictions[key], weights=predictions.get("weights"),
                                     max_points=ROC_POINTS)
         auc = metrics.get(key, {}).get("roc_auc")
         if auc is None:
-            from higgs_lora.metrics import roc_auc
+            from higgs_lora.report.metrics import roc_auc
             auc = roc_auc(labels=labels, scores=predictions[key], weights=predictions.get("weights"))
         if auc is None:  # a class weighs <= 0: no curve to draw
             continue
@@ -307,7 +307,7 @@ def overtraining_figure(predictions: dict, metrics: dict):
 def efficiency_vs_figure(predictions: dict, metrics: dict):
     """Signal and background efficiency at each model's best-AMS cut vs bins of the --eff-vs feature;
     None without that feature in the predictions file."""
-    from higgs_lora.figures_of_merit import efficiency_vs
+    from higgs_lora.report.figures_of_merit import efficiency_vs
     name = metrics.get("eff_vs")
     models = [(k, label, c) for k, label, c in MODELS if k in predictions and (_fom(metrics, k).get("best_ams") or {}).get("cut")
               is not None]

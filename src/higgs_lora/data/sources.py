@@ -19,10 +19,10 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from higgs_lora import distributed
+from higgs_lora.hardware import distributed
 from higgs_lora.data.standardize import Standardizer
-from higgs_lora.runtime import predict_logits
-from higgs_lora.train.weighting import AS_READ, Plan, Policy, make_plan
+from higgs_lora.hardware.runtime import predict_logits
+from higgs_lora.data.weighting import AS_READ, Plan, Policy, make_plan
 
 
 def seed_key(*parts) -> int:

@@ -12,18 +12,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from higgs_lora import distributed, hardware, io
+from higgs_lora.hardware import distributed, machine
+from higgs_lora import io
 from higgs_lora.config import TrainConfig
-from higgs_lora.distributed import log
-from higgs_lora.lora import adapters
-from higgs_lora.metrics import ROC_POINTS, binary_metrics, format_metrics, roc_curve
+from higgs_lora.hardware.distributed import log
+from higgs_lora.adapters.lora import adapters
+from higgs_lora.report.metrics import ROC_POINTS, binary_metrics, format_metrics, roc_curve
 from higgs_lora.pipeline import figures, phases
-from higgs_lora.pipeline.data import DataSpec, Prepared, prepare_data
+from higgs_lora.pipeline.inputs import DataSpec, Prepared, prepare_data
 from higgs_lora.pipeline.rundir import machine_info, prepare_run_dir, release_dir, write_history
-from higgs_lora.runtime import resolve_device, versions
-from higgs_lora.tracking import Tracker, make_tracker
+from higgs_lora.hardware.runtime import resolve_device, versions
+from higgs_lora.report.tracking import Tracker, make_tracker
 from higgs_lora.train.checkpoint import refuse_changed_settings as refuse_changed_settings_in
-from higgs_lora.weights import load_model, save_adapter, save_model, tensors_fingerprint
+from higgs_lora.model.model_file import load_model, save_model, tensors_fingerprint
+from higgs_lora.adapters.adapter_file import save_adapter
 
 SHORT_METRICS = ("accuracy", "precision", "recall", "f1", "balanced_accuracy", "roc_auc")
 
@@ -120,7 +122,7 @@ def refuse_changed_settings(r: RunState) -> None:
     previous = io.read_json(r.out / "config.json")
     # The precision and epochs this machine chose when the run started, not a new measurement.
     r.hardware = previous.get("hardware")
-    cfg = hardware.reuse_record(r.cfg, r.hardware) or r.cfg
+    cfg = machine.reuse_record(r.cfg, r.hardware) or r.cfg
     old = dict(train=dict(previous.get("train", {})), data=dict(previous.get("data", {})))
     new = dict(train=cfg.to_dict(), data=r.spec.to_dict())
     for d in (old, new):
@@ -177,7 +179,7 @@ def train_or_reuse_base(r: RunState) -> None:
     base_path = r.out / "base.safetensors"
     if r.resume and base_path.exists() and (r.out / "base.json").exists():
         log(f"base: {base_path} exists, skipping base training (--resume)")
-        from higgs_lora.plots import read_history
+        from higgs_lora.report.plots import read_history
         r.history += [row for row in read_history(r.out / "history.jsonl") if row["phase"] == "base"]
         for row in r.history:
             r.tracker.log_epoch(row)
@@ -234,7 +236,7 @@ def evaluate_adapted(r: RunState) -> None:
     e = _timed_evaluation(r, r.adapted, kind="adapted")
     r.metrics["adapted"], r.adapted_logits = e.metrics, e.logits
     log("adapted test: " + _short(e.metrics))
-    from higgs_lora.report import comparison_table
+    from higgs_lora.report.document import comparison_table
     log("\n" + comparison_table(r.metrics) + "\n")
 
 
@@ -302,7 +304,7 @@ def write_outputs(r: RunState) -> None:
 
 
 def write_report(out: Path) -> None:
-    from higgs_lora.report import write_report as write
+    from higgs_lora.report.document import write_report as write
     md, html = write(out)
     log(f"report: {md}  {html}")
 
