@@ -37,10 +37,11 @@ from pathlib import Path
 import torch
 
 from higgs_lora.config import ModelConfig, TrainConfig
-from higgs_lora.lora import add_adapters
-from higgs_lora.model import ResidualMLP
-from higgs_lora.runtime import predict_logits
-from higgs_lora.train import TensorData, fit
+from higgs_lora.adapters.lora import add_adapters
+from higgs_lora.data.sources import TensorData
+from higgs_lora.hardware.runtime import predict_logits
+from higgs_lora.model.network import ResidualMLP
+from higgs_lora.train import fit
 
 T0 = time.perf_counter()
 ROWS = int(os.environ.get("ROWS", 8_000_000))
@@ -52,7 +53,7 @@ lines = []
 
 def sync():
     if dev.type == "cuda":
-        sync()
+        torch.cuda.synchronize()
 
 
 def say(s=""):
