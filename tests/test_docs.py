@@ -76,8 +76,8 @@ def broken_references(text: str) -> list[str]:
 
 
 def test_reference_checker_catches_broken_references():
-    assert broken_references("see `higgs_lora.lora.merge_adapters` and `higgs_lora.model`") == []
-    assert broken_references("see `higgs_lora.lora.merge_adaptors()`") == ["higgs_lora.adapters.lora.merge_adaptors"]
+    assert broken_references("see `higgs_lora.adapters.lora.merge_adapters` and `higgs_lora.model`") == []
+    assert broken_references("see `higgs_lora.adapters.lora.merge_adaptors()`") == ["higgs_lora.adapters.lora.merge_adaptors"]
     assert broken_references("`higgs_lora.nothing.here`") == ["higgs_lora.nothing.here"]
 
 

@@ -187,7 +187,7 @@ def test_probe_is_cached_per_machine_and_model(tmp_path, monkeypatch, quiet):
     assert len(measured) == 1  # the second came from the cache
     machine.cached_probe(**{**args, "batch_size": 128})  # another batch is another measurement
     assert len(measured) == 2
-    cache = json.loads((tmp_path / "higgs-lora" / "machine.json").read_text())
+    cache = json.loads((tmp_path / "higgs-lora" / "hardware.json").read_text())
     key = json.loads(next(iter(cache)))
     assert key["threads"] == torch.get_num_threads() and key["device"] == machine.cpu_model()
     assert "ResidualMLP" in key["model"] and key["torch"] == torch.__version__
@@ -196,10 +196,10 @@ def test_probe_is_cached_per_machine_and_model(tmp_path, monkeypatch, quiet):
 def test_damaged_cache_is_measured_again(tmp_path, monkeypatch, quiet):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     (tmp_path / "higgs-lora").mkdir()
-    (tmp_path / "higgs-lora" / "machine.json").write_text("{not json")
+    (tmp_path / "higgs-lora" / "hardware.json").write_text("{not json")
     monkeypatch.setattr(machine, "measure_speedup", lambda model, **kw: 2.0)
     assert machine.cached_probe(device="cpu", make_model=make_model, n_features=5, batch_size=64) == 2.0
-    assert len(json.loads((tmp_path / "higgs-lora" / "machine.json").read_text())) == 1
+    assert len(json.loads((tmp_path / "higgs-lora" / "hardware.json").read_text())) == 1
 
 
 def test_real_probe_measures_both_precisions_briefly():
@@ -258,10 +258,10 @@ def test_a_probe_taken_while_other_processes_are_busy_is_neither_used_nor_cached
     assert machine.cached_probe(**args) is None     # no quiet probe to fall back on: the caller runs fp32
     err = capsys.readouterr().err
     assert "used 1.2 cores" in err and "(2.40x) is neither used nor cached" in err and "fp32 and its budget" in err
-    assert not (tmp_path / "higgs-lora" / "machine.json").exists()
+    assert not (tmp_path / "higgs-lora" / "hardware.json").exists()
     assert machine.cached_probe(**args) == 1.3      # measured again, quiet this time: kept
     assert machine.cached_probe(**args) == 1.3
-    cached = json.loads((tmp_path / "higgs-lora" / "machine.json").read_text())
+    cached = json.loads((tmp_path / "higgs-lora" / "hardware.json").read_text())
     assert [v["others_cores"] for v in cached.values()] == [0.1]
 
 
@@ -273,10 +273,10 @@ def test_a_busy_refresh_falls_back_on_the_cached_quiet_probe(tmp_path, monkeypat
     monkeypatch.setattr(machine, "others_cores", lambda since: next(load))
     args = dict(device="cpu", make_model=make_model, n_features=5, batch_size=64)
     assert machine.cached_probe(**args) == 1.3                  # quiet: cached
-    before = (tmp_path / "higgs-lora" / "machine.json").read_text()
+    before = (tmp_path / "higgs-lora" / "hardware.json").read_text()
     assert machine.cached_probe(**args, refresh=True) == 1.3    # busy: the quiet one, not 2.9
     assert "quiet probe cached on" in capsys.readouterr().err
-    assert (tmp_path / "higgs-lora" / "machine.json").read_text() == before
+    assert (tmp_path / "higgs-lora" / "hardware.json").read_text() == before
 
 
 def test_auto_without_a_trustworthy_probe_runs_fp32():

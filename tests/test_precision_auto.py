@@ -45,7 +45,7 @@ def test_default_preset_on_native_faster_bf16_scales_its_epochs(data, tmp_path, 
     assert main(["train", "--data", str(data), "--out", str(out), *SMALL]) == 0
     fp32_epochs, epochs = most_epochs(1.0), most_epochs(2.3)
     assert epochs == int(fp32_epochs * 2.3)
-    record = json.loads((out / "machine.json").read_text())
+    record = json.loads((out / "hardware.json").read_text())
     assert record["precision"] == "bf16" and record["bf16_speedup"] == 2.3
     assert record["epochs_requested"] == preset("default").epochs and record["epochs"] == epochs
     assert record["epochs_fp32"] == fp32_epochs and record["train_rows"] == TRAIN and record["epochs_scaled"]
@@ -64,7 +64,7 @@ def test_default_preset_without_native_bf16_stays_fp32_and_does_not_probe(data, 
     calls = this_machine(monkeypatch, native=False, speedup=9.0)
     out = tmp_path / "t"
     assert main(["train", "--data", str(data), "--out", str(out), *SMALL]) == 0
-    record = json.loads((out / "machine.json").read_text())
+    record = json.loads((out / "hardware.json").read_text())
     assert record["precision"] == "fp32" and record["epochs"] == most_epochs(1.0) and calls == []
     assert "precision: fp32 (auto: mocked capability)" in capsys.readouterr().out
 
@@ -73,7 +73,7 @@ def test_native_but_slower_bf16_stays_fp32(data, tmp_path, monkeypatch):
     this_machine(monkeypatch, native=True, speedup=0.9)
     out = tmp_path / "t"
     assert main(["train", "--data", str(data), "--out", str(out), *SMALL]) == 0
-    record = json.loads((out / "machine.json").read_text())
+    record = json.loads((out / "hardware.json").read_text())
     assert record["precision"] == "fp32" and record["epochs"] == most_epochs(1.0)
 
 
@@ -81,9 +81,9 @@ def test_notebook_preset_is_fp32_exactly_and_explicit_epochs_are_obeyed(data, tm
     calls = this_machine(monkeypatch, native=True, speedup=2.0)
     assert main(["train", "--data", str(data), "--out", str(tmp_path / "nb"), "--preset", "notebook", "--epochs", "2",
                  *SMALL]) == 0
-    assert json.loads((tmp_path / "nb" / "machine.json").read_text())["precision"] == "fp32" and calls == []
+    assert json.loads((tmp_path / "nb" / "hardware.json").read_text())["precision"] == "fp32" and calls == []
     assert main(["train", "--data", str(data), "--out", str(tmp_path / "d"), "--epochs", "2", *SMALL]) == 0
-    record = json.loads((tmp_path / "d" / "machine.json").read_text())
+    record = json.loads((tmp_path / "d" / "hardware.json").read_text())
     assert record["precision"] == "bf16" and record["epochs"] == 2 and not record["epochs_scaled"]
 
 
@@ -92,7 +92,7 @@ def test_explicit_bf16_where_emulated_obeys_with_a_one_line_warning(data, tmp_pa
     out = tmp_path / "t"
     assert main(["train", "--data", str(data), "--out", str(out), "--precision", "bf16", "--epochs", "1",
                  *SMALL]) == 0
-    assert json.loads((out / "machine.json").read_text())["precision"] == "bf16"
+    assert json.loads((out / "hardware.json").read_text())["precision"] == "bf16"
     warnings = [x for x in capsys.readouterr().err.splitlines() if "warning" in x]
     assert len(warnings) == 1 and "emulated" in warnings[0] and "8.3x slowdown" in warnings[0]
 

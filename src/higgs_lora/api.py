@@ -10,7 +10,7 @@
 
 The functions are the ones the command line runs (`higgs_lora.pipeline`): the same defaults, the same
 checks, the same errors (`higgs_lora.errors.UserError` and its kinds, with the messages the CLI
-prints). Options are keyword-only. Results are small typed objects (`higgs_lora.results`).
+prints). Options are keyword-only. Results are small typed objects (`higgs_lora.report.results`).
 A recipe is a preset name ("default", "notebook") or a `higgs_lora.config.TrainConfig` (see `recipe`).
 """
 from __future__ import annotations
@@ -246,7 +246,7 @@ def fit(data: Data, *, recipe="default", sample_weight=None, out=None, force: bo
 
     With `out`, it is `higgs-lora train --out`: writes out/base.safetensors + .json, out/history.jsonl
     and a checkpoint per epoch (`resume=True` continues from it), and `track` ("mlflow", "tensorboard"
-    or a `higgs_lora.tracking.Tracker`) logs the settings, each epoch and the files."""
+    or a `higgs_lora.report.tracking.Tracker`) logs the settings, each epoch and the files."""
     _refuse_track_without_out(track, out)
     cfg = _recipe(recipe)
     data = _weighted(data, sample_weight)

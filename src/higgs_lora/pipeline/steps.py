@@ -56,7 +56,7 @@ def train(cfg: TrainConfig, spec: DataSpec, *, out, force: bool = False, resume:
           progress: bool = True, track=None) -> Trained | None:
     """Train a base network; writes OUT/base.safetensors + .json, OUT/history.jsonl and a checkpoint per
     epoch. Returns None on the processes of a torchrun other than the first (they write nothing).
-    `track`: "mlflow", "tensorboard" or a higgs_lora.tracking.Tracker (see tracking.py)."""
+    `track`: "mlflow", "tensorboard" or a higgs_lora.report.tracking.Tracker (see tracking.py)."""
     device = distributed.local_device(resolve_device(cfg.device))
     torch.manual_seed(cfg.seed)
     data = prepare_data(spec, device=device, val_fraction=cfg.val_fraction, progress=progress)

@@ -67,7 +67,7 @@ class RunState:
 def run(cfg: TrainConfig, spec: DataSpec, *, out: Path, force: bool = False, resume: bool = False,
         progress: bool = True, report: bool = True, command: str = "", track=None, eff_vs: str | None = None) -> dict:
     """Run the whole workflow into the directory `out`; returns the metrics (as in metrics.json).
-    `track` ("mlflow", "tensorboard" or a higgs_lora.tracking.Tracker) logs the settings, every epoch,
+    `track` ("mlflow", "tensorboard" or a higgs_lora.report.tracking.Tracker) logs the settings, every epoch,
     the final metrics and the run directory's files; a tracking failure warns and the run goes on.
     `eff_vs`: a feature name; the report plots the signal and background efficiency at the best-AMS cut
     against it."""

@@ -50,7 +50,7 @@ def _text_table(headers: list[str], rows: list[list[str]]) -> str:
 @dataclass(frozen=True)
 class Metrics:
     """Binary-classification metrics of one model on one part of the data, at threshold 0.5
-    (computed by `higgs_lora.metrics.binary_metrics`, the same numbers as metrics.json). A metric that is
+    (computed by `higgs_lora.report.metrics.binary_metrics`, the same numbers as metrics.json). A metric that is
     undefined (one class in the part, or a zero denominator) is None, shown as "n/a (one class)"/"n/a"."""
     accuracy: float | None
     precision: float | None
