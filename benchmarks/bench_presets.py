@@ -10,6 +10,7 @@
         --out benchmarks/results/presets_select4.txt                                     # round 4
     .venv/bin/python benchmarks/bench_presets.py compare    # notebook vs default, 3 seeds, both data sets
     .venv/bin/python benchmarks/bench_presets.py adapters   # adapter / fine-tuning sweep on the extra rows
+    .venv/bin/python benchmarks/bench_presets.py ft_budget  # fine-tuning epochs, batch and lr by extra rows
 
 (Round 1 ran before J-P were in the list, as plain `select`.) About 26 minutes in all on one thread.
 
@@ -39,6 +40,7 @@ for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[var] = "1"  # before numpy and torch start their pools
 
 import argparse  # noqa: E402
+import math  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -51,7 +53,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from higgs_lora.studies import strategies  # noqa: E402
-from higgs_lora.config import ModelConfig, preset  # noqa: E402
+from higgs_lora.config import BUDGET_MIN_STEPS, ModelConfig, budget, preset  # noqa: E402
 from higgs_lora.data import Standardizer, split_rows  # noqa: E402
 from higgs_lora.data.kde import choose_bandwidth, kde_table, loo_log_likelihood, read_higgs_rows  # noqa: E402
 from higgs_lora.data.simulate import simulated_table  # noqa: E402
@@ -247,7 +249,7 @@ def part_compare(args) -> list[str]:
         pairs = []
         for seed in SEEDS:  # interleaved: notebook, default, notebook, default, ...
             nb = dict(train_base(preset("notebook", seed=seed), data_name), name="notebook")
-            de = dict(train_base(preset("default", seed=seed), data_name), name="default")
+            de = dict(train_base(preset("default", precision="fp32", seed=seed), data_name), name="default")
             runs += [nb, de]
             pairs.append((nb, de))
             print(f"{data_name} seed {seed}: notebook cpu {nb['cpu_s']:.1f}s AUC {nb['test']['auc']:.4f} | default "
@@ -298,7 +300,7 @@ def part_adapters(args) -> list[str]:
     ADAPTER_VAL_ROWS, which choose; one epoch each (a short fine-tuning), same batch and precision."""
     lines, runs = [], []
     for data_name in args.data:
-        cfg = preset("default", seed=SEEDS[0])
+        cfg = preset("default", precision="fp32", seed=SEEDS[0])
         base_row = train_base(cfg, data_name, keep_model=True)
         base = base_row.pop("model").eval()
         d = tensors(data_name, cfg.val_fraction)
@@ -312,7 +314,7 @@ def part_adapters(args) -> list[str]:
                   f"{'strategy':<8} {'rank':>4} {'scale':>5} {'lr':>7} {'targets':<14} {'trainable':>9} {'wall s':>6}"
                   f" {'held AUC':>8} {'held acc':>8} {'dAUC':>7} {'test AUC':>8}"]
         for strategy, rank, scale, lr, targets in ADAPTER_SWEEP:
-            c = preset("default", seed=SEEDS[0], ft_epochs=1, ft_lr=lr, rank=rank, scale=scale, targets=targets)
+            c = preset("default", precision="fp32", seed=SEEDS[0], ft_epochs=1, ft_lr=lr, rank=rank, scale=scale, targets=targets)
             model = strategies.prepare(strategy, base, c)
             torch.manual_seed(c.seed)
             t = time.perf_counter()
@@ -330,12 +332,70 @@ def part_adapters(args) -> list[str]:
     return lines, runs
 
 
+FT_ROWS = (800_000, 80_000, 8_000)   # fine-tuning rows: the built-in run's extra part, and smaller ones
+FT_LRS = (1e-3, 3e-3)
+FT_MAX_EPOCHS = 8
+
+
+def part_ft_budget(args) -> list[str]:
+    """Issue 21 item 5: how long should the adapters train? One base per data set (default preset, first
+    seed); the default adapters (rank 8, scale 1, every layer) fine-tuned on the first N extra rows, the
+    last ADAPTER_VAL_ROWS extra rows held out to choose, at the default's batch 4096 and at the batch the
+    base's budget() gives N rows (lr sqrt-scaled), each lr of FT_LRS. The learning rate is constant, so the
+    state after epoch k of one long run is the state of a run of k epochs: one run gives the whole curve.
+    An epoch's cost is its CPU seconds (one thread)."""
+    lines, runs = [], []
+    for data_name in args.data:
+        cfg = preset("default", precision="fp32", seed=SEEDS[0])
+        base_row = train_base(cfg, data_name, keep_model=True)
+        base = base_row.pop("model").eval()
+        d = tensors(data_name, cfg.val_fraction)
+        x_extra, y_extra = d["extra"]
+        held = (x_extra[-ADAPTER_VAL_ROWS:], y_extra[-ADAPTER_VAL_ROWS:])
+        base_held = metrics_of(base, held)
+        lines += ["", f"data {data_name}: base = default preset, seed {SEEDS[0]}, test AUC {base_row['test']['auc']:.4f},"
+                  f" held-out extra AUC {base_held['auc']:.4f}; adapters rank 8, scale 1, all layers"]
+        for n in FT_ROWS:
+            ft = (x_extra[:n], y_extra[:n])
+            sized = budget(n).batch_size
+            for batch in sorted({4096, sized}, reverse=True):
+                for lr0 in FT_LRS:
+                    lr = lr0 * math.sqrt(batch / 4096)
+                    steps = -(-n // batch)
+                    epochs = min(100, max(FT_MAX_EPOCHS, -(-BUDGET_MIN_STEPS // steps)))
+                    c = preset("default", precision="fp32", seed=SEEDS[0], ft_lr=lr)
+                    model = strategies.prepare("lora", base, c)
+                    curve, clock = [], {"cpu": time.process_time()}
+
+                    def on_epoch(history, model=model, curve=curve, clock=clock, held=held, test=d["test"]):
+                        cpu = time.process_time() - clock["cpu"]
+                        h, t = metrics_of(model, held), metrics_of(model, test)
+                        curve.append(dict(epoch=len(history), cpu_s=cpu, held=h, test=t))
+                        clock["cpu"] = time.process_time() - cpu   # evaluation is not the fine-tuning's cost
+                    torch.manual_seed(c.seed)
+                    fit(model, TensorData(*ft, batch_size=batch), c.finetune_recipe(epochs=epochs, lr=lr),
+                        on_epoch=on_epoch, progress=False, verbose=False)
+                    best = min(curve, key=lambda r: r["held"]["loss"])
+                    r = dict(data=data_name, rows=n, batch=batch, lr=lr, steps_per_epoch=steps, curve=curve,
+                             best_epoch=best["epoch"], base_held=base_held)
+                    runs.append(r)
+                    at = {k: next((c_ for c_ in curve if c_["epoch"] == k), None) for k in (1, 2, 3, 5)}
+                    lines.append(
+                        f"  rows {n:>7,} batch {batch:>4} lr {lr:.1e} ({steps:>3} steps/epoch, {epochs} epochs): held AUC "
+                        + " ".join(f"e{k} {v['held']['auc']:.4f}" for k, v in at.items() if v)
+                        + f" | best held loss at epoch {best['epoch']}: held AUC {best['held']['auc']:.4f} "
+                        f"(dAUC {best['held']['auc'] - base_held['auc']:+.4f}), test AUC {best['test']['auc']:.4f}, "
+                        f"{best['cpu_s']:.1f} cpu s")
+                    print(lines[-1], file=sys.stderr, flush=True)
+    return lines, runs
+
+
 # ---------------------------------------------------------------- main
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("part", choices=["select", "compare", "adapters", "kde"])
+    p.add_argument("part", choices=["select", "compare", "adapters", "ft_budget", "kde"])
     p.add_argument("--data", nargs="+", default=["sim", "kde"], choices=["sim", "kde"])
     p.add_argument("--only", nargs="+", metavar="LETTER", help="select: only these candidates (A B ...)")
     p.add_argument("--safety", type=float, default=BUDGET_SAFETY,
@@ -353,7 +413,8 @@ def main(argv=None) -> int:
         lines.append(f"chosen h = {choose_bandwidth(x, y)}")
         runs = []
     else:
-        lines, runs = {"select": part_select, "compare": part_compare, "adapters": part_adapters}[args.part](args)
+        lines, runs = {"select": part_select, "compare": part_compare, "adapters": part_adapters,
+                       "ft_budget": part_ft_budget}[args.part](args)
     lines.append(f"\ntotal {time.perf_counter() - t0:.0f}s")
     common.report(head + lines, args.out or RESULTS / f"presets_{args.part}.txt", runs=runs)
     return 0
