@@ -155,6 +155,7 @@ class DoRALinear(LoRALinear):
         return self._factor(w)[:, None] * w
 
     def _factored(self, x: torch.Tensor) -> torch.Tensor:
+        # the factor scales each output row of the weight, so it scales each output column of x·(W + ΔW)ᵀ
         return super()._factored(x) * self._factor(super().adapted_weight())
 
     def tensors(self) -> dict[str, torch.Tensor]:

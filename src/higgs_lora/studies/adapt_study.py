@@ -192,7 +192,7 @@ def train_base(settings: StudySettings, seed: int, source: Part, source_val: Par
     return model, dict(wall_s=time.perf_counter() - t, epochs_run=len(result.history), best_epoch=result.best_epoch)
 
 
-def adapter_config(method: str, settings: StudySettings) -> AdapterConfig:
+def adapters_of(method: str, settings: StudySettings) -> AdapterConfig:
     """The adapters of an adapter method."""
     options = dict(ADAPTERS[method])
     if "loraplus_lr_ratio" in options:
@@ -204,7 +204,7 @@ def _prepare(method: str, base: ResidualMLP, settings: StudySettings, seed: int)
     """The network a method trains (a copy: the base is never touched), by strategies.prepare: the fresh
     networks are its `scratch` (the base's shape, drawn from `seed`)."""
     if is_adapter(method):
-        return prepare("lora", base, seed=seed, adapter=adapter_config(method, settings))
+        return prepare("lora", base, seed=seed, adapter=adapters_of(method, settings))
     if method in ("full", "head"):
         return prepare(method, base, seed=seed)
     if method in ("fresh-target", "fresh-source+target"):
