@@ -17,6 +17,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from higgs_lora.adapters.lora import add_adapters
+from higgs_lora.config import AdapterConfig
 from higgs_lora.model.network import ResidualMLP
 
 
@@ -31,7 +32,7 @@ def main():
     torch.manual_seed(rank)
     model = ResidualMLP()
     if args.lora:
-        add_adapters(model, rank=4, scale=0.1)
+        add_adapters(model, AdapterConfig(rank=4, scale=0.1))
     ddp = DistributedDataParallel(model)
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     loss_fn = torch.nn.BCEWithLogitsLoss()

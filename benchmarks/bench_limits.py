@@ -42,6 +42,7 @@ import torch  # noqa: E402
 
 from higgs_lora.config import ModelConfig, TrainConfig  # noqa: E402
 from higgs_lora.adapters.lora import add_adapters  # noqa: E402
+from higgs_lora.config import AdapterConfig  # noqa: E402
 from higgs_lora.model.network import ResidualMLP  # noqa: E402
 from higgs_lora.data.sources import TensorData
 from higgs_lora.train import fit  # noqa: E402
@@ -107,7 +108,7 @@ def training_rate(kind: str, precision: str, x, y, epochs: int) -> dict:
     torch.manual_seed(NOTEBOOK.seed)
     model = ResidualMLP.from_config(ModelConfig())
     if kind == "finetune":
-        add_adapters(model, rank=NOTEBOOK.rank, scale=NOTEBOOK.scale, targets=NOTEBOOK.targets)
+        add_adapters(model, AdapterConfig(rank=NOTEBOOK.rank, scale=NOTEBOOK.scale, targets=NOTEBOOK.targets))
         recipe = NOTEBOOK.finetune_recipe(epochs=epochs)
     else:
         recipe = NOTEBOOK.base_recipe()

@@ -45,6 +45,7 @@ import torch  # noqa: E402
 
 from higgs_lora.config import ModelConfig  # noqa: E402
 from higgs_lora.adapters.lora import add_adapters  # noqa: E402
+from higgs_lora.config import AdapterConfig  # noqa: E402
 from higgs_lora.model.network import ResidualMLP  # noqa: E402
 from higgs_lora.config import Recipe  # noqa: E402
 from higgs_lora.data.sources import TensorData
@@ -125,7 +126,7 @@ def measure_ours(args, x, y) -> dict:
     run("base fp32", base, epochs=args.epochs, lr=LR, precision="fp32")
     run("base bf16", ResidualMLP(), epochs=args.epochs, lr=LR, precision="bf16")
     for formulation, precision in (("factored", "fp32"), ("reform", "fp32"), ("factored", "bf16")):
-        model = add_adapters(copy.deepcopy(base), rank=RANK, scale=SCALE, formulation=formulation)
+        model = add_adapters(copy.deepcopy(base), AdapterConfig(rank=RANK, scale=SCALE, formulation=formulation))
         run(f"finetune {formulation} {precision}", model, epochs=args.ft_epochs, lr=FT_LR, precision=precision, phase="finetune")
     return rates
 
@@ -171,10 +172,11 @@ def main(argv=None) -> int:
                 bf16=peak_matmul(torch.bfloat16, n=args.matmul_n, repeats=4))
     flops = dict(base=train_flops(config), finetune=finetune_flops(config, rank=RANK))
     probe = ResidualMLP()
+    adapted = {f: add_adapters(copy.deepcopy(probe), AdapterConfig(rank=RANK, scale=SCALE, formulation=f))
+               for f in ("factored", "reform")}
     counted = dict(base=counted_flops(probe, batch=BATCH, n_features=config.n_features),
-                   **{f"finetune {f}": counted_flops(add_adapters(copy.deepcopy(probe), rank=RANK, scale=SCALE,
-                                                                  formulation=f), batch=BATCH,
-                                                     n_features=config.n_features) for f in ("factored", "reform")})
+                   **{f"finetune {f}": counted_flops(m, batch=BATCH, n_features=config.n_features)
+                      for f, m in adapted.items()})
     x, y = random_rows(args.rows, config.n_features)
     ours = measure_ours(args, x, y)
     del x, y

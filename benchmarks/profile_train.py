@@ -42,6 +42,7 @@ import torch  # noqa: E402
 
 from higgs_lora.config import ModelConfig, TrainConfig  # noqa: E402
 from higgs_lora.adapters.lora import add_adapters, param_groups  # noqa: E402
+from higgs_lora.config import AdapterConfig  # noqa: E402
 from higgs_lora.model.network import ResidualMLP  # noqa: E402
 from higgs_lora.hardware.runtime import autocast  # noqa: E402
 from higgs_lora.train.optim import make_optimizer  # noqa: E402
@@ -60,7 +61,7 @@ def network(kind: str, seed: int = 0) -> torch.nn.Module:
     torch.manual_seed(seed)
     model = ResidualMLP.from_config(ModelConfig())
     if kind == "finetune":
-        add_adapters(model, rank=NOTEBOOK.rank, scale=NOTEBOOK.scale, targets=NOTEBOOK.targets)
+        add_adapters(model, AdapterConfig(rank=NOTEBOOK.rank, scale=NOTEBOOK.scale, targets=NOTEBOOK.targets))
     return model
 
 

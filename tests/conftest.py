@@ -136,7 +136,7 @@ def float32_tolerance(model, x, *, probabilities: bool = False) -> float:
         if isinstance(layer, LoRALinear):
             w = layer.adapted_weight().double()
             path = (layer.lora_A.double().abs() @ layer.lora_B.double().abs()).T * layer.scaling
-            if layer.init == "pissa":
+            if layer.config.init == "pissa":
                 path = path + (layer.lora_A0.double().abs() @ layer.lora_B0.double().abs()).T * layer.scaling
             absw = w.abs() + path + (layer.base.weight.double().abs() if layer.dora else 0)
             return w, absw, layer.base.bias.double(), layer.base.in_features + 2 * layer.rank + 2

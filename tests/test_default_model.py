@@ -11,6 +11,7 @@ from higgs_lora.config import ModelConfig, preset
 from higgs_lora.data import Standardizer
 from higgs_lora.errors import UserError
 from higgs_lora.adapters.lora import adapters, add_adapters, merge_adapters
+from higgs_lora.config import AdapterConfig
 from higgs_lora.model.network import ResidualMLP, dense_layer_names, piecewise_edges
 from conftest import make_adapters_look_trained
 
@@ -84,7 +85,7 @@ def test_adapters_reach_every_linear_layer_and_merge_exactly(kw):
     model = _model(**kw)
     linears = {n for n, mod in model.named_modules() if isinstance(mod, torch.nn.Linear)}
     assert linears == set(dense_layer_names(model.config))
-    add_adapters(model, rank=4, scale=1.0)
+    add_adapters(model, AdapterConfig(rank=4, scale=1.0))
     assert set(adapters(model)) == linears
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert all(n.endswith(("lora_A", "lora_B")) for n in trainable)  # the frequencies are frozen too
@@ -160,7 +161,7 @@ def test_onnx_runtime_matches_pytorch(tmp_path, kw, include_standardization, ada
     raw = (st.mean + st.std * 1.5 * rng.standard_normal((10_000, N_FEATURES))).astype(np.float32)
     model = _model(**kw)
     if adapted:
-        add_adapters(model, rank=4, scale=1.0)
+        add_adapters(model, AdapterConfig(rank=4, scale=1.0))
         make_adapters_look_trained(model, std=0.3, seed=1)
     with torch.no_grad():
         expected = torch.sigmoid(model(torch.from_numpy(st.transform(raw)))).numpy()

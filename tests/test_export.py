@@ -13,6 +13,7 @@ from higgs_lora.data.standardize import Standardizer  # noqa: E402
 from higgs_lora.errors import UserError  # noqa: E402
 from higgs_lora.interop.onnx import ALLOWED_OPS, export_onnx  # noqa: E402
 from higgs_lora.adapters.lora import adapters, add_adapters  # noqa: E402
+from higgs_lora.config import AdapterConfig  # noqa: E402
 from higgs_lora.model.network import ResidualMLP  # noqa: E402
 from conftest import make_adapters_look_trained  # noqa: E402
 
@@ -38,7 +39,7 @@ def make_model(kind: str) -> ResidualMLP:
     torch.manual_seed(0)
     model = ResidualMLP(n_features=N_FEATURES).eval()
     if kind == "adapted":
-        add_adapters(model, rank=4, scale=0.1)
+        add_adapters(model, AdapterConfig(rank=4, scale=0.1))
         make_adapters_look_trained(model, std=0.5)
     return model
 

@@ -119,6 +119,7 @@ def test_a_model_with_non_finite_weights_is_never_saved(tmp_path):
     from higgs_lora.data import Standardizer
     from higgs_lora.errors import UserError
     from higgs_lora.adapters.lora import add_adapters
+    from higgs_lora.config import AdapterConfig
     from higgs_lora.model.network import ResidualMLP
     standardizer = Standardizer(mean=np.zeros(28, np.float32), std=np.ones(28, np.float32))
     model = ResidualMLP()
@@ -126,7 +127,7 @@ def test_a_model_with_non_finite_weights_is_never_saved(tmp_path):
         model.hidden.weight[3, 5] = float("nan")
     with pytest.raises(UserError, match=r"m\.safetensors: not written: hidden\.weight holds non-finite values"):
         model_file.save_model(tmp_path / "m", model, standardizer, feature_names=[f"f{i}" for i in range(28)])
-    adapted = add_adapters(ResidualMLP(), rank=2, scale=1.0)
+    adapted = add_adapters(ResidualMLP(), AdapterConfig(rank=2, scale=1.0))
     with torch.no_grad():
         adapted.output.lora_B.fill_(float("inf"))
     with pytest.raises(UserError, match=r"a\.safetensors: not written: output\.lora_B holds non-finite values"):
@@ -379,11 +380,12 @@ def test_an_adapter_json_that_disagrees_with_its_tensors_is_one_line_naming_both
     from higgs_lora.adapters import adapter_file
     from higgs_lora.errors import UserError
     from higgs_lora.adapters.lora import add_adapters
+    from higgs_lora.config import AdapterConfig
     from higgs_lora.model.network import ResidualMLP
     base = ResidualMLP()
     fingerprint = model_file.tensors_fingerprint(model_file.model_state(base, _standardizer()))
-    adapter_file.save_adapter(tmp_path / "a", add_adapters(ResidualMLP(), rank=2, scale=1.0, targets=["input", "output"]),
-                         base_fingerprint=fingerprint)
+    adapted = add_adapters(ResidualMLP(), AdapterConfig(rank=2, scale=1.0, targets=["input", "output"]))
+    adapter_file.save_adapter(tmp_path / "a", adapted, base_fingerprint=fingerprint)
     js = tmp_path / "a.json"
     js.write_text(json.dumps(dict(json.loads(js.read_text()), **edit)))
     with pytest.raises(UserError) as e:
@@ -398,14 +400,16 @@ def test_the_float32_tolerance_admits_reordering_and_rejects_a_real_mistake(init
     """conftest.float32_tolerance (the tests' bound for two float32 computations of one network) is
     above what a reordering gives (float64 against float32 here) and below what a 1% scale error gives."""
     import copy
+    import dataclasses
 
     import torch
 
     from higgs_lora.adapters.lora import add_adapters, adapters
+    from higgs_lora.config import AdapterConfig
     from higgs_lora.model.network import ResidualMLP
     from conftest import float32_tolerance
     torch.manual_seed(0)
-    model = add_adapters(ResidualMLP(width=32, head_width=16), rank=3, scale=0.5, init=init)
+    model = add_adapters(ResidualMLP(width=32, head_width=16), AdapterConfig(rank=3, scale=0.5, init=init))
     with torch.no_grad():
         for p in model.parameters():
             if p.requires_grad:
@@ -414,7 +418,7 @@ def test_the_float32_tolerance_admits_reordering_and_rejects_a_real_mistake(init
     tol = float32_tolerance(model, x, probabilities=True)
     wrong = copy.deepcopy(model)
     for layer in adapters(wrong).values():
-        layer.scale *= 1.01
+        layer.config = dataclasses.replace(layer.config, scale=layer.config.scale * 1.01)
     with torch.no_grad():
         p32, p64 = torch.sigmoid(model(x)), torch.sigmoid(copy.deepcopy(model).double()(x.double()))
         assert (p32.double() - p64).abs().max().item() <= tol / 2          # one float32 computation's share
@@ -468,13 +472,15 @@ def test_a_file_of_a_future_format_version_is_refused_naming_it(tmp_path, kind):
     from higgs_lora.adapters import adapter_file
     from higgs_lora.errors import UserError
     from higgs_lora.adapters.lora import add_adapters
+    from higgs_lora.config import AdapterConfig
     from higgs_lora.model.network import ResidualMLP
     base = ResidualMLP()
     fingerprint = model_file.tensors_fingerprint(model_file.model_state(base, _standardizer()))
     if kind == "model":
         _save(tmp_path / "f")
     else:
-        adapter_file.save_adapter(tmp_path / "f", add_adapters(ResidualMLP(), rank=2, scale=1.0), base_fingerprint=fingerprint)
+        adapted = add_adapters(ResidualMLP(), AdapterConfig(rank=2, scale=1.0))
+        adapter_file.save_adapter(tmp_path / "f", adapted, base_fingerprint=fingerprint)
     js = tmp_path / "f.json"
     js.write_text(json.dumps(dict(json.loads(js.read_text()), format_version=2)))
     with pytest.raises(UserError, match=rf"f\.json: written by a newer higgs-lora \({kind} format version 2; this "

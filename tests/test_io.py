@@ -12,6 +12,7 @@ from higgs_lora.adapters import adapter_file
 from higgs_lora.data import Standardizer
 from higgs_lora.errors import UserError
 from higgs_lora.adapters.lora import add_adapters
+from higgs_lora.config import AdapterConfig
 from higgs_lora.model.network import ResidualMLP
 from conftest import make_adapters_look_trained
 
@@ -111,7 +112,7 @@ def test_missing_and_wrong_kind_of_file(tmp_path):
 def test_adapter_round_trip_and_refusal_on_another_base(tmp_path):
     model, std, path = _saved(tmp_path)
     base, _, meta = model_file.load_model(path)
-    adapted = add_adapters(base, rank=3, scale=0.2, targets=["blocks"])
+    adapted = add_adapters(base, AdapterConfig(rank=3, scale=0.2, targets=["blocks"]))
     make_adapters_look_trained(adapted)
     ap = adapter_file.save_adapter(tmp_path / "ad", adapted, base_fingerprint=meta["fingerprint"])
     fresh, _, meta2 = model_file.load_model(path)

@@ -15,6 +15,7 @@ from higgs_lora.io import write_json
 from higgs_lora.model.model_file import load_model, save_model
 from higgs_lora.interop.keras import import_keras
 from higgs_lora.adapters.lora import add_adapters, merge_adapters
+from higgs_lora.config import AdapterConfig
 from conftest import make_adapters_look_trained
 
 DATA = Path(__file__).parent / "data"  # copied from shared/data with its README (CC BY 4.0)
@@ -79,7 +80,7 @@ def test_round_trips_through_save_and_load(tmp_path, real_features):
 
 def test_adapters_can_be_added_and_merged(real_features):
     model, standardizer = import_keras(KERAS, stats_path=STATS)
-    adapted = add_adapters(copy.deepcopy(model), rank=4, scale=0.1)
+    adapted = add_adapters(copy.deepcopy(model), AdapterConfig(rank=4, scale=0.1))
     make_adapters_look_trained(adapted, std=0.5)
     base_p = probabilities(model, standardizer, real_features)
     adapted_p = probabilities(adapted, standardizer, real_features)

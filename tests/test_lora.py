@@ -3,13 +3,14 @@ import torch
 
 from higgs_lora.errors import UserError
 from higgs_lora.adapters.lora import LoRALinear, add_adapters, adapter_state, merge_adapters
+from higgs_lora.config import AdapterConfig
 from higgs_lora.model.network import ResidualMLP
 
 from conftest import float32_tolerance, make_adapters_look_trained
 
 
 def test_notebook_adapter_counts():
-    m = add_adapters(ResidualMLP(), rank=4, scale=0.1)
+    m = add_adapters(ResidualMLP(), AdapterConfig(rank=4, scale=0.1))
     trainable = m.n_params(trainable_only=True)
     assert trainable == 5_748  # the notebook's summary
     assert m.n_params() - trainable == 78_081
@@ -21,14 +22,14 @@ def test_adapted_network_equals_base_exactly_before_training():
     base = ResidualMLP()
     x = torch.randn(1000, 28)
     before = base(x).detach().clone()
-    adapted = add_adapters(base, rank=4, scale=0.1)
+    adapted = add_adapters(base, AdapterConfig(rank=4, scale=0.1))
     assert torch.equal(adapted(x), before)
 
 
 @pytest.mark.parametrize("formulation", ["factored", "reform"])
 def test_merge_matches_adapted_outputs(formulation):
     torch.manual_seed(0)
-    m = add_adapters(ResidualMLP(), rank=4, scale=0.1, formulation=formulation)
+    m = add_adapters(ResidualMLP(), AdapterConfig(rank=4, scale=0.1, formulation=formulation))
     make_adapters_look_trained(m)
     x = torch.randn(5000, 28)
     merged = merge_adapters(m)
@@ -42,7 +43,7 @@ def test_notebook_formula_w_plus_scale_a_b():
     # The notebook: out = x @ (W + alfa * A @ B) + b with W as Keras' [in, out] kernel.
     torch.manual_seed(0)
     lin = torch.nn.Linear(6, 3)
-    layer = LoRALinear(lin, rank=2, scale=0.1)
+    layer = LoRALinear(lin, AdapterConfig(rank=2, scale=0.1))
     with torch.no_grad():
         layer.lora_B.normal_()
     x = torch.randn(4, 6)
@@ -54,8 +55,8 @@ def test_notebook_formula_w_plus_scale_a_b():
 def test_formulations_agree_and_freeze_the_base():
     torch.manual_seed(0)
     lin = torch.nn.Linear(16, 8)
-    a = LoRALinear(lin, rank=4, scale=0.5, formulation="factored")
-    b = LoRALinear(torch.nn.Linear(16, 8), rank=4, scale=0.5, formulation="reform")
+    a = LoRALinear(lin, AdapterConfig(rank=4, scale=0.5, formulation="factored"))
+    b = LoRALinear(torch.nn.Linear(16, 8), AdapterConfig(rank=4, scale=0.5, formulation="reform"))
     b.load_state_dict(a.state_dict())
     with torch.no_grad():
         a.lora_B.normal_()
@@ -71,7 +72,7 @@ def test_glorot_init_of_a():
     bound = sqrt(6 / (in + r)); so its largest value is near the bound and its spread that of the uniform
     distribution (std = bound / sqrt(3)). B starts at zero."""
     torch.manual_seed(0)
-    layer = LoRALinear(torch.nn.Linear(128, 128), rank=16, scale=0.1)
+    layer = LoRALinear(torch.nn.Linear(128, 128), AdapterConfig(rank=16, scale=0.1))
     a = layer.lora_A.detach()
     reference = torch.nn.init.xavier_uniform_(torch.empty(128, 16))
     bound = (6 / (128 + 16)) ** 0.5
@@ -84,15 +85,15 @@ def test_glorot_init_of_a():
 
 
 def test_target_subsets_and_unknown_target():
-    m = add_adapters(ResidualMLP(), rank=2, scale=1.0, targets=["blocks", "output"])
+    m = add_adapters(ResidualMLP(), AdapterConfig(rank=2, scale=1.0, targets=["blocks", "output"]))
     assert sorted(k.rsplit(".", 1)[0] for k in adapter_state(m))[::2] == [
         "blocks.0.dense1", "blocks.0.dense2", "blocks.1.dense1", "blocks.1.dense2", "output"]
     with pytest.raises(UserError, match="unknown adapter target"):
-        add_adapters(ResidualMLP(), rank=2, scale=1.0, targets=["nope"])
+        add_adapters(ResidualMLP(), AdapterConfig(rank=2, scale=1.0, targets=["nope"]))
 
 
 def test_merge_refuses_non_finite():
-    m = add_adapters(ResidualMLP(), rank=2, scale=1.0)
+    m = add_adapters(ResidualMLP(), AdapterConfig(rank=2, scale=1.0))
     with torch.no_grad():
         m.output.lora_B.fill_(float("inf"))
     with pytest.raises(UserError, match="not finite"):

@@ -9,7 +9,9 @@ import torch
 
 from higgs_lora.model import model_file
 from higgs_lora.adapters import adapter_file
-from higgs_lora.adapters.lora import LoRALinear, add_adapters, adapters, merge_adapters, param_groups, variant_name
+from higgs_lora.adapters.lora import (DoRALinear, LoRALinear, adapter_layer, add_adapters, adapters, merge_adapters,
+                                      param_groups, variant_name)
+from higgs_lora.config import AdapterConfig
 from higgs_lora.model.network import ResidualMLP, dense_layer_names
 from higgs_lora.config import Recipe
 from higgs_lora.data.sources import TensorData
@@ -53,9 +55,9 @@ def _trained_base(seed=0):
 ])
 def test_lora_linear_validates_its_arguments(kwargs, words):
     with pytest.raises(ValueError, match=words):
-        LoRALinear(torch.nn.Linear(8, 4), **kwargs)
+        LoRALinear(torch.nn.Linear(8, 4), AdapterConfig(**kwargs))
     with pytest.raises(ValueError, match="wraps an nn.Linear"):
-        LoRALinear(torch.nn.Conv1d(2, 2, 1), rank=1, scale=1.0)
+        LoRALinear(torch.nn.Conv1d(2, 2, 1), AdapterConfig(rank=1, scale=1.0))
 
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=variant_name)
@@ -66,7 +68,7 @@ def test_variant_starts_as_the_base_and_merges_to_the_adapted_network(variant, f
     with torch.no_grad():
         before = base(x)
     torch.manual_seed(1)
-    model = add_adapters(base, rank=4, scale=0.5, formulation=formulation, **variant)
+    model = add_adapters(base, AdapterConfig(rank=4, scale=0.5, formulation=formulation, **variant))
     with torch.no_grad():
         start = model(x)
     if formulation == "reform":
@@ -88,9 +90,9 @@ def test_formulations_agree_for_every_variant():
     lin = _trained_base().hidden
     for variant in VARIANTS:
         torch.manual_seed(2)
-        a = LoRALinear(lin, rank=3, scale=0.7, formulation="reform", **variant)
+        a = adapter_layer(lin, AdapterConfig(rank=3, scale=0.7, formulation="reform", **variant))
         _train_like(a)
-        b = LoRALinear(lin, rank=3, scale=0.7, formulation="factored", **variant)
+        b = adapter_layer(lin, AdapterConfig(rank=3, scale=0.7, formulation="factored", **variant))
         b.load_state_dict(a.state_dict())
         x = torch.randn(64, 32)
         torch.testing.assert_close(a(x), b(x), rtol=1e-5, atol=1e-5)
@@ -100,10 +102,10 @@ def _reference(layer: LoRALinear, x: torch.Tensor) -> torch.Tensor:
     """The variants' formulas, written out in float64 from the papers (W in nn.Linear's [out, in] layout)."""
     d = lambda t: t.detach().double()  # noqa: E731
     w, b = d(layer.base.weight), d(layer.base.bias)
-    alpha, r = layer.scale * layer.rank, layer.rank
-    scaling = alpha / math.sqrt(r) if layer.rslora else alpha / r
+    alpha, r = layer.config.scale * layer.rank, layer.rank
+    scaling = alpha / math.sqrt(r) if layer.config.rslora else alpha / r
     delta = scaling * (d(layer.lora_A) @ d(layer.lora_B)).T
-    if layer.init == "pissa":
+    if layer.config.init == "pissa":
         delta = delta - scaling * (d(layer.lora_A0) @ d(layer.lora_B0)).T
     w_new = w + delta
     if layer.dora:
@@ -114,7 +116,7 @@ def _reference(layer: LoRALinear, x: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize("variant", VARIANTS, ids=variant_name)
 def test_forward_equals_the_reference_formula(variant):
     torch.manual_seed(3)
-    layer = LoRALinear(_trained_base().blocks[0].dense1, rank=4, scale=0.4, **variant)
+    layer = adapter_layer(_trained_base().blocks[0].dense1, AdapterConfig(rank=4, scale=0.4, **variant))
     _train_like(layer, size=1.0)
     x = torch.randn(200, 32)
     torch.testing.assert_close(layer(x).double(), _reference(layer, x), rtol=1e-5, atol=1e-5)
@@ -122,14 +124,14 @@ def test_forward_equals_the_reference_formula(variant):
 
 def test_rslora_scaling_is_alpha_over_root_r():
     for r in (1, 4, 16):
-        layer = LoRALinear(torch.nn.Linear(32, 32), rank=r, scale=0.5, rslora=True)
+        layer = LoRALinear(torch.nn.Linear(32, 32), AdapterConfig(rank=r, scale=0.5, rslora=True))
         assert layer.lora_alpha == 0.5 * r and layer.scaling == pytest.approx(0.5 * r / math.sqrt(r))
-        assert LoRALinear(torch.nn.Linear(32, 32), rank=r, scale=0.5).scaling == 0.5
+        assert LoRALinear(torch.nn.Linear(32, 32), AdapterConfig(rank=r, scale=0.5)).scaling == 0.5
 
 
 def test_dora_magnitude_starts_at_the_row_norms_and_the_norm_gets_no_gradient():
     lin = _trained_base().hidden
-    layer = LoRALinear(lin, rank=2, scale=1.0, dora=True)
+    layer = DoRALinear(lin, AdapterConfig(rank=2, scale=1.0, dora=True))
     torch.testing.assert_close(layer.lora_magnitude, lin.weight.norm(dim=1))
     _train_like(layer)
     x = torch.randn(50, 32)
@@ -142,7 +144,7 @@ def test_dora_magnitude_starts_at_the_row_norms_and_the_norm_gets_no_gradient():
 
 def test_pissa_starts_from_the_principal_components():
     lin = _trained_base().blocks[1].dense2
-    layer = LoRALinear(lin, rank=4, scale=0.5, init="pissa")
+    layer = LoRALinear(lin, AdapterConfig(rank=4, scale=0.5, init="pissa"))
     u, s, vh = torch.linalg.svd(lin.weight.detach().double())
     top = (u[:, :4] * s[:4]) @ vh[:4]
     start = layer.scaling * (layer.lora_A @ layer.lora_B).T.double()
@@ -154,13 +156,13 @@ def test_pissa_starts_from_the_principal_components():
     # the base weights themselves are never changed (the adapter stays bound to its base's fingerprint)
     assert torch.equal(layer.base.weight, lin.weight)
     # a layer narrower than the rank (the output layer, out = 1): the rest starts as plain LoRA
-    out = LoRALinear(_trained_base().output, rank=4, scale=1.0, init="pissa")
+    out = LoRALinear(_trained_base().output, AdapterConfig(rank=4, scale=1.0, init="pissa"))
     assert torch.all(out.lora_B[1:] == 0) and out.lora_B[0].abs().sum() > 0
 
 
 def test_loraplus_gives_b_its_own_learning_rate():
     torch.manual_seed(0)
-    model = add_adapters(_trained_base(), rank=4, scale=1.0, loraplus_lr_ratio=16.0)
+    model = add_adapters(_trained_base(), AdapterConfig(rank=4, scale=1.0, loraplus_lr_ratio=16.0))
     groups = param_groups(model)
     assert sorted(g["lr_scale"] for g in groups) == [1.0, 16.0]
     fast = next(g for g in groups if g["lr_scale"] == 16.0)
@@ -180,7 +182,7 @@ def test_loraplus_gives_b_its_own_learning_rate():
 def test_save_and_load_adapter_keeps_variant_and_outputs(tmp_path, variant):
     base = _trained_base()
     loaded, _, meta = save_base(tmp_path / "base", base)
-    model = add_adapters(loaded, rank=3, scale=0.5, **variant)
+    model = add_adapters(loaded, AdapterConfig(rank=3, scale=0.5, **variant))
     _train_like(model)
     adapter_file.save_adapter(tmp_path / "adapter", model, base_fingerprint=meta["fingerprint"])
     saved = json.loads((tmp_path / "adapter.json").read_text())
@@ -211,7 +213,7 @@ def test_our_forward_equals_peft_on_identical_weights(rslora, dora):
     import copy
     base = _trained_base()
     torch.manual_seed(5)
-    ours = add_adapters(copy.deepcopy(base), rank=4, scale=0.75, rslora=rslora, dora=dora)
+    ours = add_adapters(copy.deepcopy(base), AdapterConfig(rank=4, scale=0.75, rslora=rslora, dora=dora))
     _train_like(ours, size=1.0)
     theirs = _peft_model(copy.deepcopy(base), r=4, alpha=0.75 * 4, rslora=rslora, dora=dora)
     with torch.no_grad():
@@ -233,7 +235,7 @@ def test_pissa_init_equals_peft_pissa():
     import copy
     from peft import LoraConfig, get_peft_model
     base = _trained_base()
-    ours = add_adapters(copy.deepcopy(base), rank=4, scale=0.5, init="pissa")
+    ours = add_adapters(copy.deepcopy(base), AdapterConfig(rank=4, scale=0.5, init="pissa"))
     cfg = LoraConfig(r=4, lora_alpha=2.0, target_modules=dense_layer_names(base.config), init_lora_weights="pissa")
     theirs = get_peft_model(copy.deepcopy(base), cfg)
     for name, layer in adapters(ours).items():

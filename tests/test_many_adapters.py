@@ -9,6 +9,7 @@ from higgs_lora.adapters import adapter_file
 from higgs_lora.adapters.catalog import list_adapters, table
 from higgs_lora.errors import UserError
 from higgs_lora.adapters.lora import add_adapters
+from higgs_lora.config import AdapterConfig
 from higgs_lora.model.network import ResidualMLP
 from higgs_lora.adapters.many import load_many, probabilities
 from conftest import save_base
@@ -23,7 +24,7 @@ def _save_base(path, seed):
 
 def _save_adapter(path, base, meta, *, seed, name=None, condition=None, **variant):
     torch.manual_seed(seed)
-    model = add_adapters(copy.deepcopy(base), rank=2, scale=1.0, **variant)
+    model = add_adapters(copy.deepcopy(base), AdapterConfig(rank=2, scale=1.0, **variant))
     with torch.no_grad():
         for p in model.parameters():
             if p.requires_grad:

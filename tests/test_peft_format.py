@@ -12,6 +12,7 @@ from higgs_lora.adapters import adapter_file
 from higgs_lora.cli import main
 from higgs_lora.data.standardize import Standardizer
 from higgs_lora.adapters.lora import add_adapters
+from higgs_lora.config import AdapterConfig
 from higgs_lora.model.network import ResidualMLP, dense_layer_names
 from conftest import save_base
 
@@ -38,7 +39,7 @@ def _base(tmp_path):
 def _trained_adapter(tmp_path, variant, targets=("all",)):
     base, _, meta = _base(tmp_path)
     torch.manual_seed(1)
-    model = add_adapters(copy.deepcopy(base), rank=3, scale=0.5, targets=targets, **variant)
+    model = add_adapters(copy.deepcopy(base), AdapterConfig(rank=3, scale=0.5, targets=targets, **variant))
     g = torch.Generator().manual_seed(2)
     with torch.no_grad():
         for p in model.parameters():

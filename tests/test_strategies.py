@@ -14,7 +14,7 @@ from sklearn.metrics import accuracy_score, roc_auc_score
 from higgs_lora.studies import strategies
 from higgs_lora.model import model_file
 from higgs_lora.commands import comparisons as strategies_command
-from higgs_lora.config import ModelConfig, preset
+from higgs_lora.config import AdapterConfig, ModelConfig, preset
 from higgs_lora.data import kde
 from higgs_lora.data.simulate import simulated_table
 from higgs_lora.data.split import split_rows
@@ -109,7 +109,8 @@ def test_trainable_parameters_of_each_strategy():
                     full=sum(i * o + o for i, o in shapes.values()),
                     head=16 * 8 + 8 + 8 * 1 + 1, scratch=sum(i * o + o for i, o in shapes.values()), base=0)
     for s in strategies.STRATEGIES:
-        assert strategies.prepare(s, base, cfg).n_params(trainable_only=True) == expected[s], s
+        model = strategies.prepare(s, base, seed=cfg.seed, adapter=cfg.adapter_config())
+        assert model.n_params(trainable_only=True) == expected[s], s
     assert all(p.requires_grad for p in base.parameters())  # the base was never frozen in place
 
 
@@ -124,7 +125,7 @@ def test_training_state_bytes_counts_parameters_gradients_and_adam_moments():
     base = ResidualMLP.from_config(CONFIG)
     x, y = torch.randn(64, 6), (torch.rand(64) > 0.5).float()
     for s in ("full", "head", "lora"):
-        model = strategies.prepare(s, base, preset("notebook", rank=2))
+        model = strategies.prepare(s, base, seed=0, adapter=AdapterConfig(rank=2, scale=0.1))
         trainable = [p for p in model.parameters() if p.requires_grad]
         n_train = sum(p.numel() for p in trainable)
         got = strategies.training_state_bytes(model, x, y)
@@ -133,7 +134,7 @@ def test_training_state_bytes_counts_parameters_gradients_and_adam_moments():
         assert got["optimizer"] == 2 * 4 * n_train + 4 * len(trainable)  # exp_avg, exp_avg_sq, a float32 step each
         assert got["total"] == got["parameters"] + got["gradients"] + got["optimizer"] + got["activations"]
     # Activations grow with the batch and hold at least the ReLU outputs backward needs (3 of width 16, 1 of 8).
-    full = strategies.prepare("full", base, preset("notebook"))
+    full = strategies.prepare("full", base, seed=0)
     a64 = strategies.training_state_bytes(full, x, y)["activations"]
     a128 = strategies.training_state_bytes(full, torch.randn(128, 6), torch.rand(128).round())["activations"]
     assert a128 == 2 * a64 and a64 >= 4 * 64 * (3 * 16 + 8)

@@ -3,6 +3,7 @@ import torch
 
 from higgs_lora.data import Standardizer
 from higgs_lora.adapters.lora import add_adapters
+from higgs_lora.config import AdapterConfig
 from higgs_lora.model.network import ResidualMLP
 from higgs_lora.config import Recipe
 from higgs_lora.train import Checkpoint, Interrupted, fit, learning_rate
@@ -58,7 +59,7 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, stop_after):
 
 def test_adapter_finetuning_touches_only_adapters(tmp_path):
     torch.manual_seed(0)
-    model = add_adapters(ResidualMLP(width=32, head_width=16), rank=2, scale=0.1)
+    model = add_adapters(ResidualMLP(width=32, head_width=16), AdapterConfig(rank=2, scale=0.1))
     frozen = {k: v.clone() for k, v in model.state_dict().items() if "lora_" not in k}
     x, y = _data(1000)
     fit(model, TensorData(x, y, batch_size=128), Recipe(epochs=1, lr=1e-3, seed=0, phase="finetune"), progress=False)

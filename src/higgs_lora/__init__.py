@@ -7,7 +7,8 @@ The names below load lazily, so `higgs-lora prepare` or `--help` do not pay for 
 __version__ = "0.1.0"
 
 _LAZY = {
-    "ModelConfig": "higgs_lora.config", "TrainConfig": "higgs_lora.config", "PRESETS": "higgs_lora.config",
+    "ModelConfig": "higgs_lora.config", "TrainConfig": "higgs_lora.config", "AdapterConfig": "higgs_lora.config",
+    "PRESETS": "higgs_lora.config",
     "ResidualMLP": "higgs_lora.model.network",
     **{name: "higgs_lora.adapters.lora" for name in ("LoRALinear", "add_adapters", "merge_adapters")},
     # The Python API (docs/python.md): every step of the command line as a function.

@@ -1,5 +1,6 @@
 """The hyperparameters: one dataclass for the network (it travels inside every saved model), one for
-the recipe of one training phase (what fit() takes), one for a whole run (base + adapters + execution),
+the recipe of one training phase (what fit() takes), one for the adapters (what add_adapters takes and an
+adapter's file records), one for a whole run (base + adapters + execution),
 the named presets, and the constants more than one module needs."""
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ OPTIMIZERS = ("adam", "adamw")
 SCHEDULES = ("constant", "cosine")
 PRECISIONS = ("fp32", "bf16")             # what a phase runs in
 PRECISION_CHOICES = ("auto", *PRECISIONS)  # what a run may ask for: auto is decided by hardware.py
-LORA_INITS = ("glorot", "pissa")           # lora.py: how A and B start
+LORA_INITS = ("glorot", "pissa")           # adapters/lora.py: how A and B start
+FORMULATIONS = ("factored", "reform")      # adapters/lora.py: how the adapted layer computes its forward
 CLASS_BALANCES = ("auto", "none", "equal")            # train/weighting.py
 NEGATIVE_WEIGHTS = ("keep", "zero", "drop-in-training")
 
@@ -74,6 +76,65 @@ class ModelConfig:
 
 _OPTIONAL_MODEL_FIELDS = {f.name: f.default for f in dataclasses.fields(ModelConfig)
                           if f.name in ("embedding", "embedding_size", "frequency_scale", "dropout")}
+
+
+def _finite_positive(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class AdapterConfig:
+    """The low-rank adapters of a network, as one object (PEFT's LoraConfig): what add_adapters builds,
+    what an adapter's JSON records, and the one place these settings are checked. The variants are
+    described in adapters/lora.py."""
+    rank: int                          # r: A is [in, r], B [r, out]
+    scale: float                       # the multiplier of A·B; PEFT's lora_alpha = scale·r
+    targets: tuple[str, ...] = ("all",)  # dense layer names, "blocks" or "all"
+    rslora: bool = False               # scaling lora_alpha/√r = scale·√r (PEFT's use_rslora)
+    dora: bool = False                 # a learned magnitude per output row (PEFT's use_dora)
+    init: str = "glorot"               # glorot: A random, B zero; pissa: A, B from W's top-r singular vectors
+    loraplus_lr_ratio: float = 1.0     # LoRA+: B learns at this × A's learning rate (training only)
+    formulation: str = "reform"        # reform: x·(W + s·A·B); factored: x·W + s·(x·A)·B (the same function)
+
+    def __post_init__(self):
+        if isinstance(self.rank, bool) or not isinstance(self.rank, int) or self.rank < 1:
+            raise ConfigError(f"adapter rank must be a whole number >= 1, got {self.rank!r}")
+        for name in ("scale", "loraplus_lr_ratio"):
+            if not _finite_positive(getattr(self, name)):
+                raise ConfigError(f"adapter {name} must be a finite number > 0, got {getattr(self, name)!r}")
+            # an int from JSON or the caller: stored as the float the layers compute with
+            object.__setattr__(self, name, float(getattr(self, name)))
+        targets = (self.targets,) if isinstance(self.targets, str) else self.targets
+        if not isinstance(targets, (list, tuple)) or not targets or not all(isinstance(t, str) for t in targets):
+            raise ConfigError(f"adapter targets must be dense layer names, 'blocks' or 'all', got {self.targets!r}")
+        object.__setattr__(self, "targets", tuple(targets))  # a list from JSON: a tuple, so configs compare
+        if not isinstance(self.rslora, bool) or not isinstance(self.dora, bool):
+            raise ConfigError(f"adapter rslora and dora must be True or False, got {self.rslora!r} and {self.dora!r}")
+        if self.init not in LORA_INITS:
+            raise ConfigError(f"adapter init must be one of {LORA_INITS}, got {self.init!r}")
+        if self.formulation not in FORMULATIONS:
+            raise ConfigError(f"adapter formulation must be one of {FORMULATIONS}, got {self.formulation!r}")
+
+    @property
+    def lora_alpha(self) -> float:
+        return self.scale * self.rank
+
+    @property
+    def scaling(self) -> float:
+        """The multiplier of A·B: lora_alpha / r (= scale), or lora_alpha / √r with rsLoRA."""
+        return self.lora_alpha / math.sqrt(self.rank) if self.rslora else self.scale
+
+    def to_dict(self) -> dict:
+        return dict(dataclasses.asdict(self), targets=list(self.targets))
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "AdapterConfig":
+        """The settings of to_dict(); those left out take their defaults (files written before the
+        variants existed hold none of theirs: plain LoRA)."""
+        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ConfigError(f"unknown adapter settings {sorted(unknown)}")
+        return cls(**d)
 
 
 # ------------------------------------------------------------------ the default preset's budget (issue 21)
@@ -289,6 +350,11 @@ class TrainConfig:
         return Recipe(epochs=self.ft_epochs if epochs is None else epochs, lr=self.ft_lr if lr is None else lr,
                       seed=self.seed, phase=phase, precision=self.precision, compile=self.compile)
 
+    def adapter_config(self) -> AdapterConfig:
+        """The adapters this recipe adds: its flags --rank ... --loraplus-lr-ratio as one AdapterConfig."""
+        return AdapterConfig(rank=self.rank, scale=self.scale, targets=self.targets, rslora=self.rslora,
+                             dora=self.dora, init=self.lora_init, loraplus_lr_ratio=self.loraplus_lr_ratio)
+
     @classmethod
     def recipe_fields(cls) -> list[dataclasses.Field]:
         """The settings a user may override one by one, each a flag (not the preset's name, the network, or
@@ -303,9 +369,6 @@ class TrainConfig:
             (self.ft_batch_size >= 0, f"--ft-batch-size must be >= 0 (0: --batch-size), got {self.ft_batch_size}"),
             (self.lr > 0, f"--lr must be > 0, got {self.lr}"),
             (self.ft_lr > 0, f"--ft-lr must be > 0, got {self.ft_lr}"),
-            (self.rank >= 1, f"--rank must be >= 1, got {self.rank}"),
-            (self.lora_init in LORA_INITS, f"--lora-init must be one of {', '.join(LORA_INITS)}, got {self.lora_init!r}"),
-            (self.loraplus_lr_ratio > 0, f"--loraplus-lr-ratio must be > 0, got {self.loraplus_lr_ratio}"),
             (0 <= self.val_fraction < 1, f"--val-fraction must be in [0, 1), got {self.val_fraction}"),
             (0 <= self.label_smoothing < 1, f"label_smoothing must be in [0, 1), got {self.label_smoothing}"),
             (self.optimizer in ("adam", "adamw"), f"--optimizer must be adam or adamw, got {self.optimizer!r}"),
@@ -318,6 +381,7 @@ class TrainConfig:
              f"--negative-weights must be one of {', '.join(NEGATIVE_WEIGHTS)}, got {self.negative_weights!r}"),
         ]
         _check(checks)
+        self.adapter_config()  # the adapter flags are checked where they are used: AdapterConfig
         return self
 
 

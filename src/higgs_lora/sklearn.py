@@ -200,9 +200,8 @@ class ResidualMLPClassifier(ClassifierMixin, BaseEstimator):
         y01 = self._labels(column_or_1d(y_new, warn=True), learn=False)
         sample_weight = _sample_weight(sample_weight, X_new.shape[0])
         cfg = self._recipe()
-        rank = cfg.rank if rank is None else rank
-        scale = cfg.scale if scale is None else scale
-        self.model_ = add_adapters(self.model_, rank=rank, scale=scale, targets=targets)
+        given = {k: v for k, v in (("rank", rank), ("scale", scale)) if v is not None}
+        self.model_ = add_adapters(self.model_, dataclasses.replace(cfg.adapter_config(), targets=targets, **given))
         # the estimator has one batch_size: where it is set, adapting uses it too; else the preset's
         batch = cfg.batch_size if self.batch_size is not None else cfg.ft_batch()
         self._train(X_new, y01, cfg.finetune_recipe(epochs=epochs, lr=lr), batch_size=batch,

@@ -1,13 +1,15 @@
-"""Saved adapters: NAME.safetensors (only the adapter tensors) + NAME.json (the adapter's settings, the
+"""Saved adapters: NAME.safetensors (only the adapter tensors) + NAME.json (the adapter's AdapterConfig, the
 fingerprint of the base it was trained on, what it adapts to, how it did); nothing is ever unpickled.
 The shared checks (format version, finite tensors, checksums) are the saved networks' (model_file.py)."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from safetensors.torch import save_file
 
-from higgs_lora.adapters.lora import adapter_state, adapters, add_adapters, load_adapter_state
+from higgs_lora.adapters.lora import adapter_config, adapter_state, add_adapters, load_adapter_state
+from higgs_lora.config import AdapterConfig
 from higgs_lora.errors import UserError
 from higgs_lora.hardware.runtime import versions
 from higgs_lora.io import atomic_path, read_json, sha256_file, write_json
@@ -20,17 +22,16 @@ def save_adapter(path, model: ResidualMLP, *, base_fingerprint: str, provenance:
                  name: str | None = None, target_condition: str | None = None, metrics: dict | None = None) -> Path:
     """Write NAME.safetensors (the adapter tensors) then NAME.json. `name` (default: the file's stem) tells
     adapters of one base apart; `target_condition` says what data they adapt to; `metrics` how they did."""
-    layers = adapters(model)
-    if not layers:
-        raise ValueError("model has no adapters")
-    first = next(iter(layers.values()))
+    config = adapter_config(model)
     st_path, js_path = model_paths(path)
     state = {k: v.float().cpu().contiguous() for k, v in adapter_state(model).items()}
     refuse_nonfinite(st_path, state)
     with atomic_path(st_path) as tmp:
         save_file(state, str(tmp), metadata={"format": ADAPTER_FORMAT})
-    meta = dict(format=ADAPTER_FORMAT, format_version=FORMAT_VERSION, **first.options(), targets=list(layers),
-                name=name or st_path.stem, target_condition=target_condition, metrics=metrics,
+    # The config's fields at the top level, as version 0.1.0 wrote them, with the two numbers they imply.
+    meta = dict(format=ADAPTER_FORMAT, format_version=FORMAT_VERSION, **config.to_dict(),
+                lora_alpha=config.lora_alpha, scaling=config.scaling, name=name or st_path.stem,
+                target_condition=target_condition, metrics=metrics,
                 base_fingerprint=base_fingerprint, model=model.config.to_dict(),
                 trainable_params=sum(v.numel() for v in state.values()), sha256=sha256_file(st_path),
                 versions=versions(), provenance=provenance or {})
@@ -50,18 +51,22 @@ def load_adapter(path, model: ResidualMLP, *, base_fingerprint: str) -> Residual
                         f"(its base {meta.get('base_fingerprint')}, this base {base_fingerprint})")
     state = load_tensors(st_path, meta)
     refuse_disagreement(st_path, js_path, meta, state, model)
-    try:  # adapters saved before the variants existed have none of their fields: plain LoRA
-        add_adapters(model, rank=int(meta["rank"]), scale=float(meta["scale"]), targets=meta["targets"],
-                     formulation=meta.get("formulation", "reform"), rslora=meta.get("rslora", False),
-                     dora=meta.get("dora", False), init=meta.get("init", "glorot"),
-                     loraplus_lr_ratio=float(meta.get("loraplus_lr_ratio", 1.0)))
-    except (KeyError, TypeError, ValueError) as e:
-        raise UserError(f"{js_path}: bad adapter settings ({e})") from None
+    add_adapters(model, saved_config(js_path, meta))
     try:
         load_adapter_state(model, state)
     except UserError as e:  # a disagreement refuse_disagreement does not name: short, with the file
         raise UserError(f"{st_path}: does not match its JSON {js_path} ({str(e)[:200]})") from None
     return model
+
+
+def saved_config(js_path: Path, meta: dict) -> AdapterConfig:
+    """The AdapterConfig an adapter's JSON records (its fields at the top level; one written before the
+    variants existed has none of theirs: plain LoRA)."""
+    settings = {f.name for f in dataclasses.fields(AdapterConfig)}
+    try:
+        return AdapterConfig.from_dict({k: v for k, v in meta.items() if k in settings})
+    except (TypeError, ValueError) as e:  # TypeError: rank or scale missing
+        raise UserError(f"{js_path}: bad adapter settings ({e})") from None
 
 
 def refuse_disagreement(st_path: Path, js_path: Path, meta: dict, state: dict, model: ResidualMLP) -> None:

@@ -3,7 +3,8 @@
 A is [in, rank] Glorot-uniform, B is [rank, out] zeros, so an adapted network starts out computing
 exactly what the base computes. `scale` is the notebook's multiplier; in PEFT's terms lora_alpha = scale·r.
 
-Variants (each an argument here, a flag on the command line and a field in the adapter's JSON):
+The settings travel as one AdapterConfig (config.py), which checks them. Variants (each a field of it, a
+flag on the command line and a field in the adapter's JSON):
   - rslora: rank-stabilised scaling, scaling = lora_alpha/√r = scale·√r instead of lora_alpha/r = scale
     (Kalajdzievski 2023; PEFT's use_rslora). The same lora_alpha, so the update grows with the rank.
   - loraplus_lr_ratio: LoRA+ (Hayou et al. 2024), B learns at ratio × the learning rate of A. Not part
@@ -11,15 +12,16 @@ Variants (each an argument here, a flag on the command line and a field in the a
   - dora: weight-decomposed LoRA (Liu et al. 2024; PEFT's use_dora). Each output row of W + ΔW is
     rescaled to a learned magnitude m [out]: W' = m ⊙ (W + ΔW) / ‖W + ΔW‖_row, with m initialised to
     ‖W‖_row. As in PEFT (and the paper's section 4.3), the norm is treated as a constant in the backward
-    pass: the forward is the formula exactly, the gradient skips the norm.
+    pass: the forward is the formula exactly, the gradient skips the norm. Its own class, DoRALinear.
   - init="pissa": A and B start as the top-r singular components of W (Meng et al. 2024), scaled so that
     scaling·A·B is W's rank-r part, and the layer computes with the residual W − scaling·A₀·B₀ (A₀, B₀
     the initial factors, kept as buffers and saved with the adapter). The base weights themselves are
     never changed, so the adapter stays bound to its base's fingerprint, and merging folds
     W + scaling·(A·B − A₀·B₀): exactly the adapted network. Components beyond min(in, out) (the output
-    layer has out = 1) start as in plain LoRA.
+    layer has out = 1) start as in plain LoRA. An init of the plain layer (or of DoRALinear's).
 
-Two forward formulations, chosen by measurement (benchmarks/bench_train.py):
+Each layer's merge is its `adapted_weight()`, the weight it computes with; `merged()` puts it in a plain
+nn.Linear. Two forward formulations of that same function, chosen by measurement (benchmarks/bench_train.py):
   - "reform" (default): x @ (W + scaling·A@B) + b, what the notebook does. One GEMM per layer; autograd
     forms the [in, out] gradient of the sum and projects it onto A and B.
   - "factored": base(x) + scaling·(x@A)@B. Never forms dL/dW, but adds four rank-r GEMMs per layer, each a
@@ -30,65 +32,54 @@ Two forward formulations, chosen by measurement (benchmarks/bench_train.py):
 from __future__ import annotations
 
 import copy
-import math
+import dataclasses
 
 import torch
 from torch import nn
 
+from higgs_lora.config import AdapterConfig
 from higgs_lora.errors import UserError
 from higgs_lora.model.network import ResidualMLP, dense_layer_names
 
-FORMULATIONS = ("factored", "reform")
-INITS = ("glorot", "pissa")
 
-
-def _check_options(*, rank, scale, formulation, rslora, dora, init, loraplus_lr_ratio) -> None:
-    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
-        raise ValueError(f"rank must be a whole number >= 1, got {rank!r}")
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale <= 0:
-        raise ValueError(f"scale must be a finite number > 0, got {scale!r}")
-    if formulation not in FORMULATIONS:
-        raise ValueError(f"formulation must be one of {FORMULATIONS}, got {formulation!r}")
-    if init not in INITS:
-        raise ValueError(f"init must be one of {INITS}, got {init!r}")
-    if not isinstance(rslora, bool) or not isinstance(dora, bool):
-        raise ValueError(f"rslora and dora must be True or False, got {rslora!r} and {dora!r}")
-    if isinstance(loraplus_lr_ratio, bool) or not isinstance(loraplus_lr_ratio, (int, float)) \
-            or not math.isfinite(loraplus_lr_ratio) or loraplus_lr_ratio <= 0:
-        raise ValueError(f"loraplus_lr_ratio must be a finite number > 0, got {loraplus_lr_ratio!r}")
+def _row_norm(w_out_in: torch.Tensor) -> torch.Tensor:
+    return torch.linalg.vector_norm(w_out_in, dim=1)
 
 
 class LoRALinear(nn.Module):
-    def __init__(self, base: nn.Linear, *, rank: int, scale: float, formulation: str = "reform",
-                 rslora: bool = False, dora: bool = False, init: str = "glorot", loraplus_lr_ratio: float = 1.0):
+    """Plain LoRA on a frozen nn.Linear: x·(W + scaling·A·B) + b (PiSSA: W + scaling·(A·B − A₀·B₀))."""
+    dora = False  # the class, not only the config, decides what the layer computes: adapter_layer() picks it
+
+    def __init__(self, base: nn.Linear, config: AdapterConfig):
         super().__init__()
         if not isinstance(base, nn.Linear):
-            raise ValueError(f"LoRALinear wraps an nn.Linear, got {type(base).__name__}")
-        _check_options(rank=rank, scale=scale, formulation=formulation, rslora=rslora, dora=dora, init=init,
-                       loraplus_lr_ratio=loraplus_lr_ratio)
+            raise ValueError(f"{type(self).__name__} wraps an nn.Linear, got {type(base).__name__}")
+        if not isinstance(config, AdapterConfig):
+            raise TypeError(f"{type(self).__name__} takes an AdapterConfig, got {type(config).__name__}")
+        if config.dora != self.dora:
+            raise ValueError(f"{type(self).__name__} is the layer for dora={self.dora}, the config has "
+                             f"dora={config.dora}: adapter_layer(base, config) picks the class")
         self.base = base
         self.base.requires_grad_(False)
-        self.rank, self.scale, self.formulation = rank, float(scale), formulation
-        self.rslora, self.dora, self.init, self.loraplus_lr_ratio = rslora, dora, init, float(loraplus_lr_ratio)
+        self.config = config
         # Stored as the notebook writes them, [in, r] and [r, out], not transposed like nn.Linear.weight.
-        self.lora_A = nn.Parameter(torch.empty(base.in_features, rank, device=base.weight.device))
-        self.lora_B = nn.Parameter(torch.zeros(rank, base.out_features, device=base.weight.device))
+        self.lora_A = nn.Parameter(torch.empty(base.in_features, config.rank, device=base.weight.device))
+        self.lora_B = nn.Parameter(torch.zeros(config.rank, base.out_features, device=base.weight.device))
         nn.init.xavier_uniform_(self.lora_A)
-        if init == "pissa":
+        if config.init == "pissa":
             self._pissa_init()
-        if dora:
-            with torch.no_grad():
-                norm = self._row_norm(base.weight.float() + self.delta_weight().float())
-            self.lora_magnitude = nn.Parameter(norm.to(base.weight.dtype))
+
+    @property
+    def rank(self) -> int:
+        return self.config.rank
 
     @property
     def lora_alpha(self) -> float:
-        return self.scale * self.rank
+        return self.config.lora_alpha
 
     @property
     def scaling(self) -> float:
-        """The multiplier of A·B: lora_alpha / r (= scale), or lora_alpha / √r with rsLoRA."""
-        return self.lora_alpha / math.sqrt(self.rank) if self.rslora else self.scale
+        return self.config.scaling
 
     @torch.no_grad()
     def _pissa_init(self) -> None:
@@ -102,35 +93,28 @@ class LoRALinear(nn.Module):
         self.register_buffer("lora_A0", self.lora_A.detach().clone())
         self.register_buffer("lora_B0", self.lora_B.detach().clone())
 
-    @staticmethod
-    def _row_norm(w_out_in: torch.Tensor) -> torch.Tensor:
-        return torch.linalg.vector_norm(w_out_in, dim=1)
-
     def delta_weight(self) -> torch.Tensor:
         """The LoRA update in nn.Linear's layout [out, in] (PiSSA: relative to the base weight)."""
         product = self.lora_A @ self.lora_B
-        if self.init == "pissa":
+        if self.config.init == "pissa":
             product = product - self.lora_A0 @ self.lora_B0
         return self.scaling * product.T
 
-    def _dora_factor(self, weight: torch.Tensor) -> torch.Tensor:
-        """m / ‖W + ΔW‖ per output row [out]; the norm is a constant for the gradient (DoRA §4.3, PEFT)."""
-        return self.lora_magnitude / self._row_norm(weight).detach()
-
     def adapted_weight(self) -> torch.Tensor:
-        """The weight the adapted layer computes with, [out, in]."""
-        w = self.base.weight + self.delta_weight()
-        return self._dora_factor(w)[:, None] * w if self.dora else w
+        """The weight the adapted layer computes with, [out, in]: the merge."""
+        return self.base.weight + self.delta_weight()
+
+    def _factored(self, x: torch.Tensor) -> torch.Tensor:
+        """x·adapted_weightᵀ without the bias and without forming the update."""
+        low_rank = (x @ self.lora_A) @ self.lora_B
+        if self.config.init == "pissa":
+            low_rank = low_rank - (x @ self.lora_A0) @ self.lora_B0
+        return nn.functional.linear(x, self.base.weight) + self.scaling * low_rank
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.formulation == "reform":
+        if self.config.formulation == "reform":
             return nn.functional.linear(x, self.adapted_weight(), self.base.bias)
-        low_rank = (x @ self.lora_A) @ self.lora_B
-        if self.init == "pissa":
-            low_rank = low_rank - (x @ self.lora_A0) @ self.lora_B0
-        out = nn.functional.linear(x, self.base.weight) + self.scaling * low_rank
-        if self.dora:
-            out = out * self._dora_factor(self.base.weight + self.delta_weight())
+        out = self._factored(x)
         return out if self.base.bias is None else out + self.base.bias
 
     @torch.no_grad()
@@ -145,17 +129,42 @@ class LoRALinear(nn.Module):
             out.bias.copy_(self.base.bias.float())
         return out
 
-    def options(self) -> dict:
-        """What the adapter's JSON records, besides its tensors."""
-        return dict(rank=self.rank, scale=self.scale, lora_alpha=self.lora_alpha, scaling=self.scaling,
-                    rslora=self.rslora, dora=self.dora, init=self.init, loraplus_lr_ratio=self.loraplus_lr_ratio,
-                    formulation=self.formulation)
-
     def tensors(self) -> dict[str, torch.Tensor]:
         """The adapter's own tensors by short name (what is saved)."""
-        names = ["lora_A", "lora_B"] + (["lora_magnitude"] if self.dora else []) \
-            + (["lora_A0", "lora_B0"] if self.init == "pissa" else [])
+        names = ["lora_A", "lora_B"] + (["lora_A0", "lora_B0"] if self.config.init == "pissa" else [])
         return {n: getattr(self, n) for n in names}
+
+
+class DoRALinear(LoRALinear):
+    """DoRA: LoRA's weight rescaled per output row to a learned magnitude m [out],
+    m ⊙ (W + ΔW) / ‖W + ΔW‖_row, m starting at the row norms (so the layer starts as its base)."""
+    dora = True
+
+    def __init__(self, base: nn.Linear, config: AdapterConfig):
+        super().__init__(base, config)
+        with torch.no_grad():
+            norm = _row_norm(base.weight.float() + self.delta_weight().float())
+        self.lora_magnitude = nn.Parameter(norm.to(base.weight.dtype))
+
+    def _factor(self, weight: torch.Tensor) -> torch.Tensor:
+        """m / ‖W + ΔW‖ per output row [out]; the norm is a constant for the gradient (DoRA §4.3, PEFT)."""
+        return self.lora_magnitude / _row_norm(weight).detach()
+
+    def adapted_weight(self) -> torch.Tensor:
+        w = super().adapted_weight()
+        return self._factor(w)[:, None] * w
+
+    def _factored(self, x: torch.Tensor) -> torch.Tensor:
+        # the factor scales each output row of the weight, so it scales each output column of x·(W + ΔW)ᵀ
+        return super()._factored(x) * self._factor(super().adapted_weight())
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {**super().tensors(), "lora_magnitude": self.lora_magnitude}
+
+
+def adapter_layer(base: nn.Linear, config: AdapterConfig) -> LoRALinear:
+    """The adapted layer of `config`'s variant around `base`: DoRALinear with dora, else LoRALinear."""
+    return (DoRALinear if config.dora else LoRALinear)(base, config)
 
 
 def variant_name(options: dict) -> str:
@@ -183,21 +192,28 @@ def resolve_targets(model: ResidualMLP, targets) -> list[str]:
     return [n for n in names if n in chosen]
 
 
-def add_adapters(model: ResidualMLP, *, rank: int, scale: float, targets=("all",), formulation: str = "reform",
-                 rslora: bool = False, dora: bool = False, init: str = "glorot",
-                 loraplus_lr_ratio: float = 1.0) -> ResidualMLP:
-    """Freeze every base parameter and wrap the targeted dense layers in LoRALinear, in place."""
+def add_adapters(model: ResidualMLP, config: AdapterConfig) -> ResidualMLP:
+    """Freeze every base parameter and wrap the dense layers `config` targets in its adapters, in place."""
+    if not isinstance(config, AdapterConfig):
+        raise TypeError(f"add_adapters takes an AdapterConfig, got {type(config).__name__}")
     model.requires_grad_(False)
-    for name in resolve_targets(model, targets):
+    for name in resolve_targets(model, config.targets):
         parent_name, _, attr = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, attr, LoRALinear(getattr(parent, attr), rank=rank, scale=scale, formulation=formulation,
-                                         rslora=rslora, dora=dora, init=init, loraplus_lr_ratio=loraplus_lr_ratio))
+        setattr(parent, attr, adapter_layer(getattr(parent, attr), config))
     return model
 
 
 def adapters(model: nn.Module) -> dict[str, LoRALinear]:
     return {name: m for name, m in model.named_modules() if isinstance(m, LoRALinear)}
+
+
+def adapter_config(model: nn.Module) -> AdapterConfig:
+    """The config of `model`'s adapters, its targets the layers that have them (what an adapter file records)."""
+    layers = adapters(model)
+    if not layers:
+        raise ValueError("model has no adapters")
+    return dataclasses.replace(next(iter(layers.values())).config, targets=tuple(layers))
 
 
 def adapter_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -208,7 +224,8 @@ def adapter_state(model: nn.Module) -> dict[str, torch.Tensor]:
 def param_groups(model: nn.Module) -> list[dict]:
     """The trainable parameters as optimizer groups, each with an `lr_scale` (its lr = lr_scale × the lr):
     LoRA+ puts every B at loraplus_lr_ratio; everything else, adapters or not, at 1."""
-    fast = {id(m.lora_B): m.loraplus_lr_ratio for m in adapters(model).values() if m.loraplus_lr_ratio != 1.0}
+    fast = {id(m.lora_B): m.config.loraplus_lr_ratio for m in adapters(model).values()
+            if m.config.loraplus_lr_ratio != 1.0}
     groups: dict[float, list] = {}
     for p in model.parameters():
         if p.requires_grad:

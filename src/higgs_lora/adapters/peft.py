@@ -31,7 +31,9 @@ from safetensors.torch import load_file, save_file
 from higgs_lora import io
 from higgs_lora.model import model_file
 from higgs_lora.errors import UserError
+from higgs_lora.adapters import adapter_file
 from higgs_lora.adapters.lora import add_adapters, load_adapter_state, resolve_targets
+from higgs_lora.config import AdapterConfig
 from higgs_lora.model.network import ResidualMLP
 
 CONFIG_FILE, WEIGHTS_FILE = "adapter_config.json", "adapter_model.safetensors"
@@ -74,15 +76,14 @@ def export_adapter(adapter_path, out_dir) -> Path:
         raise UserError(f"{js_path}: not a higgs-lora adapter file")
     model_file.refuse_newer(js_path, meta, "adapter")
     state = model_file.load_tensors(st_path, meta)
-    layers, rank, scale = list(meta["targets"]), int(meta["rank"]), float(meta["scale"])
-    rslora, dora, pissa = bool(meta.get("rslora")), bool(meta.get("dora")), meta.get("init", "glorot") == "pissa"
-    scaling = scale * math.sqrt(rank) if rslora else scale
-    r = 2 * rank if pissa else rank
-    alpha = scaling * (math.sqrt(r) if rslora else r)
-    tensors = _peft_tensors(state, layers, dora=dora, pissa=pissa)
+    ours = adapter_file.saved_config(js_path, meta)
+    layers, pissa = list(ours.targets), ours.init == "pissa"
+    r = 2 * ours.rank if pissa else ours.rank
+    alpha = ours.scaling * (math.sqrt(r) if ours.rslora else r)   # PEFT's scaling (alpha/r or alpha/√r) is ours
+    tensors = _peft_tensors(state, layers, dora=ours.dora, pissa=pissa)
     config = dict(peft_type="LORA", task_type=None, base_model_name_or_path=None, r=r, lora_alpha=alpha,
                   target_modules=layers, lora_dropout=0.0, bias="none", fan_in_fan_out=False,
-                  use_rslora=rslora, use_dora=dora, init_lora_weights=True, modules_to_save=None,
+                  use_rslora=ours.rslora, use_dora=ours.dora, init_lora_weights=True, modules_to_save=None,
                   rank_pattern={}, alpha_pattern={}, inference_mode=True)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -136,8 +137,9 @@ def import_adapter(peft_dir, model: ResidualMLP) -> ResidualMLP:
     if missing:
         raise UserError(f"{path / CONFIG_FILE}: target_modules {missing} have no tensors in {WEIGHTS_FILE}")
     layers = resolve_targets(model, layers)   # checks the names against the network, forward order
-    r, alpha, rslora, dora = int(cfg["r"]), float(cfg["lora_alpha"]), bool(cfg.get("use_rslora")), bool(cfg.get("use_dora"))
-    add_adapters(model, rank=r, scale=alpha / r, targets=layers, rslora=rslora, dora=dora)
+    r = int(cfg["r"])
+    add_adapters(model, AdapterConfig(rank=r, scale=float(cfg["lora_alpha"]) / r, targets=layers,
+                                      rslora=bool(cfg.get("use_rslora")), dora=bool(cfg.get("use_dora"))))
     state = {}
     for layer in layers:
         for ours, theirs, transpose in (("lora_A", "lora_A.weight", True), ("lora_B", "lora_B.weight", True),

@@ -132,12 +132,11 @@ def train_base(cfg: TrainConfig, data: Prepared, *, checkpoint: Path | None = No
 
 def adapt(cfg: TrainConfig, model: ResidualMLP) -> ResidualMLP:
     """Freeze the network and add the configured adapters, saying how many parameters train."""
-    model = add_adapters(model, rank=cfg.rank, scale=cfg.scale, targets=cfg.targets, rslora=cfg.rslora,
-                         dora=cfg.dora, init=cfg.lora_init, loraplus_lr_ratio=cfg.loraplus_lr_ratio)
+    config = cfg.adapter_config()
+    model = add_adapters(model, config)
     trainable = model.n_params(trainable_only=True)
-    variant = variant_name(next(iter(adapters(model).values())).options())
-    log(f"adapters ({variant}): rank {cfg.rank}, scale {cfg.scale} on {len(adapters(model))} layers  "
-        f"trainable {trainable:,}  frozen {model.n_params() - trainable:,}")
+    log(f"adapters ({variant_name(config.to_dict())}): rank {config.rank}, scale {config.scale} on "
+        f"{len(adapters(model))} layers  trainable {trainable:,}  frozen {model.n_params() - trainable:,}")
     return model
 
 

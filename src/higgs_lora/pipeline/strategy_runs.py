@@ -11,14 +11,14 @@ from higgs_lora import io
 from higgs_lora.config import TrainConfig
 from higgs_lora.hardware.distributed import log
 from higgs_lora.errors import DataError, RunDirectoryError
-from higgs_lora.adapters.lora import adapters
+from higgs_lora.adapters.lora import resolve_targets
 from higgs_lora.model.network import ResidualMLP
 from higgs_lora.pipeline import phases
 from higgs_lora.pipeline.inputs import DataSpec, prepare_data
 from higgs_lora.pipeline.rundir import LOCK_NAME, lock_dir, refuse_if_locked, release_dir
 from higgs_lora.hardware.runtime import resolve_device
 from higgs_lora.model.network import HEAD_LAYERS
-from higgs_lora.studies.strategies import markdown_table, prepare, run_all, write_outputs
+from higgs_lora.studies.strategies import markdown_table, run_all, write_outputs
 from higgs_lora.data.sources import TensorData
 from higgs_lora.train import fit
 from higgs_lora.model.model_file import load_model, save_model
@@ -78,7 +78,7 @@ def _compare(cfg: TrainConfig, data, out: Path, *, loaded, base_path, progress: 
     result = dict(config=cfg.to_dict(), hardware=hw, device=str(device), threads=torch.get_num_threads(),
                   data=dict(source=source.source, fingerprint=source.fingerprint, **split.to_dict()),
                   base=base_path, base_training=base_training, head_layers=list(HEAD_LAYERS),
-                  lora_layers=list(adapters(prepare("lora", base, cfg))), strategies=rows, command=command)
+                  lora_layers=resolve_targets(base, cfg.targets), strategies=rows, command=command)
     paths = write_outputs(out, io.json_safe(result))
     log("\n" + markdown_table(result) + "\n")
     log("wrote " + "  ".join(str(p) for p in paths))

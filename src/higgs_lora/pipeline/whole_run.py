@@ -16,7 +16,7 @@ from higgs_lora.hardware import distributed, machine
 from higgs_lora import io
 from higgs_lora.config import TrainConfig
 from higgs_lora.hardware.distributed import log
-from higgs_lora.adapters.lora import adapters
+from higgs_lora.adapters.lora import adapter_config
 from higgs_lora.report.metrics import ROC_POINTS, binary_metrics, format_metrics, roc_curve
 from higgs_lora.pipeline import figures, phases
 from higgs_lora.pipeline.inputs import DataSpec, Prepared, prepare_data
@@ -210,8 +210,8 @@ def adapt_and_finetune(r: RunState) -> None:
     cfg = r.cfg
     r.adapted = phases.adapt(cfg, r.base)
     trainable = r.adapted.n_params(trainable_only=True)
-    r.metrics["lora"] = dict(rank=cfg.rank, scale=cfg.scale, lora_alpha=cfg.scale * cfg.rank,
-                             targets=list(adapters(r.adapted)), trainable_params=trainable,
+    adapted = adapter_config(r.adapted)
+    r.metrics["lora"] = dict(adapted.to_dict(), lora_alpha=adapted.lora_alpha, trainable_params=trainable,
                              frozen_params=r.adapted.n_params() - trainable)
     phases.check_unchanged_at_start(r.adapted, r.base_logits, r.data)
     if r.data.split.extra_rows == 0 or cfg.ft_epochs == 0:

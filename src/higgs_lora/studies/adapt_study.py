@@ -34,7 +34,6 @@ wall time. Seeds vary the source and target samples and every initialisation.
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 import time
@@ -45,10 +44,11 @@ import torch
 
 from higgs_lora.data.simulate import CONDITION_PRESETS, NOMINAL, simulate
 from higgs_lora.data.standardize import Standardizer
-from higgs_lora.adapters.lora import add_adapters, adapter_state
+from higgs_lora.adapters.lora import adapter_state
 from higgs_lora.report.metrics import binary_metrics
-from higgs_lora.model.network import HEAD_LAYERS, ResidualMLP, head_only_copy
-from higgs_lora.config import Recipe
+from higgs_lora.model.network import HEAD_LAYERS, ResidualMLP
+from higgs_lora.config import AdapterConfig, Recipe
+from higgs_lora.studies.strategies import prepare
 from higgs_lora.hardware.runtime import predict_logits
 from higgs_lora.data.sources import TensorData
 from higgs_lora.train import fit
@@ -192,20 +192,23 @@ def train_base(settings: StudySettings, seed: int, source: Part, source_val: Par
     return model, dict(wall_s=time.perf_counter() - t, epochs_run=len(result.history), best_epoch=result.best_epoch)
 
 
+def adapters_of(method: str, settings: StudySettings) -> AdapterConfig:
+    """The adapters of an adapter method."""
+    options = dict(ADAPTERS[method])
+    if "loraplus_lr_ratio" in options:
+        options["loraplus_lr_ratio"] = settings.loraplus_ratio
+    return AdapterConfig(scale=settings.adapter_scale, **options)
+
+
 def _prepare(method: str, base: ResidualMLP, settings: StudySettings, seed: int) -> ResidualMLP:
-    """The network a method trains (a copy: the base is never touched)."""
+    """The network a method trains (a copy: the base is never touched), by strategies.prepare: the fresh
+    networks are its `scratch` (the base's shape, drawn from `seed`)."""
     if is_adapter(method):
-        torch.manual_seed(seed)
-        options = dict(ADAPTERS[method])
-        if "loraplus_lr_ratio" in options:
-            options["loraplus_lr_ratio"] = settings.loraplus_ratio
-        return add_adapters(copy.deepcopy(base), scale=settings.adapter_scale, **options)
-    if method == "full":
-        return copy.deepcopy(base).requires_grad_(True)
-    if method == "head":
-        return head_only_copy(base)
+        return prepare("lora", base, seed=seed, adapter=adapters_of(method, settings))
+    if method in ("full", "head"):
+        return prepare(method, base, seed=seed)
     if method in ("fresh-target", "fresh-source+target"):
-        return _new_network(settings, seed)
+        return prepare("scratch", base, seed=seed)
     raise ValueError(f"not a network method: {method!r}")
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from higgs_lora import io
-from higgs_lora.config import TrainConfig
+from higgs_lora.config import AdapterConfig, TrainConfig
 from higgs_lora.adapters.lora import add_adapters
 from higgs_lora.report.metrics import binary_metrics
 from higgs_lora.model.network import ResidualMLP, head_only_copy
@@ -80,19 +80,22 @@ def training_state_bytes(model: torch.nn.Module, x_batch: torch.Tensor, y_batch:
 
 # ---------------------------------------------------------------- the strategies
 
-def prepare(strategy: str, base: ResidualMLP, cfg: TrainConfig) -> ResidualMLP:
-    """The network a strategy trains, built from (a copy of) `base`; the base itself is never touched."""
+def prepare(strategy: str, base: ResidualMLP, *, seed: int, adapter: AdapterConfig | None = None) -> ResidualMLP:
+    """The network a fine-tuning strategy trains, built from (a copy of) `base`, which is never touched:
+    lora: `adapter`'s adapters on the frozen base; full: every weight; head: the head only; scratch: a
+    fresh network of the base's shape; base: the base, frozen. `seed` draws what is new (A, or the fresh
+    network). The one switch of this study and of adapt_study's."""
     if strategy == "lora":
-        torch.manual_seed(cfg.seed)  # A's initialization
-        return add_adapters(copy.deepcopy(base), rank=cfg.rank, scale=cfg.scale, targets=cfg.targets,
-                            rslora=cfg.rslora, dora=cfg.dora, init=cfg.lora_init,
-                            loraplus_lr_ratio=cfg.loraplus_lr_ratio)
+        if adapter is None:
+            raise ValueError("strategy 'lora' needs adapter=AdapterConfig(...)")
+        torch.manual_seed(seed)  # A's initialization
+        return add_adapters(copy.deepcopy(base), adapter)
     if strategy == "full":
         return copy.deepcopy(base).requires_grad_(True)
     if strategy == "head":
         return head_only_copy(base)
     if strategy == "scratch":
-        torch.manual_seed(cfg.seed)
+        torch.manual_seed(seed)
         return ResidualMLP.from_config(base.config).to(next(base.parameters()).device)
     if strategy == "base":
         return copy.deepcopy(base).requires_grad_(False)
@@ -109,7 +112,7 @@ def run_one(strategy: str, base: ResidualMLP, cfg: TrainConfig, data: dict, *, p
             verbose: bool = False) -> dict:
     """Train one strategy and measure it. `data` holds standardized tensors on one device:
     train, val (may be None), extra, test, each an (x, y) pair."""
-    model = prepare(strategy, base, cfg)
+    model = prepare(strategy, base, seed=cfg.seed, adapter=cfg.adapter_config())
     x_extra, y_extra = data["extra"]
     device = x_extra.device
     val = None
