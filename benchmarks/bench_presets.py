@@ -315,7 +315,7 @@ def part_adapters(args) -> list[str]:
                   f" {'held AUC':>8} {'held acc':>8} {'dAUC':>7} {'test AUC':>8}"]
         for strategy, rank, scale, lr, targets in ADAPTER_SWEEP:
             c = preset("default", precision="fp32", seed=SEEDS[0], ft_epochs=1, ft_lr=lr, rank=rank, scale=scale, targets=targets)
-            model = strategies.prepare(strategy, base, c)
+            model = strategies.prepare(strategy, base, seed=c.seed, adapter=c.adapter_config() if strategy == "lora" else None)
             torch.manual_seed(c.seed)
             t = time.perf_counter()
             fit(model, TensorData(*ft, batch_size=c.batch_size), c.finetune_recipe(epochs=1, lr=lr), progress=False,
@@ -364,7 +364,7 @@ def part_ft_budget(args) -> list[str]:
                     steps = -(-n // batch)
                     epochs = min(100, max(FT_MAX_EPOCHS, -(-BUDGET_MIN_STEPS // steps)))
                     c = preset("default", precision="fp32", seed=SEEDS[0], ft_lr=lr)
-                    model = strategies.prepare("lora", base, c)
+                    model = strategies.prepare("lora", base, seed=c.seed, adapter=c.adapter_config())
                     curve, clock = [], {"cpu": time.process_time()}
 
                     def on_epoch(history, model=model, curve=curve, clock=clock, held=held, test=d["test"]):

@@ -82,7 +82,7 @@ def rate(kind, precision, *, compile=False):
     model = ResidualMLP.from_config(ModelConfig()).to(dev)
     recipe = cfg.base_recipe()
     if kind == "finetune":
-        add_adapters(model, rank=cfg.rank, scale=cfg.scale, targets=cfg.targets)
+        add_adapters(model, cfg.adapter_config())
         model.to(dev)
         recipe = cfg.finetune_recipe()
     recipe = dataclasses.replace(recipe, epochs=EPOCHS, precision=precision, compile=compile)
