@@ -149,6 +149,24 @@ def test_adapt_finetune_merge(trained, data):
         hl.adapt(adapted)
 
 
+def test_fine_tuning_validates_on_the_end_of_the_extra_rows_and_keeps_its_best_epoch(trained, data):
+    """ft_val_fraction / ft_patience (the default preset's 0.05 / 2): the last rows of the extra part
+    validate, the epoch of the lowest validation loss is what the adapted network holds at the end. A
+    learning rate high enough to diverge makes the best epoch an early one."""
+    base, _ = trained
+    recipe = hl.recipe("notebook", **{**SMALL, "ft_epochs": 8}, ft_lr=0.2, ft_val_fraction=0.25, ft_patience=2)
+    adapted = hl.finetune(hl.adapt(base, recipe=recipe), data, recipe=recipe, progress=False)
+    losses = [r["val_loss"] for r in adapted.history.rows if r["phase"] == "finetune"]
+    best = losses.index(min(losses))
+    assert len(losses) == best + 1 + 2 < 8            # stopped 2 epochs after its best, before the last
+    assert losses[-1] > 1.5 * losses[best]             # and the last epoch was much worse
+    fit_rows, val_rows = data.split.extra_parts(0.25)
+    assert (fit_rows.start, fit_rows.stop, val_rows.stop) == (1500, 3000, 3500) and val_rows.start == 3000
+    held = data.source.part(val_rows, adapted.standardizer, batch_size=256)
+    kept_loss, _ = held.loss_and_accuracy(adapted.network, precision="fp32")
+    assert kept_loss == pytest.approx(losses[best], rel=1e-6)
+
+
 def test_save_and_load_models_and_adapters(trained, data, tmp_path):
     base, adapted = trained
     x, _ = data.part("test")

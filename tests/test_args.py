@@ -9,7 +9,7 @@ from higgs_lora.config import ModelConfig, TrainConfig
 GIVEN = dict(epochs=("7", 7), batch_size=("1000", 1000), lr=("0.02", 0.02), optimizer=("adamw", "adamw"),
              weight_decay=("0.03", 0.03), schedule=("cosine", "cosine"), warmup_frac=("0.2", 0.2),
              val_fraction=("0.3", 0.3), patience=("4", 4), label_smoothing=("0.1", 0.1), ft_epochs=("5", 5),
-             ft_lr=("0.04", 0.04), ft_batch_size=("512", 512),
+             ft_lr=("0.04", 0.04), ft_val_fraction=("0.2", 0.2), ft_patience=("5", 5), ft_batch_size=("512", 512),
              rank=("6", 6), scale=("0.7", 0.7), targets=(["hidden", "output"], ("hidden", "output")),
              rslora=(None, True), dora=(None, True), lora_init=("pissa", "pissa"), loraplus_lr_ratio=("4", 4.0),
              seed=("9", 9), device=("cpu", "cpu"), precision=("bf16", "bf16"), compile=(None, True),

@@ -93,3 +93,14 @@ def test_the_estimator_holds_out_validation_and_trains_by_the_budget():
     assert all(h["val_loss"] is not None for h in clf.history_)
     nb = ResidualMLPClassifier(preset="notebook", epochs=2).fit(x, y)
     assert nb.budget_ is None and all(h["val_loss"] is None for h in nb.history_)
+
+
+def test_fine_tuning_validation_rows_are_the_end_of_the_extra_rows():
+    from higgs_lora.data import split_rows
+    s = split_rows(1100, train_rows=200, test_rows=50)          # extra: rows 200..1050
+    assert s.extra_parts(0.0) == (slice(200, 1050), slice(1050, 1050))
+    assert s.extra_parts(0.05) == (slice(200, 1008), slice(1008, 1050))   # round(850 x 0.05) = 42
+    assert s.extra_parts(0.0001) == (slice(200, 1050), slice(1050, 1050))  # no whole row: no validation
+    d = preset("default")
+    assert (d.ft_val_fraction, d.ft_patience) == (0.05, 2)
+    assert (preset("notebook").ft_val_fraction, preset("notebook").ft_patience) == (0.0, 0)  # the notebook's recipe

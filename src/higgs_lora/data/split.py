@@ -36,6 +36,17 @@ class Split:
     def test(self) -> slice:
         return slice(self.rows - self.test_rows, self.rows)
 
+    def extra_parts(self, val_fraction: float) -> tuple[slice, slice]:
+        """(adapter training rows, adapter validation rows): the last `val_fraction` of the extra rows
+        validate the fine-tuning, as the base's validation rows are the end of its train rows. The
+        validation part is empty where the fraction leaves no row (or no training row)."""
+        extra = self.extra
+        n = extra.stop - extra.start
+        k = int(round(n * val_fraction))
+        if k < 1 or k >= n:
+            return extra, slice(extra.stop, extra.stop)
+        return slice(extra.start, extra.stop - k), slice(extra.stop - k, extra.stop)
+
     def to_dict(self) -> dict:
         return dict(rows=self.rows, train_rows=self.train_rows - self.val_rows, val_rows=self.val_rows,
                     extra_rows=self.extra_rows, test_rows=self.test_rows)

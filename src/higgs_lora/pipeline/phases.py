@@ -142,12 +142,21 @@ def adapt(cfg: TrainConfig, model: ResidualMLP) -> ResidualMLP:
 
 def finetune(cfg: TrainConfig, model: ResidualMLP, data: Prepared, *, base_fingerprint: str,
              checkpoint: Path | None = None, resume: bool = False, progress: bool = True, on_epoch=None) -> FitResult:
-    """Train the adapters of `model` (whose base has `base_fingerprint`) on the extra rows."""
+    """Train the adapters of `model` (whose base has `base_fingerprint`) on the extra rows, validating on
+    their last `ft_val_fraction` when the recipe asks for it."""
     refuse_one_class(data, "extra")
-    extra = part(data, data.split.extra, batch_size=cfg.ft_batch(), policy=weight_policy(cfg))
+    policy = weight_policy(cfg)
+    rows, val_rows = data.split.extra_parts(cfg.ft_val_fraction)
+    extra = part(data, rows, batch_size=cfg.ft_batch(), policy=policy)
+    # As in base training: the validation loss, weighted like the loss it stands in for, picks the epoch kept.
+    val = part(data, val_rows, batch_size=cfg.ft_batch(), policy=policy) if val_rows.stop > val_rows.start else None
     settings = resume_settings(cfg, data, base=base_fingerprint)
     keep = Checkpoint(checkpoint, resume=resume, settings=settings) if checkpoint else None
-    return fit(model, extra, cfg.finetune_recipe(), checkpoint=keep, on_epoch=on_epoch, progress=progress)
+    result = fit(model, extra, cfg.finetune_recipe(), val=val, checkpoint=keep, on_epoch=on_epoch, progress=progress)
+    if result.best_epoch is not None:
+        log(f"adapters: keeping epoch {result.best_epoch} (lowest validation loss on the last "
+            f"{val_rows.stop - val_rows.start:,} extra rows)")
+    return result
 
 
 @dataclass
