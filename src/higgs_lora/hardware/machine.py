@@ -40,26 +40,29 @@ NATIVE_BF16_ISA = ("AVX512", "SVE256", "SVE", "DEFAULT")  # ATen levels that run
 # ------------------------------------------------------------------------------------------------ the CPU
 
 def cpu_model(*, cpuinfo: str | None = None) -> str:
-    for line in _cpuinfo(cpuinfo).splitlines():
-        if line.split(":")[0].strip() in ("model name", "Model", "Hardware"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
+    fields = cpuinfo_fields(cpuinfo)
+    name = next((fields[k] for k in ("model name", "Model", "Hardware") if k in fields), "")
+    return name or platform.processor() or platform.machine()
 
 
 def cpu_flags(*, cpuinfo: str | None = None) -> frozenset[str]:
-    for line in _cpuinfo(cpuinfo).splitlines():
-        if line.split(":")[0].strip() in ("flags", "Features"):
-            return frozenset(line.split(":", 1)[1].split())
-    return frozenset()
+    fields = cpuinfo_fields(cpuinfo)
+    return frozenset(next((fields[k] for k in ("flags", "Features") if k in fields), "").split())
 
 
-def _cpuinfo(text: str | None) -> str:
-    if text is not None:
-        return text
-    try:
-        return Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return ""
+def cpuinfo_fields(text: str | None = None) -> dict[str, str]:
+    """/proc/cpuinfo (or `text`) as {key: value} of the first processor listed; {} where there is none."""
+    if text is None:
+        try:
+            text = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return {}
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        key, colon, value = line.partition(":")
+        if colon:
+            fields.setdefault(key.strip(), value.strip())
+    return fields
 
 
 def cpu_isa() -> str:

@@ -10,7 +10,6 @@ import contextlib
 import fcntl
 import json
 import os
-import platform
 import shutil
 from pathlib import Path
 
@@ -156,16 +155,8 @@ def write_history(path: Path, rows: list[dict]) -> None:
 
 
 def machine_info(device: torch.device) -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     cores = machine.usable_cores()
-    info = dict(cpu=cpu, isa=machine.cpu_isa(), cores=os.cpu_count(), usable_cores=cores.n,
+    info = dict(cpu=machine.cpu_model(), isa=machine.cpu_isa(), cores=os.cpu_count(), usable_cores=cores.n,
                 usable_cores_reason=cores.reason, threads=torch.get_num_threads(), device=str(device))
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
