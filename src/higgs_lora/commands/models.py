@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from higgs_lora.commands import args as a
-from higgs_lora.config import PRECISION_CHOICES
+from higgs_lora.config import DEFAULT_PRECISION, PRECISION_CHOICES
 
 
 def add_parsers(sub) -> dict:
@@ -45,7 +45,7 @@ def add_parsers(sub) -> dict:
     p.add_argument("--label-column", default="0", metavar="NAME|INDEX|none",
                    help="label column to skip (and copy to the output); 'none' if the file has only features")
     p.add_argument("--chunk-rows", type=int, default=1 << 20, metavar="N", help="rows per chunk (default: 1048576)")
-    p.add_argument("--precision", default="fp32", choices=PRECISION_CHOICES,
+    p.add_argument("--precision", default=DEFAULT_PRECISION, choices=PRECISION_CHOICES,
                    help="arithmetic (default: fp32, the model's exact probabilities, as evaluate and the ONNX "
                         "export give them); bf16: faster where the hardware has it natively, rounded: prints the "
                         "measured max |p_bf16 - p_fp32| on the first chunk; auto: bf16 where it is native and a "

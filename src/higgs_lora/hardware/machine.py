@@ -27,6 +27,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
+from higgs_lora.config import check_precision
+
 PROBE_SECONDS = 0.8          # wall budget of one probe (warm-up included), under the 1 s promise
 PROBE_MIN_STEPS = 2          # measured steps per precision, whatever the budget
 BF16_MIN_SPEEDUP = 1.1       # bf16 rounds more; it must buy clearly more than noise to be chosen
@@ -290,8 +292,7 @@ def choose_precision(requested: str, *, device: str, make_model: Callable, n_fea
                      ) -> PrecisionChoice:
     """fp32, bf16 or auto -> what to run and why. `make_model()` builds the configured network (the
     probe measures it, whatever it is); `probe` and `native` replace the measurement in tests."""
-    if requested not in ("auto", "fp32", "bf16"):
-        raise ValueError(f"precision must be auto, fp32 or bf16, got {requested!r}")
+    check_precision(requested)
     if requested == "fp32":
         return PrecisionChoice("fp32", "requested", None)
     is_native, why = native_bf16(device) if native is None else native
