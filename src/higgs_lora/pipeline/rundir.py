@@ -22,6 +22,7 @@ from higgs_lora.model.model_file import model_paths
 
 
 LOCK_NAME = ".lock"
+HARDWARE_FILE = "hardware.json"  # the one record of what this machine chose for the run
 MIN_FREE = 64 << 20  # a run's checkpoints, models and report
 _held: dict[Path, int] = {}  # directory -> descriptor of its lock file, kept open while this process lives
 
@@ -145,6 +146,18 @@ def new_file(out, *, force: bool) -> Path:
     if out.exists() and not force:
         raise RunDirectoryError(f"--out {out}: file exists (use --force to overwrite)")
     return out
+
+
+def hardware_record(out: Path) -> dict | None:
+    """The precision, epochs and threads the run in `out` got when it started (phases.resolve_hardware), for
+    --resume to reuse: OUT/hardware.json; a `run` directory written before that file existed kept it in
+    config.json; None where there is neither."""
+    out = Path(out)
+    if (out / HARDWARE_FILE).exists():
+        return io.read_json(out / HARDWARE_FILE)
+    if (out / "config.json").exists():
+        return io.read_json(out / "config.json").get("hardware")
+    return None
 
 
 def write_history(path: Path, rows: list[dict]) -> None:
