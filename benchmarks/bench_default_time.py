@@ -7,7 +7,7 @@ whole `higgs-lora run` processes, side by side.
 
 Each round runs `higgs-lora run --preset notebook` and `higgs-lora run` (the default preset, precision
 auto) one after the other (the order alternates between rounds), and reads back from each run directory
-what was chosen (config.json: precision, why, epochs) and what it cost (metrics.json: base-training and
+what was chosen (hardware.json: precision, why, epochs) and what it cost (metrics.json: base-training and
 total seconds). Target: the default's time <= 1.1x the notebook's, on base training and on the whole run.
 
 --avx2 sets ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 for both: an
@@ -48,8 +48,7 @@ def run(preset: str, *, work: Path, env: dict, data: str | None, extra: list[str
     wall = time.perf_counter() - t
     if proc.returncode:
         sys.exit(f"failed: {' '.join(cmd)}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    config, metrics = (json.loads((out / f).read_text()) for f in ("config.json", "metrics.json"))
-    hw = config.get("hardware", {})
+    config, metrics, hw = (json.loads((out / f).read_text()) for f in ("config.json", "metrics.json", "hardware.json"))
     line = next((x for x in proc.stdout.splitlines() if "precision:" in x), "")
     shutil.rmtree(out, ignore_errors=True)
     return dict(wall=wall, train=metrics["timings_s"]["train"], total=metrics["timings_s"]["total"],

@@ -51,6 +51,7 @@ import torch  # noqa: E402
 from sklearn.metrics import roc_auc_score, roc_curve  # noqa: E402
 
 from higgs_lora.config import CLASS_BALANCES, NEGATIVE_WEIGHTS, ModelConfig, TrainConfig, preset  # noqa: E402
+from higgs_lora.config import DEFAULT_PRECISION, PRECISIONS  # noqa: E402
 from higgs_lora.data import Standardizer, split_rows  # noqa: E402
 from higgs_lora.data.kde import kde_table, read_higgs_rows  # noqa: E402
 from higgs_lora.data.simulate import simulated_table  # noqa: E402
@@ -472,7 +473,7 @@ def main(argv=None) -> int:
     p.add_argument("--rows", default="200000", help="train part: a row count, or 'all' (every non-test row)")
     p.add_argument("--seeds", nargs="+", type=int, default=[1234, 1235, 1236])
     p.add_argument("--threads", default="1", help="threads for torch, LightGBM and XGBoost (default 1)")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="the networks' arithmetic")
+    p.add_argument("--precision", default=DEFAULT_PRECISION, choices=PRECISIONS, help="the networks' arithmetic")
     p.add_argument("--skip", nargs="*", default=[], choices=["lightgbm", "xgboost", "notebook", "default"])
     p.add_argument("--only", nargs="+", metavar="KEY", help="select: only these candidates")
     p.add_argument("--default-epochs", type=int, help="peers: train the default recipe for this many epochs "

@@ -22,6 +22,8 @@ from pathlib import Path
 
 from common import BENCH_DATA, gb, machine, machine_lines, run_measured, simulated_file, verdict
 
+from higgs_lora.config import DEFAULT_PRECISION, PRECISIONS
+
 TRAINED = re.compile(r"trained in ([\d.]+)s \(([\d,]+) samples/s\)")
 
 
@@ -43,7 +45,7 @@ def main() -> None:
     p.add_argument("--rows-per-shard", type=int, default=1_000_000)
     p.add_argument("--repeat", type=int, default=4, help="K: how many times part 2 lists the shards (default: 4)")
     p.add_argument("--limit-gib", type=float, default=2.0, help="address-space limit of part 2 (default: 2 GiB; libraries alone map ~1.2 GiB)")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    p.add_argument("--precision", default=DEFAULT_PRECISION, choices=PRECISIONS)
     p.add_argument("--work", type=Path, help="where the shards go (default: a temporary folder in bench-data/)")
     args = p.parse_args()
     info = machine()

@@ -19,6 +19,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from higgs_lora.hardware.machine import cpu_flags, cpu_model
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_REFERENCE = ROOT.parent / "shared" / "reference" / "notebook_reference.py"
 DEFAULT_REF_PYTHON = ROOT / ".venv-ref" / "bin" / "python"
@@ -29,23 +31,9 @@ EPOCH_LINE = re.compile(r"^epoch (\d+) acc (\S+) loss (\S+) time ([\d.]+)s$")
 
 # ---------------------------------------------------------------- machine
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def machine() -> dict:
     import torch
-    flags = ""
-    try:
-        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
-    except (OSError, StopIteration):
-        pass
+    flags = cpu_flags()
     return dict(cpu=cpu_model(), nproc=os.cpu_count(), torch_threads=torch.get_num_threads(),
                 avx512="avx512f" in flags, avx512_bf16="avx512_bf16" in flags, amx="amx_tile" in flags,
                 torch=torch.__version__, python=platform.python_version(), load_avg=os.getloadavg())

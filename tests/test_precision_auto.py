@@ -103,14 +103,15 @@ def test_run_records_the_choice_and_resume_reuses_it(data, tmp_path, monkeypatch
     args = ["run", "--data", str(data), "--out", str(out), "--no-report", "--ft-epochs", "1", *SMALL]
     assert main(args) == 0
     config = json.loads((out / "config.json").read_text())
+    hardware = json.loads((out / "hardware.json").read_text())  # the one record: config.json keeps none
     epochs = most_epochs(2.0)
-    assert config["hardware"]["precision"] == "bf16" and config["hardware"]["epochs"] == epochs
+    assert hardware["precision"] == "bf16" and hardware["epochs"] == epochs and "hardware" not in config
     assert config["train"]["precision"] == "bf16" and config["train"]["epochs"] == epochs
-    assert config["hardware"]["threads"] >= 1 and config["hardware"]["threads_reason"]
+    assert hardware["threads"] >= 1 and hardware["threads_reason"]
     assert config["machine"]["usable_cores"] >= 1 and config["machine"]["isa"]
     assert json.loads((out / "base.json").read_text())["provenance"]["precision"]["precision"] == "bf16"
     capsys.readouterr()
     calls = this_machine(monkeypatch, native=True, speedup=1.0)  # the machine measures otherwise now
     assert main(args + ["--resume"]) == 0
-    assert calls == [] and json.loads((out / "config.json").read_text())["hardware"]["epochs"] == epochs
+    assert calls == [] and json.loads((out / "hardware.json").read_text())["epochs"] == epochs
     assert re.search(r"^precision: bf16 .*\(as when the run started\)$", capsys.readouterr().out, re.M)

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from higgs_lora.hardware import distributed
-from higgs_lora.config import SIM_EVENTS, SIM_SEED, ModelConfig, TrainConfig, preset
+from higgs_lora.config import DEFAULT_PRECISION, ModelConfig, SIM_EVENTS, SIM_SEED, TrainConfig, preset
 from higgs_lora.data import Split, Standardizer, split_rows
 from higgs_lora.errors import ConfigError, UserError
 from higgs_lora.adapters.lora import adapters
@@ -269,7 +269,7 @@ def fit(data: Data, *, recipe="default", sample_weight=None, out=None, force: bo
                  history=history, provenance=provenance, path=path)
 
 
-def evaluate(model: Model, data: Data, *, part: str = "test", sample_weight=None, precision: str = "fp32") -> Metrics:
+def evaluate(model: Model, data: Data, *, part: str = "test", sample_weight=None, precision: str = DEFAULT_PRECISION) -> Metrics:
     """Metrics of `model` on a part of `data` (test, extra, train, val or all), as `higgs-lora evaluate`.
     The data is standardized with the model's own statistics, so any model fits any data of its width.
     `sample_weight`: an event weight per row of `data` (as in `fit`) that the metrics weigh by."""
@@ -353,7 +353,7 @@ def compare(**metrics: Metrics) -> Comparison:
     return Comparison(models=dict(metrics))
 
 
-def predict(model: Model, features, *, precision: str = "fp32", device: str = "auto") -> np.ndarray:
+def predict(model: Model, features, *, precision: str = DEFAULT_PRECISION, device: str = "auto") -> np.ndarray:
     """P(signal) per row of raw features ([n, d] array or DataFrame, columns in the model's order),
     standardized with the model's statistics; fp32 (exact) unless `precision="bf16"`, which prints its max
     deviation from fp32 on the first 65,536 rows. For files of any size, `higgs_lora.api.predict_file`."""
@@ -371,7 +371,7 @@ def predict(model: Model, features, *, precision: str = "fp32", device: str = "a
     return p
 
 
-def predict_file(model: Model, *, data, out, label_column=0, chunk_rows: int = 1 << 20, precision: str = "fp32",
+def predict_file(model: Model, *, data, out, label_column=0, chunk_rows: int = 1 << 20, precision: str = DEFAULT_PRECISION,
                  force: bool = False, device: str = "auto") -> int:
     """Stream a table file of any size through `model` in chunks into a .csv or .parquet file of
     probabilities (and labels, when the file has them; `label_column=None`: features only), as

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
 from higgs_lora.errors import ConfigError
 
@@ -15,8 +16,15 @@ LAYER_NAMES_DOC = "input, blocks.<i>.dense1, blocks.<i>.dense2, hidden, output"
 
 OPTIMIZERS = ("adam", "adamw")
 SCHEDULES = ("constant", "cosine")
-PRECISIONS = ("fp32", "bf16")             # what a phase runs in
-PRECISION_CHOICES = ("auto", *PRECISIONS)  # what a run may ask for: auto is decided by hardware.py
+# Precision: what runs (a Recipe's, inference's, a TrainConfig's once resolved) and what a user may ask for
+# (a TrainConfig's as given: auto is resolved by hardware/machine.py; the request stays in hardware.json).
+Precision = Literal["fp32", "bf16"]
+PrecisionRequest = Literal["auto"] | Precision
+PRECISIONS = get_args(Precision)
+PRECISION_CHOICES = ("auto", *PRECISIONS)
+# The precision wherever none is asked for: exact fp32. Inference never defaults to anything else (bf16
+# rounds the probabilities, issue 21); training is fp32 in the notebook preset, `auto` in the default one.
+DEFAULT_PRECISION = "fp32"
 LORA_INITS = ("glorot", "pissa")           # adapters/lora.py: how A and B start
 FORMULATIONS = ("factored", "reform")      # adapters/lora.py: how the adapted layer computes its forward
 CLASS_BALANCES = ("auto", "none", "equal")            # train/weighting.py
@@ -137,6 +145,54 @@ class AdapterConfig:
         return cls(**d)
 
 
+def check_precision(value: str, *, resolved: bool = False) -> PrecisionRequest:
+    """`value` when it is a precision one may ask for (auto, fp32, bf16), or with `resolved` one that runs
+    (fp32, bf16: auto resolved by hardware.machine.choose_precision); else ConfigError. The one check."""
+    choices = PRECISIONS if resolved else PRECISION_CHOICES
+    if value not in choices:
+        why = "; auto is resolved to fp32 or bf16 before anything runs" if value == "auto" else ""
+        raise ConfigError(f"--precision must be {_one_of(choices)}, got {value!r}{why}")
+    return value
+
+
+def _one_of(choices) -> str:
+    return ", ".join(choices[:-1]) + " or " + choices[-1]
+
+
+# Each setting's one check: (what it must be, the test). A Recipe and a TrainConfig both check with these, so
+# a value is refused with the same message wherever it is given; the message names the flag.
+_AT_LEAST_0 = ("must be >= 0", lambda v: v >= 0)
+_POSITIVE = ("must be > 0", lambda v: v > 0)
+
+
+def _choice(choices):
+    return f"must be {_one_of(choices)}", lambda v: v in choices
+
+
+_RULES = dict(
+    epochs=_AT_LEAST_0, ft_epochs=_AT_LEAST_0,
+    batch_size=("must be >= 1", lambda v: v >= 1),
+    ft_batch_size=("must be >= 0 (0: --batch-size)", lambda v: v >= 0),
+    lr=_POSITIVE, ft_lr=_POSITIVE,
+    optimizer=_choice(OPTIMIZERS), schedule=_choice(SCHEDULES),
+    weight_decay=_AT_LEAST_0,
+    warmup_frac=("must be in [0, 1]", lambda v: 0 <= v <= 1),
+    val_fraction=("must be in [0, 1)", lambda v: 0 <= v < 1),
+    ft_val_fraction=("must be in [0, 1)", lambda v: 0 <= v < 1),
+    patience=_AT_LEAST_0, ft_patience=_AT_LEAST_0,
+    label_smoothing=("must be in [0, 1) (label smoothing of 1 pulls every target to 1/2)", lambda v: 0 <= v < 1),
+    class_balance=_choice(CLASS_BALANCES), negative_weights=_choice(NEGATIVE_WEIGHTS),
+)
+
+
+def _check_settings(obj, names) -> None:
+    for name in names:
+        must, ok = _RULES[name]
+        value = getattr(obj, name)
+        if not ok(value):
+            raise ConfigError(f"--{name.replace('_', '-')} {must}, got {value!r}")
+
+
 # ------------------------------------------------------------------ the default preset's budget (issue 21)
 # The default recipe is measured at 180,000 training rows (docs/presets.md): batch 2048, 9 fp32 epochs, 792
 # optimizer steps. Counted in epochs alone, 3,000 rows got 18 steps (AUC 0.63, below a logistic
@@ -213,31 +269,17 @@ class Recipe:
     schedule: str = "constant"       # constant | cosine (with linear warm-up)
     warmup_frac: float = 0.0
     patience: int = 0                # early stopping on validation loss; 0 = off
-    precision: str = "fp32"          # fp32 | bf16 (autocast)
+    precision: Precision = DEFAULT_PRECISION  # autocast to bf16, or not: resolved, never auto
     compile: bool = False
     label_smoothing: float = 0.0     # targets pulled toward 1/2 by this/2 (0 = the notebook's plain loss)
 
     def __post_init__(self):
-        _check([
-            (self.epochs >= 0, f"epochs must be >= 0, got {self.epochs}"),
-            (self.lr > 0, f"learning rate must be > 0, got {self.lr}"),
-            (self.optimizer in OPTIMIZERS, f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}"),
-            (self.schedule in SCHEDULES, f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}"),
-            (self.precision in PRECISIONS, f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}"),
-            (0 <= self.warmup_frac <= 1, f"warm-up fraction must be in [0, 1], got {self.warmup_frac}"),
-            (self.weight_decay >= 0, f"weight decay must be >= 0, got {self.weight_decay}"),
-            (self.patience >= 0, f"patience must be >= 0, got {self.patience}"),
-            (0 <= self.label_smoothing < 1, f"label smoothing must be in [0, 1), got {self.label_smoothing}"),
-        ])
+        _check_settings(self, ("epochs", "lr", "optimizer", "schedule", "warmup_frac", "weight_decay", "patience",
+                               "label_smoothing"))
+        check_precision(self.precision, resolved=True)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
-
-
-def _check(checks) -> None:
-    for ok, msg in checks:
-        if not ok:
-            raise ConfigError(msg)
 
 
 def _flag(default, help: str, group: str, *, show_default: bool = True, note: str = "", **argparse_options):
@@ -309,7 +351,8 @@ class TrainConfig:
                       show_default=False)
     device: str = _flag("auto", "auto (CUDA when present), cpu, cuda, cuda:N (default: auto)", "execution",
                         metavar="DEV", show_default=False)
-    precision: str = _flag("fp32", "training arithmetic; bf16 = autocast; auto: bf16 where the hardware has it "
+    precision: PrecisionRequest = _flag(
+        DEFAULT_PRECISION, "training arithmetic; bf16 = autocast; auto: bf16 where the hardware has it "
                            "natively and a short probe of this network (cached per machine) measures it faster, "
                            "else fp32 (default preset: auto; notebook: fp32)", "execution",
                            choices=PRECISION_CHOICES, show_default=False)
@@ -368,27 +411,8 @@ class TrainConfig:
         return [f for f in dataclasses.fields(cls) if "group" in f.metadata]
 
     def validate(self) -> "TrainConfig":
-        checks = [
-            (self.epochs >= 0, f"--epochs must be >= 0, got {self.epochs}"),
-            (self.ft_epochs >= 0, f"--ft-epochs must be >= 0, got {self.ft_epochs}"),
-            (self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}"),
-            (self.ft_batch_size >= 0, f"--ft-batch-size must be >= 0 (0: --batch-size), got {self.ft_batch_size}"),
-            (self.lr > 0, f"--lr must be > 0, got {self.lr}"),
-            (self.ft_lr > 0, f"--ft-lr must be > 0, got {self.ft_lr}"),
-            (0 <= self.val_fraction < 1, f"--val-fraction must be in [0, 1), got {self.val_fraction}"),
-            (0 <= self.ft_val_fraction < 1, f"--ft-val-fraction must be in [0, 1), got {self.ft_val_fraction}"),
-            (self.ft_patience >= 0, f"--ft-patience must be >= 0, got {self.ft_patience}"),
-            (0 <= self.label_smoothing < 1, f"label_smoothing must be in [0, 1), got {self.label_smoothing}"),
-            (self.optimizer in ("adam", "adamw"), f"--optimizer must be adam or adamw, got {self.optimizer!r}"),
-            (self.schedule in ("constant", "cosine"), f"--schedule must be constant or cosine, got {self.schedule!r}"),
-            (self.precision in PRECISION_CHOICES,
-             f"--precision must be one of {', '.join(PRECISION_CHOICES)}, got {self.precision!r}"),
-            (self.class_balance in CLASS_BALANCES,
-             f"--class-balance must be one of {', '.join(CLASS_BALANCES)}, got {self.class_balance!r}"),
-            (self.negative_weights in NEGATIVE_WEIGHTS,
-             f"--negative-weights must be one of {', '.join(NEGATIVE_WEIGHTS)}, got {self.negative_weights!r}"),
-        ]
-        _check(checks)
+        _check_settings(self, _RULES)
+        check_precision(self.precision)
         self.adapter_config()  # the adapter flags are checked where they are used: AdapterConfig
         return self
 

@@ -38,9 +38,13 @@ def add_sample_args(g) -> None:
                         "'hzz/*.root:events*0.0021'; every row labelled 1; repeat for several; needs --background")
     g.add_argument("--background", action="append", metavar="SPEC",
                    help="a background sample, as --signal; every row labelled 0; repeat for several")
-    g.add_argument("--weight", metavar="EXPR",
-                   help="event weight: a branch/column, or a product such as 'genWeight*sf_lep*sf_btag' (numbers "
-                        "allowed), times the sample's *FACTOR")
+    add_read_args(g, weight="event weight: a branch/column, or a product such as 'genWeight*sf_lep*sf_btag' "
+                            "(numbers allowed), times the sample's *FACTOR")
+
+
+def add_read_args(g, *, weight: str) -> None:
+    """--weight (its help: `weight`), --features, --tree: how a table file is read, for every command that reads one."""
+    g.add_argument("--weight", metavar="EXPR", help=weight)
     g.add_argument("--features", action="append", metavar="NAMES",
                    help="feature columns/branches: comma list, glob patterns (floating-point ones they match) or "
                         "@FILE (one name a line); repeatable (default: every column but label and weight; ROOT: "

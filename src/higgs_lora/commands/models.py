@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from higgs_lora.commands import args as a
+from higgs_lora.config import DEFAULT_PRECISION, PRECISION_CHOICES
 
 
 def add_parsers(sub) -> dict:
@@ -15,7 +16,7 @@ def add_parsers(sub) -> dict:
     p.add_argument("--json", metavar="FILE", help="also write the metrics as JSON")
     p.add_argument("--eff-vs", metavar="NAME", help="a feature name: also give the signal and background efficiency "
                                                     "at the best-AMS cut in bins of it")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda (default: auto)")
+    _device_arg(p)
 
     p = sub.add_parser("merge", help="fold an adapter into a plain network")
     p.add_argument("model", metavar="MODEL", help="base model")
@@ -24,7 +25,7 @@ def add_parsers(sub) -> dict:
                    help="merged model path: PATH.safetensors + PATH.json (a suffix of PATH's own is kept)")
     p.add_argument("--force", action="store_true", help="overwrite an existing model file")
     a.add_data_args(p)
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda (default: auto)")
+    _device_arg(p)
 
     p = sub.add_parser("predict", help="probabilities for every row of a file, streamed in chunks",
                        description="Stream FILE through MODEL in chunks (files larger than memory are fine) and write "
@@ -44,13 +45,13 @@ def add_parsers(sub) -> dict:
     p.add_argument("--label-column", default="0", metavar="NAME|INDEX|none",
                    help="label column to skip (and copy to the output); 'none' if the file has only features")
     p.add_argument("--chunk-rows", type=int, default=1 << 20, metavar="N", help="rows per chunk (default: 1048576)")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "auto"],
+    p.add_argument("--precision", default=DEFAULT_PRECISION, choices=PRECISION_CHOICES,
                    help="arithmetic (default: fp32, the model's exact probabilities, as evaluate and the ONNX "
                         "export give them); bf16: faster where the hardware has it natively, rounded: prints the "
                         "measured max |p_bf16 - p_fp32| on the first chunk; auto: bf16 where it is native and a "
                         "short probe (cached per machine) measures it faster, else fp32")
     p.add_argument("--force", action="store_true", help="overwrite an existing output file")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda (default: auto)")
+    _device_arg(p)
 
     p = sub.add_parser("export", help="export a model for deployment (ONNX), or an adapter in PEFT's format",
                        description="--format onnx: MODEL (with --adapter merged in) as DIR/model.onnx + "
@@ -87,6 +88,10 @@ def add_parsers(sub) -> dict:
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return {"evaluate": evaluate, "merge": merge, "predict": predict, "export": export, "import-keras": import_keras,
             "import-peft": import_peft, "adapters": list_adapters}
+
+
+def _device_arg(p) -> None:
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda (default: auto)")
 
 
 def evaluate(args, argv) -> None:

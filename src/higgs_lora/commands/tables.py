@@ -5,6 +5,7 @@ import argparse
 import time
 from pathlib import Path
 
+from higgs_lora.commands.args import add_read_args
 from higgs_lora.config import SIM_SEED
 from higgs_lora.errors import UserError
 
@@ -12,29 +13,23 @@ from higgs_lora.errors import UserError
 def add_parsers(sub) -> dict:
     p = sub.add_parser("prepare", help="read a data file (or every file of a shard directory) once and cache it; "
                                        "print rows, columns, class balance")
-    p.add_argument("file", metavar="FILE|DIR", help="a table file (CSV, Parquet, ROOT FILE.root[:TREE]) or a shard directory")
-    p.add_argument("--label-column", default="0", metavar="NAME|INDEX|none",
-                   help="label column (default: 0); 'none': a sample file, every row labelled --label-value")
+    _table_args(p, file=("FILE|DIR", "a table file (CSV, Parquet, ROOT FILE.root[:TREE]) or a shard directory"),
+                label=("NAME|INDEX|none", "label column (default: 0); 'none': a sample file, every row labelled "
+                                          "--label-value"),
+                weight="event weight expression, cached beside the features")
     p.add_argument("--label-value", type=int, choices=[0, 1], default=1, help=argparse.SUPPRESS)
     p.add_argument("--cache-dir", metavar="DIR", help="cache directory")
-    p.add_argument("--weight", metavar="EXPR", help="event weight expression, cached beside the features")
-    p.add_argument("--features", action="append", metavar="NAMES", help="feature names, globs or @FILE")
-    p.add_argument("--tree", metavar="NAME", help="the TTree of a ROOT file")
 
     p = sub.add_parser("shard", help="split a big table file into a directory of array shards, streamed",
                        description="Stream FILE (CSV, .csv.gz, Parquet or ROOT, any size) into DIR/part-00000, part-00001, "
                                    "...: each holds features.npy (float32), labels.npy (uint8) and meta.json. "
                                    "Training reads such a directory (--data DIR) window by window, each torchrun "
                                    "process only its own shards. DIR appears complete or not at all.")
-    p.add_argument("file", metavar="FILE")
+    _table_args(p, file=("FILE", None), label=("NAME|INDEX", "label column (default: 0)"),
+                weight="event weight expression (e.g. genWeight*sf_lep): weights.npy in every shard")
     p.add_argument("--out", required=True, metavar="DIR", help="new directory for the shards")
     p.add_argument("--rows-per-shard", type=int, default=1_000_000, metavar="N",
                    help="rows per shard (default: 1,000,000, about 113 MB with 28 features)")
-    p.add_argument("--label-column", default="0", metavar="NAME|INDEX", help="label column (default: 0)")
-    p.add_argument("--weight", metavar="EXPR", help="event weight expression (e.g. genWeight*sf_lep): weights.npy in "
-                                                    "every shard")
-    p.add_argument("--features", action="append", metavar="NAMES", help="feature names, globs or @FILE")
-    p.add_argument("--tree", metavar="NAME", help="the TTree of a ROOT file")
 
     p = sub.add_parser("simulate", help="write a HIGGS-format file (or, with --samples, one weighted file per "
                                         "process) from the built-in toy Monte Carlo")
@@ -49,6 +44,13 @@ def add_parsers(sub) -> dict:
     p.add_argument("--force", action="store_true", help="overwrite an existing file")
     _condition_args(p)
     return {"prepare": prepare, "shard": shard, "simulate": simulate}
+
+
+def _table_args(p, *, file: tuple[str, str | None], label: tuple[str, str], weight: str) -> None:
+    """The table file a command reads, and how: (metavar, help) of FILE and of --label-column; --weight's help."""
+    p.add_argument("file", metavar=file[0], help=file[1])
+    p.add_argument("--label-column", default="0", metavar=label[0], help=label[1])
+    add_read_args(p, weight=weight)
 
 
 # Written out rather than read from data/simulate.py, which imports NumPy: --help stays light.

@@ -19,6 +19,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from higgs_lora.config import DEFAULT_PRECISION
 from higgs_lora.hardware import distributed
 from higgs_lora.data.standardize import Standardizer
 from higgs_lora.hardware.runtime import predict_logits
@@ -129,7 +130,7 @@ class DataSource:
                          policy, what=f"{self.source} rows {rows.start:,}..{rows.stop - 1:,}")
 
     def predict(self, model: torch.nn.Module, rows: slice, standardizer: Standardizer, *,
-                precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor]:
+                precision: str = DEFAULT_PRECISION) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits and float labels of every row of a part, in order, on every rank."""
         raise NotImplementedError
 
@@ -158,6 +159,6 @@ class TableSource(DataSource):
             plan.apply(None if weights is None else weights[rows], np.asarray(self.labels[rows]))).to(self.device)
         return TensorData(*self.tensors(rows, standardizer), batch_size=batch_size, weights=w)
 
-    def predict(self, model, rows, standardizer, *, precision="fp32"):
+    def predict(self, model, rows, standardizer, *, precision=DEFAULT_PRECISION):
         x, y = self.tensors(rows, standardizer)
         return predict_logits(model, x, precision=precision), y

@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
+from higgs_lora.config import DEFAULT_PRECISION
 from higgs_lora.hardware import distributed
 from higgs_lora.data.rows import Rows
 from higgs_lora.data.shards import ShardSet
@@ -76,7 +77,7 @@ def _predict_range(model, shards: ShardSet, lo: int, hi: int, standardizer: Stan
 
 
 def predict_part(model, shards: ShardSet, rows: slice, standardizer: Standardizer, device: torch.device, *,
-                 precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor]:
+                 precision: str = DEFAULT_PRECISION) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits and labels (float) of global rows `rows`, in order, on every rank: each rank predicts its
     own range window by window, then the ranks exchange their logits."""
     lo, hi = shards.rank_range(rows)
@@ -260,5 +261,5 @@ class ShardSource(DataSource):
         return ShardStream(self.table, rows, standardizer, self.device, batch_size=batch_size,
                            plan=self.plan(rows, policy))
 
-    def predict(self, model, rows, standardizer, *, precision="fp32"):
+    def predict(self, model, rows, standardizer, *, precision=DEFAULT_PRECISION):
         return predict_part(model, self.table, rows, standardizer, self.device, precision=precision)

@@ -27,6 +27,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
+from higgs_lora.config import check_precision
+
 PROBE_SECONDS = 0.8          # wall budget of one probe (warm-up included), under the 1 s promise
 PROBE_MIN_STEPS = 2          # measured steps per precision, whatever the budget
 BF16_MIN_SPEEDUP = 1.1       # bf16 rounds more; it must buy clearly more than noise to be chosen
@@ -40,26 +42,29 @@ NATIVE_BF16_ISA = ("AVX512", "SVE256", "SVE", "DEFAULT")  # ATen levels that run
 # ------------------------------------------------------------------------------------------------ the CPU
 
 def cpu_model(*, cpuinfo: str | None = None) -> str:
-    for line in _cpuinfo(cpuinfo).splitlines():
-        if line.split(":")[0].strip() in ("model name", "Model", "Hardware"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
+    fields = cpuinfo_fields(cpuinfo)
+    name = next((fields[k] for k in ("model name", "Model", "Hardware") if k in fields), "")
+    return name or platform.processor() or platform.machine()
 
 
 def cpu_flags(*, cpuinfo: str | None = None) -> frozenset[str]:
-    for line in _cpuinfo(cpuinfo).splitlines():
-        if line.split(":")[0].strip() in ("flags", "Features"):
-            return frozenset(line.split(":", 1)[1].split())
-    return frozenset()
+    fields = cpuinfo_fields(cpuinfo)
+    return frozenset(next((fields[k] for k in ("flags", "Features") if k in fields), "").split())
 
 
-def _cpuinfo(text: str | None) -> str:
-    if text is not None:
-        return text
-    try:
-        return Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return ""
+def cpuinfo_fields(text: str | None = None) -> dict[str, str]:
+    """/proc/cpuinfo (or `text`) as {key: value} of the first processor listed; {} where there is none."""
+    if text is None:
+        try:
+            text = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return {}
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        key, colon, value = line.partition(":")
+        if colon:
+            fields.setdefault(key.strip(), value.strip())
+    return fields
 
 
 def cpu_isa() -> str:
@@ -287,8 +292,7 @@ def choose_precision(requested: str, *, device: str, make_model: Callable, n_fea
                      ) -> PrecisionChoice:
     """fp32, bf16 or auto -> what to run and why. `make_model()` builds the configured network (the
     probe measures it, whatever it is); `probe` and `native` replace the measurement in tests."""
-    if requested not in ("auto", "fp32", "bf16"):
-        raise ValueError(f"precision must be auto, fp32 or bf16, got {requested!r}")
+    check_precision(requested)
     if requested == "fp32":
         return PrecisionChoice("fp32", "requested", None)
     is_native, why = native_bf16(device) if native is None else native

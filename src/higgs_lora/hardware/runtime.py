@@ -8,8 +8,8 @@ import numpy as np
 import torch
 
 from higgs_lora import __version__
-from higgs_lora.config import PRECISIONS
-from higgs_lora.errors import ConfigError, UserError
+from higgs_lora.config import check_precision
+from higgs_lora.errors import UserError
 
 
 def resolve_device(device: str) -> torch.device:
@@ -26,9 +26,7 @@ def resolve_device(device: str) -> torch.device:
 
 def autocast(device: torch.device, precision: str):
     """The arithmetic context for `precision`: bf16 autocast, or nothing for fp32. Unknown names raise."""
-    if precision not in PRECISIONS:
-        raise ConfigError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
-    if precision == "bf16":
+    if check_precision(precision, resolved=True) == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 

@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from higgs_lora import io
 from higgs_lora.hardware import machine
-from higgs_lora.config import MERGE_TOLERANCE, ModelConfig, TrainConfig
+from higgs_lora.config import DEFAULT_PRECISION, MERGE_TOLERANCE, ModelConfig, TrainConfig
 from higgs_lora.hardware.distributed import gather, is_main, log
 from higgs_lora.errors import DataError, UserError
 from higgs_lora.adapters.lora import adapters, add_adapters, merge_adapters, variant_name
@@ -19,6 +20,7 @@ from higgs_lora.report.metrics import binary_metrics
 from higgs_lora.model.network import ResidualMLP
 from higgs_lora.pipeline import figures
 from higgs_lora.pipeline.inputs import Prepared
+from higgs_lora.pipeline.rundir import HARDWARE_FILE, hardware_record
 from higgs_lora.hardware.runtime import predict_logits
 from higgs_lora.train import Checkpoint, FitResult, fit
 from higgs_lora.data.weighting import AS_READ, Policy
@@ -30,15 +32,17 @@ def fit_features(cfg: TrainConfig, n_features: int) -> None:
         cfg.model = ModelConfig(**{**cfg.model.to_dict(), "n_features": n_features})
 
 
-def resolve_hardware(cfg: TrainConfig, device: torch.device, *, previous: dict | None = None,
+def resolve_hardware(cfg: TrainConfig, device: torch.device, *, out: Path | None = None, resume: bool = False,
                      train_rows: int | None = None) -> tuple[TrainConfig, dict]:
     """The recipe this machine runs: precision auto -> fp32|bf16 by machine.py's probe of the configured
     network (once per machine, cached), the default preset's budget for `train_rows` (config.budget: batch,
-    most epochs, patience, lr), its epochs scaled to the chosen precision's speed;
-    `previous`: the record of a run being resumed, reused. Decided on the first process and shared, so
-    every torchrun process trains the same recipe. Returns (cfg, the record for config.json)."""
+    most epochs, patience, lr), its epochs scaled to the chosen precision's speed. Decided on the first
+    process and shared, so every torchrun process trains the same recipe; kept in `out`/hardware.json (where a
+    run directory is given), which --resume reuses as it is, so a resumed run continues with what it started
+    with. Returns (cfg, the record)."""
     record = None
     if is_main():
+        previous = hardware_record(out) if resume and out is not None else None
         _, record, choice = machine.resolve_recipe(cfg, device=str(device), previous=previous, train_rows=train_rows,
                                                     make_model=lambda: ResidualMLP.from_config(cfg.model))
         setting = machine.thread_setting()
@@ -47,6 +51,8 @@ def resolve_hardware(cfg: TrainConfig, device: torch.device, *, previous: dict |
         log(f"threads: {setting.threads} ({setting.reason})")
         if choice is not None and choice.warning:
             print(f"higgs-lora: {choice.warning}", file=sys.stderr, flush=True)
+        if out is not None:
+            io.write_json(Path(out) / HARDWARE_FILE, record)
     record = gather(record)[0]
     return machine.reuse_record(cfg, record), record
 
@@ -167,7 +173,7 @@ class Evaluation:
     weights: np.ndarray | None = None  # [rows] event weights of the part; None: every row weighs 1
 
 
-def evaluate(model: torch.nn.Module, data: Prepared, rows: slice, *, precision: str = "fp32",
+def evaluate(model: torch.nn.Module, data: Prepared, rows: slice, *, precision: str = DEFAULT_PRECISION,
              part_name: str = "test part") -> Evaluation:
     """Metrics (weighted by the data's event weights, if any), logits and labels of a part; one warning
     line when a metric is undefined (one class in the part)."""

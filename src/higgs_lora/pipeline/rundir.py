@@ -10,7 +10,6 @@ import contextlib
 import fcntl
 import json
 import os
-import platform
 import shutil
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from higgs_lora.model.model_file import model_paths
 
 
 LOCK_NAME = ".lock"
+HARDWARE_FILE = "hardware.json"  # the one record of what this machine chose for the run
 MIN_FREE = 64 << 20  # a run's checkpoints, models and report
 _held: dict[Path, int] = {}  # directory -> descriptor of its lock file, kept open while this process lives
 
@@ -148,6 +148,18 @@ def new_file(out, *, force: bool) -> Path:
     return out
 
 
+def hardware_record(out: Path) -> dict | None:
+    """The precision, epochs and threads the run in `out` got when it started (phases.resolve_hardware), for
+    --resume to reuse: OUT/hardware.json; a `run` directory written before that file existed kept it in
+    config.json; None where there is neither."""
+    out = Path(out)
+    if (out / HARDWARE_FILE).exists():
+        return io.read_json(out / HARDWARE_FILE)
+    if (out / "config.json").exists():
+        return io.read_json(out / "config.json").get("hardware")
+    return None
+
+
 def write_history(path: Path, rows: list[dict]) -> None:
     if not distributed.is_main():
         return
@@ -156,16 +168,8 @@ def write_history(path: Path, rows: list[dict]) -> None:
 
 
 def machine_info(device: torch.device) -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     cores = machine.usable_cores()
-    info = dict(cpu=cpu, isa=machine.cpu_isa(), cores=os.cpu_count(), usable_cores=cores.n,
+    info = dict(cpu=machine.cpu_model(), isa=machine.cpu_isa(), cores=os.cpu_count(), usable_cores=cores.n,
                 usable_cores_reason=cores.reason, threads=torch.get_num_threads(), device=str(device))
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)

@@ -16,7 +16,7 @@ import torch
 
 from higgs_lora.hardware import distributed
 from higgs_lora import io
-from higgs_lora.config import TrainConfig
+from higgs_lora.config import DEFAULT_PRECISION, TrainConfig
 from higgs_lora.hardware.distributed import log
 from higgs_lora.errors import DataError, UserError
 from higgs_lora.adapters.lora import adapters
@@ -71,11 +71,13 @@ def train_prepared(cfg: TrainConfig, data: Prepared, *, out, force: bool = False
     out = prepare_run_dir(Path(out), force=force, resume=resume)
     try:
         data.log_balance()
-        cfg, hw = _resolve_hardware(cfg, data.source.device, out=out, resume=resume, train_rows=data.split.train.stop)
-        tracker = _start_tracking(track, out, cfg, data)
-        with _ending(tracker):
+        cfg, hw = phases.resolve_hardware(cfg, data.source.device, out=out, resume=resume,
+                                           train_rows=data.split.train.stop)
+        tracker = start_tracking(track, out, params=dict(
+            train=cfg.to_dict(), data=dict(source=data.source.source, **data.split.to_dict())))
+        with tracking(tracker):
             model, result = phases.train_base(cfg, data, checkpoint=out / "checkpoints" / "base.safetensors",
-                                              resume=resume, progress=progress, on_epoch=_on_epoch(out, tracker))
+                                              resume=resume, progress=progress, on_epoch=epoch_writer(out, tracker))
             provenance = dict(data=data.summary() | {"feature_names": None}, seed=cfg.seed, preset=cfg.preset,
                               train=cfg.to_dict(), hardware=hw, history=result.history)
             if not distributed.is_main():
@@ -89,18 +91,6 @@ def train_prepared(cfg: TrainConfig, data: Prepared, *, out, force: bool = False
         release_dir(out)
     log(f"trained in {result.seconds:.1f}s ({result.samples_per_s:,.0f} samples/s); saved {path}")
     return Trained(path, result.seconds, result.samples_per_s, result.history, model.to(data.source.device))
-
-
-def _resolve_hardware(cfg: TrainConfig, device, *, out: Path, resume: bool,
-                      train_rows: int | None = None) -> tuple[TrainConfig, dict]:
-    """The precision and epochs of this machine (phases.resolve_hardware), kept in OUT/hardware.json, so
-    that --resume continues with what the run started with."""
-    path = out / "hardware.json"
-    cfg, hw = phases.resolve_hardware(cfg, device, previous=io.read_json(path) if resume and path.exists() else None,
-                                      train_rows=train_rows)
-    if distributed.is_main():
-        io.write_json(path, hw)
-    return cfg, hw
 
 
 def finetune(cfg: TrainConfig, spec: DataSpec, *, model_path, out, force: bool = False, resume: bool = False,
@@ -135,12 +125,13 @@ def finetune_prepared(cfg: TrainConfig, model: torch.nn.Module, data: Prepared, 
     try:
         data.log_balance()
         cfg.model = model.config  # the probe measures the network being adapted
-        cfg, hw = _resolve_hardware(cfg, data.source.device, out=out, resume=resume)
-        tracker = _start_tracking(track, out, cfg, data)
-        with _ending(tracker):
+        cfg, hw = phases.resolve_hardware(cfg, data.source.device, out=out, resume=resume)
+        tracker = start_tracking(track, out, params=dict(
+            train=cfg.to_dict(), data=dict(source=data.source.source, **data.split.to_dict())))
+        with tracking(tracker):
             result = phases.finetune(cfg, model, data, base_fingerprint=base_fingerprint,
                                      checkpoint=out / "checkpoints" / "finetune.safetensors", resume=resume,
-                                     progress=progress, on_epoch=_on_epoch(out, tracker))
+                                     progress=progress, on_epoch=epoch_writer(out, tracker))
             metrics = None
             if data.split.test_rows:
                 m = phases.evaluate(model, data, data.split.test).metrics
@@ -165,15 +156,17 @@ def finetune_prepared(cfg: TrainConfig, model: torch.nn.Module, data: Prepared, 
     return Trained(path, result.seconds, result.samples_per_s, result.history, model)
 
 
-def _start_tracking(track, out: Path, cfg: TrainConfig, data: Prepared) -> Tracker:
+def start_tracking(track, out: Path, *, params: dict) -> Tracker:
+    """The tracker of the run in `out` (`track`: "mlflow", "tensorboard", a Tracker or None), started with
+    `params`; on the first process only, the others track nothing. End it with `tracking()`."""
     tracker = track if isinstance(track, Tracker) else make_tracker(track if distributed.is_main() else None, out)
-    tracker.start(params=dict(train=cfg.to_dict(), data=dict(source=data.source.source, **data.split.to_dict())))
+    tracker.start(params=params)
     return tracker
 
 
 @contextmanager
-def _ending(tracker: Tracker):
-    """End the tracked run: FAILED when the step raised (the error goes on), FINISHED otherwise."""
+def tracking(tracker: Tracker):
+    """End the tracked run: FAILED when the work inside raised (the error goes on), FINISHED otherwise."""
     try:
         yield
     except BaseException:
@@ -182,9 +175,13 @@ def _ending(tracker: Tracker):
     tracker.end()
 
 
-def _on_epoch(out: Path, tracker: Tracker):
+def epoch_writer(out: Path, tracker: Tracker, *, before: list[dict] = ()):
+    """fit()'s on_epoch: OUT/history.jsonl rewritten with `before` and this phase's epochs so far, and the
+    new epoch tracked."""
+    before = list(before)
+
     def on_epoch(rows: list[dict]) -> None:
-        write_history(out / "history.jsonl", rows)
+        write_history(out / "history.jsonl", [*before, *rows])
         tracker.log_epoch(rows[-1])
     return on_epoch
 
@@ -250,7 +247,7 @@ def merge(*, model_path, adapter_path, out, force: bool = False, check: DataSpec
 
 
 def predict(*, model_path, data, out, adapter_path=None, adapter_paths=(), label_column=0,
-            chunk_rows: int = 1 << 20, precision: str = "fp32", force: bool = False, device: str = "auto",
+            chunk_rows: int = 1 << 20, precision: str = DEFAULT_PRECISION, force: bool = False, device: str = "auto",
             read: dict | None = None) -> int:
     """Stream a file through a saved model in chunks and write one probability per row (and the label,
     when the file has one; label_column None: features only) to a .csv or .parquet file. Returns the rows.
@@ -275,7 +272,7 @@ def _predict_networks(model_path, adapter_path, adapter_paths):
 
 
 def predict_samples(specs, *, model_path, out, adapter_path=None, adapter_paths=(), label_column=0,
-                    chunk_rows: int = 1 << 20, precision: str = "auto", force: bool = False, device: str = "auto",
+                    chunk_rows: int = 1 << 20, precision: str = DEFAULT_PRECISION, force: bool = False, device: str = "auto",
                     read: dict | None = None) -> int:
     """`predict` for samples (data/samples.py SampleSpecs): one OUT/SAMPLE-FILE.parquet per input file, its rows
     in input order, with the label (the sample's, or the file's label column for --data) and, with a weight
@@ -324,7 +321,7 @@ def _check_predict_args(*, data, out, chunk_rows: int, force: bool) -> None:
 
 
 def predict_with(model: torch.nn.Module, standardizer, *, data, out, label_column=0, chunk_rows: int = 1 << 20,
-                 precision: str = "fp32", force: bool = False, device: str = "auto", name="the model",
+                 precision: str = DEFAULT_PRECISION, force: bool = False, device: str = "auto", name="the model",
                  label_value: int | None = None, read: dict | None = None) -> int:
     """`predict` with a network and its standardizer in memory; `name` is what error messages call it.
     `model` may be {column name: network} (one base and its adapters): one column each, in one pass.

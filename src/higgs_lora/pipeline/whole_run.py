@@ -1,4 +1,5 @@
-"""`higgs-lora run`: the notebook's whole workflow, as a list of named steps over one RunState.
+"""`higgs-lora run`: the notebook's whole workflow, as a list of named steps over one RunState (the run's
+settings and data, and what it made: its Record, Networks and Scores).
 
 load -> split -> standardize -> train the base -> save, reload and evaluate it -> freeze + adapters ->
 fine-tune on the extra rows -> evaluate -> compare -> merge -> verify -> save -> measure -> report.
@@ -20,9 +21,10 @@ from higgs_lora.adapters.lora import adapter_config
 from higgs_lora.report.metrics import ROC_POINTS, binary_metrics, format_metrics, roc_curve
 from higgs_lora.pipeline import figures, phases
 from higgs_lora.pipeline.inputs import DataSpec, Prepared, prepare_data
-from higgs_lora.pipeline.rundir import machine_info, prepare_run_dir, release_dir, write_history
+from higgs_lora.pipeline.rundir import hardware_record, machine_info, prepare_run_dir, release_dir, write_history
 from higgs_lora.hardware.runtime import resolve_device, versions
-from higgs_lora.report.tracking import Tracker, make_tracker
+from higgs_lora.pipeline.steps import epoch_writer, start_tracking, tracking
+from higgs_lora.report.tracking import Tracker
 from higgs_lora.train.checkpoint import refuse_changed_settings as refuse_changed_settings_in
 from higgs_lora.model.model_file import load_model, save_model, tensors_fingerprint
 from higgs_lora.adapters.adapter_file import save_adapter
@@ -31,33 +33,48 @@ SHORT_METRICS = ("accuracy", "precision", "recall", "f1", "balanced_accuracy", "
 
 
 @dataclass
+class Record:
+    """What the run writes besides its models: the history, metrics.json and each model's provenance."""
+    history: list[dict] = field(default_factory=list)
+    metrics: dict = field(default_factory=dict)
+    timings: dict = field(default_factory=lambda: dict(evaluate=0.0))   # seconds, by step
+    rates: dict = field(default_factory=dict)                           # training samples/s, by phase
+    provenance: dict = field(default_factory=dict)
+
+
+@dataclass
+class Networks:
+    """The run's networks, as the steps make them: the base (reloaded from its file), adapted, merged."""
+    base: torch.nn.Module | None = None
+    base_meta: dict | None = None
+    adapted: torch.nn.Module | None = None
+    merged: torch.nn.Module | None = None
+
+
+@dataclass
+class Scores:
+    """The test rows' labels and logits by network (base, adapted), and the scores of the rows each
+    network trained on (the overtraining test's other half): what the figures and test_predictions.npz show."""
+    labels: torch.Tensor | None = None
+    logits: dict[str, torch.Tensor] = field(default_factory=dict)
+    train: dict = field(default_factory=dict)
+
+
+@dataclass
 class RunState:
-    """What the steps of a run hand each other."""
+    """What the steps of a run hand each other: its settings and data, and what it made so far."""
     cfg: TrainConfig
     spec: DataSpec
     out: Path
-    force: bool
     resume: bool
     progress: bool
-    command: str
     device: torch.device
-    data: Prepared | None = None
-    history: list[dict] = field(default_factory=list)
-    metrics: dict = field(default_factory=dict)
-    timings: dict = field(default_factory=lambda: dict(evaluate=0.0))
-    rates: dict = field(default_factory=dict)
-    provenance: dict = field(default_factory=dict)
-    hardware: dict | None = None     # what precision, epochs and threads this machine got, and why
-    base: torch.nn.Module | None = None
-    base_meta: dict | None = None
-    base_logits: torch.Tensor | None = None
-    y_test: torch.Tensor | None = None
-    adapted: torch.nn.Module | None = None
-    adapted_logits: torch.Tensor | None = None
-    merged: torch.nn.Module | None = None
-    tracker: Tracker | None = None
     eff_vs: str | None = None        # the feature the efficiencies are plotted against (--eff-vs)
-    train_scores: dict = field(default_factory=dict)  # model -> scores of the rows it trained on (KS test)
+    data: Prepared | None = None
+    tracker: Tracker | None = None
+    record: Record = field(default_factory=Record)
+    nets: Networks = field(default_factory=Networks)
+    scores: Scores = field(default_factory=Scores)
 
     @property
     def main(self) -> bool:
@@ -73,42 +90,38 @@ def run(cfg: TrainConfig, spec: DataSpec, *, out: Path, force: bool = False, res
     against it."""
     t_total = time.perf_counter()
     torch.manual_seed(cfg.seed)
-    r = RunState(cfg=cfg, spec=spec, out=Path(out), force=force, resume=resume, progress=progress, command=command,
+    r = RunState(cfg=cfg, spec=spec, out=Path(out), resume=resume, progress=progress,
                  device=distributed.local_device(resolve_device(cfg.device)), eff_vs=eff_vs)
     refuse_changed_settings(r)
     try:
-        prepare(r)  # locks the run directory
+        prepare(r, force=force)  # locks the run directory
         if r.eff_vs is not None:
             figures.feature_column(r.data, r.eff_vs)  # a wrong name is refused before any training
         refuse_other_data(r)
-        r.cfg, r.hardware = phases.resolve_hardware(r.cfg, r.device, previous=r.hardware,
+        r.cfg, hardware = phases.resolve_hardware(r.cfg, r.device, out=r.out, resume=r.resume,
                                                     train_rows=r.data.split.train.stop)
-        r.provenance["precision"] = {k: r.hardware[k] for k in ("precision", "reason", "epochs")}
-        write_config(r)
-        r.tracker = start_tracking(r, track)
-        train_or_reuse_base(r)
-        evaluate_saved_base(r)
-        adapt_and_finetune(r)
-        evaluate_adapted(r)
-        merge_and_verify(r)
-        r.timings["total"] = time.perf_counter() - t_total
-        measure(r)
-        if r.main:
-            write_outputs(r)
-            if report:
-                write_report(r.out)
-            log(f"done in {r.timings['total']:.1f}s -> {r.out}")
-    except BaseException:
-        if r.tracker is not None:
-            r.tracker.end(failed=True)
-        raise
-    else:
-        r.tracker.log_metrics(r.metrics)
-        r.tracker.log_artifacts()
-        r.tracker.end()
+        r.record.provenance["precision"] = {k: hardware[k] for k in ("precision", "reason", "epochs")}
+        write_config(r, command=command)
+        r.tracker = start_tracking(track, r.out, params=dict(
+            train=r.cfg.to_dict(), data=dict(r.spec.to_dict(), source=r.data.source.source)))
+        with tracking(r.tracker):
+            train_or_reuse_base(r)
+            evaluate_saved_base(r)
+            adapt_and_finetune(r)
+            evaluate_adapted(r)
+            merge_and_verify(r)
+            r.record.timings["total"] = time.perf_counter() - t_total
+            measure(r)
+            if r.main:
+                write_outputs(r)
+                if report:
+                    write_report(r.out)
+                log(f"done in {r.record.timings['total']:.1f}s -> {r.out}")
+            r.tracker.log_metrics(r.record.metrics)
+            r.tracker.log_artifacts()
     finally:
         release_dir(r.out)
-    return r.metrics
+    return r.record.metrics
 
 
 # ---------------------------------------------------------------- the steps, in order
@@ -120,9 +133,8 @@ def refuse_changed_settings(r: RunState) -> None:
     if not (r.resume and (r.out / "config.json").exists()):
         return
     previous = io.read_json(r.out / "config.json")
-    # The precision and epochs this machine chose when the run started, not a new measurement.
-    r.hardware = previous.get("hardware")
-    cfg = machine.reuse_record(r.cfg, r.hardware) or r.cfg
+    # Compared as resolved when the run started (the precision and epochs it chose), not measured anew.
+    cfg = machine.reuse_record(r.cfg, hardware_record(r.out)) or r.cfg
     old = dict(train=dict(previous.get("train", {})), data=dict(previous.get("data", {})))
     new = dict(train=cfg.to_dict(), data=r.spec.to_dict())
     for d in (old, new):
@@ -133,21 +145,21 @@ def refuse_changed_settings(r: RunState) -> None:
     refuse_changed_settings_in(f"the run in {r.out}", old, new)
 
 
-def prepare(r: RunState) -> None:
+def prepare(r: RunState, *, force: bool) -> None:
     t = time.perf_counter()
     r.data = prepare_data(r.spec, device=r.device, val_fraction=r.cfg.val_fraction, progress=r.progress)
     phases.fit_features(r.cfg, r.data.source.n_features)
     phases.refuse_one_class(r.data, "train")  # before the run directory is made
     if r.data.split.extra_rows and r.cfg.ft_epochs:
         phases.refuse_one_class(r.data, "extra")
-    prepare_run_dir(r.out, force=r.force, resume=r.resume)
+    prepare_run_dir(r.out, force=force, resume=r.resume)
     log(f"data: {r.data.source.describe()}")
     r.data.log_split()
     r.data.log_balance()
-    r.timings["load"] = time.perf_counter() - t
-    r.metrics["data"] = r.data.summary()
-    r.provenance = dict(data=r.data.summary() | {"feature_names": None}, seed=r.cfg.seed, preset=r.cfg.preset,
-                        standardizer="train rows only, population std, zero std -> 1")
+    r.record.timings["load"] = time.perf_counter() - t
+    r.record.metrics["data"] = r.data.summary()
+    r.record.provenance = dict(data=r.data.summary() | {"feature_names": None}, seed=r.cfg.seed,
+                               preset=r.cfg.preset, standardizer="train rows only, population std, zero std -> 1")
 
 
 def refuse_other_data(r: RunState) -> None:
@@ -160,19 +172,12 @@ def refuse_other_data(r: RunState) -> None:
                                    dict(data=dict(fingerprint=r.data.source.fingerprint)))
 
 
-def write_config(r: RunState) -> None:
+def write_config(r: RunState, *, command: str) -> None:
     if r.main:
         io.write_json(r.out / "config.json", dict(
-            train=r.cfg.to_dict(), hardware=r.hardware, data=dict(r.spec.to_dict(), source=r.data.source.source,
+            train=r.cfg.to_dict(), data=dict(r.spec.to_dict(), source=r.data.source.source,
                                              fingerprint=r.data.source.fingerprint),
-            command=r.command, versions=versions(), machine=machine_info(r.device)))
-
-
-def start_tracking(r: RunState, track) -> Tracker:
-    """The run's tracker (on the first process only; the others track nothing), started with config.json's settings."""
-    tracker = track if isinstance(track, Tracker) else make_tracker(track if r.main else None, r.out)
-    tracker.start(params=dict(train=r.cfg.to_dict(), data=dict(r.spec.to_dict(), source=r.data.source.source)))
-    return tracker
+            command=command, versions=versions(), machine=machine_info(r.device)))
 
 
 def train_or_reuse_base(r: RunState) -> None:
@@ -180,106 +185,108 @@ def train_or_reuse_base(r: RunState) -> None:
     if r.resume and base_path.exists() and (r.out / "base.json").exists():
         log(f"base: {base_path} exists, skipping base training (--resume)")
         from higgs_lora.report.plots import read_history
-        r.history += [row for row in read_history(r.out / "history.jsonl") if row["phase"] == "base"]
-        for row in r.history:
+        r.record.history += [row for row in read_history(r.out / "history.jsonl") if row["phase"] == "base"]
+        for row in r.record.history:
             r.tracker.log_epoch(row)
-        r.timings["train"], r.rates["train"] = 0.0, float("nan")
+        r.record.timings["train"], r.record.rates["train"] = 0.0, float("nan")
         return
     model, result = phases.train_base(r.cfg, r.data, checkpoint=r.out / "checkpoints" / "base.safetensors",
-                                      resume=r.resume, progress=r.progress, on_epoch=_history_writer(r))
-    r.history += result.history
-    write_history(r.out / "history.jsonl", r.history)
-    r.timings["train"], r.rates["train"] = result.seconds, result.samples_per_s
+                                      resume=r.resume, progress=r.progress,
+                                      on_epoch=epoch_writer(r.out, r.tracker, before=r.record.history))
+    r.record.history += result.history
+    write_history(r.out / "history.jsonl", r.record.history)
+    r.record.timings["train"], r.record.rates["train"] = result.seconds, result.samples_per_s
     if r.main:
         save_model(base_path, model.cpu(), r.data.standardizer, feature_names=r.data.source.feature_names,
-                   kind="base", provenance=r.provenance | {"history": result.history})
+                   kind="base", provenance=r.record.provenance | {"history": result.history})
         log(f"saved {base_path}")
     distributed.barrier()
 
 
 def evaluate_saved_base(r: RunState) -> None:
     """Reload the base from disk, as the notebook does, and evaluate what was saved."""
-    r.base, _, r.base_meta = load_model(r.out / "base.safetensors")
-    r.base = r.base.to(r.device)
-    e = _timed_evaluation(r, r.base, kind="base")
-    r.metrics["base"], r.base_logits, r.y_test = e.metrics, e.logits, e.labels
+    r.nets.base, _, r.nets.base_meta = load_model(r.out / "base.safetensors")
+    r.nets.base = r.nets.base.to(r.device)
+    e = _timed_evaluation(r, r.nets.base, kind="base")
+    r.record.metrics["base"], r.scores.logits["base"], r.scores.labels = e.metrics, e.logits, e.labels
     log("base test:    " + _short(e.metrics))
 
 
 def adapt_and_finetune(r: RunState) -> None:
     cfg = r.cfg
-    r.adapted = phases.adapt(cfg, r.base)
-    trainable = r.adapted.n_params(trainable_only=True)
-    adapted = adapter_config(r.adapted)
-    r.metrics["lora"] = dict(adapted.to_dict(), lora_alpha=adapted.lora_alpha, trainable_params=trainable,
-                             frozen_params=r.adapted.n_params() - trainable)
-    phases.check_unchanged_at_start(r.adapted, r.base_logits, r.data)
+    r.nets.adapted = phases.adapt(cfg, r.nets.base)
+    trainable = r.nets.adapted.n_params(trainable_only=True)
+    adapted = adapter_config(r.nets.adapted)
+    r.record.metrics["lora"] = dict(adapted.to_dict(), lora_alpha=adapted.lora_alpha, trainable_params=trainable,
+                                    frozen_params=r.nets.adapted.n_params() - trainable)
+    phases.check_unchanged_at_start(r.nets.adapted, r.scores.logits["base"], r.data)
     if r.data.split.extra_rows == 0 or cfg.ft_epochs == 0:
         log("fine-tuning skipped (no extra rows or --ft-epochs 0)")
-        r.timings["finetune"], r.rates["finetune"] = 0.0, float("nan")
+        r.record.timings["finetune"], r.record.rates["finetune"] = 0.0, float("nan")
     else:
-        result = phases.finetune(cfg, r.adapted, r.data, base_fingerprint=r.base_meta["fingerprint"],
+        result = phases.finetune(cfg, r.nets.adapted, r.data, base_fingerprint=r.nets.base_meta["fingerprint"],
                                  checkpoint=r.out / "checkpoints" / "finetune.safetensors", resume=r.resume,
-                                 progress=r.progress, on_epoch=_history_writer(r))
-        r.history += result.history
-        write_history(r.out / "history.jsonl", r.history)
-        r.timings["finetune"], r.rates["finetune"] = result.seconds, result.samples_per_s
+                                 progress=r.progress, on_epoch=epoch_writer(r.out, r.tracker, before=r.record.history))
+        r.record.history += result.history
+        write_history(r.out / "history.jsonl", r.record.history)
+        r.record.timings["finetune"], r.record.rates["finetune"] = result.seconds, result.samples_per_s
     if r.main:
         adapter_path = r.out / "adapter.safetensors"
-        save_adapter(adapter_path, r.adapted, base_fingerprint=r.base_meta["fingerprint"],
+        save_adapter(adapter_path, r.nets.adapted, base_fingerprint=r.nets.base_meta["fingerprint"],
                      provenance=dict(base=str(r.out / "base.safetensors"), seed=cfg.seed, ft_epochs=cfg.ft_epochs,
                                      ft_lr=cfg.ft_lr))
         log(f"saved {adapter_path}")
 
 
 def evaluate_adapted(r: RunState) -> None:
-    e = _timed_evaluation(r, r.adapted, kind="adapted")
-    r.metrics["adapted"], r.adapted_logits = e.metrics, e.logits
+    e = _timed_evaluation(r, r.nets.adapted, kind="adapted")
+    r.record.metrics["adapted"], r.scores.logits["adapted"] = e.metrics, e.logits
     log("adapted test: " + _short(e.metrics))
     from higgs_lora.report.document import comparison_table
-    log("\n" + comparison_table(r.metrics) + "\n")
+    log("\n" + comparison_table(r.record.metrics) + "\n")
 
 
 def merge_and_verify(r: RunState) -> None:
     """Fold the adapters in, check the merged network predicts what the adapted one does, save it."""
     t = time.perf_counter()
-    r.merged = phases.merge(r.adapted)
-    r.timings["merge"] = time.perf_counter() - t
-    merged_logits = r.data.source.predict(r.merged, r.data.split.test, r.data.standardizer)[0]
-    diff = (torch.sigmoid(merged_logits) - torch.sigmoid(r.adapted_logits)).abs().max().item()
-    r.metrics["merge_max_abs_diff"] = diff
-    r.metrics["merged"] = binary_metrics(merged_logits.float().cpu(), r.y_test.cpu(),
-                                         figures.part_weights(r.data, r.data.split.test))
-    _add_figures(r, r.merged, "merged", merged_logits)
-    phases.refuse_inexact_merge(diff, merged=r.merged, test_rows=r.data.split.test_rows)
+    r.nets.merged = phases.merge(r.nets.adapted)
+    r.record.timings["merge"] = time.perf_counter() - t
+    merged_logits = r.data.source.predict(r.nets.merged, r.data.split.test, r.data.standardizer)[0]
+    diff = (torch.sigmoid(merged_logits) - torch.sigmoid(r.scores.logits["adapted"])).abs().max().item()
+    r.record.metrics["merge_max_abs_diff"] = diff
+    r.record.metrics["merged"] = binary_metrics(merged_logits.float().cpu(), r.scores.labels.cpu(),
+                                                figures.part_weights(r.data, r.data.split.test))
+    _add_figures(r, r.nets.merged, "merged", merged_logits)
+    phases.refuse_inexact_merge(diff, merged=r.nets.merged, test_rows=r.data.split.test_rows)
     if r.main:
-        save_model(r.out / "merged.safetensors", r.merged.cpu(), r.data.standardizer,
+        save_model(r.out / "merged.safetensors", r.nets.merged.cpu(), r.data.standardizer,
                    feature_names=r.data.source.feature_names, kind="merged",
-                   provenance=r.provenance | {"base": r.base_meta["fingerprint"],
-                                              "adapter": str(r.out / "adapter.safetensors")})
+                   provenance=r.record.provenance | {"base": r.nets.base_meta["fingerprint"],
+                                                     "adapter": str(r.out / "adapter.safetensors")})
         log(f"saved {r.out / 'merged.safetensors'}")
 
 
 def measure(r: RunState) -> None:
     """Speeds, and the check that every process merged the same weights."""
-    r.metrics["timings_s"] = r.timings
+    r.record.metrics["timings_s"] = r.record.timings
     x = r.data.source.head(r.data.split.test, r.data.standardizer, 1 << 20)
-    r.metrics["throughput"] = dict(train_samples_per_s=r.rates["train"], finetune_samples_per_s=r.rates["finetune"],
-                                   inference_rows_per_s=phases.inference_rate(r.merged, x, precision="fp32"),
-                                   inference_rows_per_s_bf16=phases.inference_rate(r.merged, x, precision="bf16"))
+    r.record.metrics["throughput"] = dict(
+        train_samples_per_s=r.record.rates["train"], finetune_samples_per_s=r.record.rates["finetune"],
+        inference_rows_per_s=phases.inference_rate(r.nets.merged, x, precision="fp32"),
+        inference_rows_per_s_bf16=phases.inference_rate(r.nets.merged, x, precision="bf16"))
     # Every rank merged its own copy: they must agree bit for bit, or the ranks drifted apart.
-    fingerprints = distributed.gather(tensors_fingerprint(r.merged.state_dict()))
+    fingerprints = distributed.gather(tensors_fingerprint(r.nets.merged.state_dict()))
     if len(set(fingerprints)) != 1:
         raise RuntimeError(f"ranks disagree on the merged weights: {fingerprints}")
-    r.metrics["distributed"] = dict(world_size=distributed.world()[1], merged_fingerprints=fingerprints)
+    r.record.metrics["distributed"] = dict(world_size=distributed.world()[1], merged_fingerprints=fingerprints)
 
 
 def write_outputs(r: RunState) -> None:
     """metrics.json, and the test predictions with their ROC curves (what the plots draw)."""
     test = r.data.split.test
     if r.eff_vs is not None:
-        r.metrics["eff_vs"] = r.eff_vs
-    io.write_json(r.out / "metrics.json", r.metrics)
+        r.record.metrics["eff_vs"] = r.eff_vs
+    io.write_json(r.out / "metrics.json", r.record.metrics)
     labels = r.data.source.labels[test].astype(np.uint8)
     weights = figures.part_weights(r.data, test)
     arrays = dict(labels=labels)
@@ -287,12 +294,12 @@ def write_outputs(r: RunState) -> None:
         arrays["weights"] = weights.astype(np.float32)
     if r.eff_vs is not None:
         arrays["eff_vs"] = figures.raw_column(r.data, test, figures.feature_column(r.data, r.eff_vs))
-    for key, logits in (("base", r.base_logits), ("adapted", r.adapted_logits)):
+    for key, logits in r.scores.logits.items():  # base, adapted
         arrays[key] = torch.sigmoid(logits).cpu().numpy().astype(np.float32)
-        if not r.metrics[key].get("one_class"):
+        if not r.record.metrics[key].get("one_class"):
             fpr, tpr, _ = roc_curve(labels=labels, scores=arrays[key], weights=weights, max_points=ROC_POINTS)
             arrays |= {f"roc_{key}_fpr": fpr, f"roc_{key}_tpr": tpr}
-        train = r.train_scores.get(key)
+        train = r.scores.train.get(key)
         if train is not None:  # the overtraining check's other half
             arrays |= {f"train_{key}": train["scores"].astype(np.float32),
                        f"train_{key}_labels": train["labels"].astype(np.uint8)}
@@ -311,30 +318,21 @@ def write_report(out: Path) -> None:
 
 # ---------------------------------------------------------------- helpers
 
-def _history_writer(r: RunState):
-    before = list(r.history)
-
-    def on_epoch(rows: list[dict]) -> None:
-        write_history(r.out / "history.jsonl", [*before, *rows])
-        r.tracker.log_epoch(rows[-1])
-    return on_epoch
-
-
 def _timed_evaluation(r: RunState, model, *, kind: str) -> phases.Evaluation:
     t = time.perf_counter()
     e = phases.evaluate(model, r.data, r.data.split.test)
     _add_figures(r, model, kind, e.logits, metrics=e.metrics)
-    r.timings["evaluate"] += time.perf_counter() - t
+    r.record.timings["evaluate"] += time.perf_counter() - t
     return e
 
 
 def _add_figures(r: RunState, model, kind: str, logits: torch.Tensor, metrics: dict | None = None) -> None:
     """The model's figures_of_merit and weighting blocks in its metrics; its train-side scores kept for the plots."""
-    m = r.metrics[kind] if metrics is None else metrics
+    m = r.record.metrics[kind] if metrics is None else metrics
     fom = figures.model_figures(model, r.data, kind=kind, logits=logits, rows=r.data.split.test, seed=r.cfg.seed)
     train = fom.pop("train_scores", None)
     if train is not None:
-        r.train_scores[kind] = train
+        r.scores.train[kind] = train
     m["figures_of_merit"] = fom
     m["weighting"] = figures.weighting(r.data, r.cfg.to_dict())
 

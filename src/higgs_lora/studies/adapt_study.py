@@ -49,6 +49,7 @@ from higgs_lora.report.metrics import binary_metrics
 from higgs_lora.model.network import HEAD_LAYERS, ResidualMLP
 from higgs_lora.config import AdapterConfig, Recipe
 from higgs_lora.studies.strategies import prepare
+from higgs_lora.hardware.machine import cpuinfo_fields
 from higgs_lora.hardware.runtime import predict_logits
 from higgs_lora.data.sources import TensorData
 from higgs_lora.train import fit
@@ -552,14 +553,7 @@ def machine() -> dict:
     """The CPU (and GPU) the study ran on: results name it."""
     import platform
     name = platform.processor() or platform.machine()
-    fields = {}
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                fields.setdefault(key.strip(), value.strip())
-    except OSError:
-        pass
+    fields = cpuinfo_fields()
     if "model name" in fields:   # "Intel(R) Xeon(R) Processor" alone does not say which: add family and model
         name = f"{fields['model name']} (family {fields.get('cpu family', '?')} model {fields.get('model', '?')})"
     import os

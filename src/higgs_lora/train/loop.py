@@ -11,6 +11,7 @@ import math
 import signal
 import time
 from dataclasses import dataclass, field
+from typing import NoReturn
 
 import torch
 from tqdm.auto import tqdm
@@ -50,157 +51,235 @@ def fit(model: torch.nn.Module, data, recipe: Recipe, *, val=None, checkpoint: C
     epoch summaries. Returns the per-epoch history. With a validation part and patience > 0, keeps the
     weights of the epoch with the lowest validation loss and stops after `patience` epochs without
     improvement.
+
+    Read top to bottom: _setup (optimizer, DDP, resume), then per epoch _train_epoch (its steps: _step),
+    _end_epoch (sums, validation, best epoch, checkpoint), and _interrupt on Ctrl-C.
     """
-    epochs, lr, seed, phase, precision = recipe.epochs, recipe.lr, recipe.seed, recipe.phase, recipe.precision
-    patience, smoothing = recipe.patience, recipe.label_smoothing
-    n = data.rows
-    if n == 0:
-        raise UserError(f"{phase}: no rows to train on")
-    device = next(model.parameters()).device
-    rank, world = distributed.world()
-    main_rank = rank == 0
-    progress, verbose = progress and main_rank, verbose and main_rank
-    steps_per_epoch = data.steps_per_epoch
-    total_steps = steps_per_epoch * epochs
-    opt = make_optimizer(param_groups(model), name=recipe.optimizer, lr=lr, weight_decay=recipe.weight_decay,
-                         device=device)
-    loss_fn = torch.nn.BCEWithLogitsLoss()  # on logits: numerically stable, unlike sigmoid + BCE
-    train_step_model = model
-    if world > 1:
-        # DDP averages the gradients of trainable parameters only: with adapters, only A and B travel.
-        from torch.nn.parallel import DistributedDataParallel
-        train_step_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    if recipe.compile:
-        train_step_model = torch.compile(train_step_model)
-
-    result = FitResult()
-    start_epoch, start_step, carry = 0, 0, None
-    best = dict(loss=float("inf"), epoch=None, state=None, bad_epochs=0)
-    path = checkpoint.path if checkpoint is not None else None
-    if checkpoint is not None and checkpoint.resume and path.exists():
-        start_epoch, start_step, carry, best, result.history, saved_world = load_state(
-            path, model, opt, phase, settings=checkpoint.settings)
-        if verbose:
-            print(f"[{phase}] resuming from {path} at epoch {start_epoch + 1}, step {start_step}")
-        if verbose and saved_world != world and not data.exact_resume:
-            # A stream's order depends on how the rows are divided among ranks: still correct, not identical.
-            print(f"[{phase}] note: the checkpoint was written by {saved_world} processes, this run has {world}; "
-                  "the rest of the epoch sees its rows in another order than an uninterrupted run would")
-
+    loop = _setup(model, data, recipe, checkpoint=checkpoint, progress=progress, verbose=verbose)
     # Fewer threads while other processes keep the cores busy (thread_governor.py); restored at the end.
     threads_at_start = torch.get_num_threads()
     governor = thread_governor(threads_at_start, set_threads=torch.set_num_threads,
-                               enabled=world == 1 and device.type == "cpu" and machine.threads_governed(),
-                               on_change=_thread_note(phase) if verbose else None)
-    interrupted = {"flag": False}
-    previous_handler = _install_sigint(interrupted)
+                               enabled=loop.world == 1 and loop.device.type == "cpu" and machine.threads_governed(),
+                               on_change=_thread_note(recipe.phase) if loop.verbose else None)
+    previous_handler = _install_sigint(loop.interrupted)
     try:
-        for epoch in range(start_epoch, epochs):
-            if best["bad_epochs"] >= patience > 0:
+        for epoch in range(loop.start_epoch, recipe.epochs):
+            if loop.best["bad_epochs"] >= recipe.patience > 0:
                 break
-            model.train()
-            # Running sums stay on the device: no host sync per step.
-            loss_sum = torch.zeros((), device=device, dtype=torch.float64)
-            # correct: rows classified right, or with weights (mean 1 over the part) their weighted sum
-            correct = torch.zeros((), device=device, dtype=torch.float64)
-            seen, t_epoch, elapsed_before = 0, time.perf_counter(), 0.0
-            nonfinite_at = torch.full((), -1, device=device, dtype=torch.int64)  # first step with a NaN/inf loss
-            first_step = start_step if epoch == start_epoch else 0
-            if carry is not None and epoch == start_epoch:
-                if main_rank:  # the carried sums are global; add them once
-                    loss_sum += carry["loss_sum"]
-                    correct += carry["correct"]
-                    seen = carry["seen"]
-                elapsed_before = carry["seconds"]
-            bar = tqdm(total=n, initial=seen, unit="ev", unit_scale=True, disable=not progress, leave=False,
-                       desc=f"{phase} {epoch + 1}/{epochs}", dynamic_ncols=True)
-            with contextlib.closing(data.batches(seed=seed, phase=phase, epoch=epoch, first_step=first_step)) as steps:
-                for step, (xb, yb, wb) in enumerate(steps, start=first_step):
-                    governor.poll()
-                    stop = interrupted["flag"]
-                    if world > 1 and step % 8 == 0:  # ranks agree on where to stop: same step everywhere
-                        stop = distributed.any_rank(stop, device)
-                    elif world > 1:
-                        stop = False
-                    if stop:
-                        sums = distributed.all_reduce_(torch.stack([
-                            loss_sum, correct, torch.tensor(float(seen), device=device, dtype=torch.float64)]))
-                        _refuse_nonfinite(sums[0].item(), nonfinite_at, phase=phase, epoch=epoch, path=path)
-                        state = dict(loss_sum=sums[0].item(), correct=sums[1].item(), seen=int(sums[2].item()),
-                                     seconds=elapsed_before + time.perf_counter() - t_epoch)
-                        if path is not None and main_rank:
-                            save_state(path, model, opt, phase=phase, epoch=epoch, step=step, carry=state, best=best,
-                                       history=result.history, settings=checkpoint.settings)
-                        bar.close()
-                        where = f"a checkpoint was written to {path}" if path else "no checkpoint was kept"
-                        raise Interrupted(f"{phase} training stopped at epoch {epoch + 1}, step {step}; {where}")
-                    step_lr = learning_rate(epoch * steps_per_epoch + step, total_steps=total_steps, lr=lr,
-                                            schedule=recipe.schedule, warmup_frac=recipe.warmup_frac)
-                    for group in opt.param_groups:
-                        group["lr"] = step_lr * group.get("lr_scale", 1.0)   # LoRA+ groups (lora.param_groups)
-                    with autocast(device, precision):
-                        logits = train_step_model(xb).float()
-                    # Label smoothing: targets pulled toward 1/2 by label_smoothing/2 (0 = the plain loss).
-                    target = yb if not smoothing else yb * (1 - smoothing) + 0.5 * smoothing
-                    if wb is None:
-                        loss = loss_fn(logits, target)
-                    else:
-                        # Per-event weighted BCE. The weights come scaled to mean 1 over the whole part
-                        # (weighting.py), so this is Σ w·loss / (rows × the part's mean weight): normalised by a
-                        # constant, never by this batch's Σw, which negative weights can bring to ~0.
-                        loss = (torch.nn.functional.binary_cross_entropy_with_logits(
-                            logits, target, reduction="none") * wb).mean()
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                    loss_sum += loss.detach() * yb.shape[0]
-                    # Marked on the device (no host sync per step); checked before anything is saved.
-                    nonfinite_at = torch.where((nonfinite_at < 0) & ~torch.isfinite(loss.detach()), step, nonfinite_at)
-                    hit = (logits.detach() > 0) == (yb > 0.5)
-                    correct += hit.sum() if wb is None else (hit * wb).sum()
-                    seen += yb.shape[0]
-                    bar.update(yb.shape[0] * world)  # the bar counts the rows of all ranks
-                    if step % 50 == 0 and progress:
-                        bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
-            bar.close()
-            sums = distributed.all_reduce_(torch.stack([loss_sum, correct,
-                                                        torch.tensor(float(seen), device=device, dtype=torch.float64)]))
-            loss_total, correct_total, seen = sums[0].item(), sums[1].item(), int(sums[2].item())
-            _refuse_nonfinite(loss_total, nonfinite_at, phase=phase, epoch=epoch, path=path)
-            seconds = elapsed_before + time.perf_counter() - t_epoch
-            row = dict(phase=phase, epoch=epoch + 1, loss=loss_total / seen, accuracy=correct_total / seen,
-                       val_loss=None, val_accuracy=None, lr=opt.param_groups[0]["lr"], seconds=seconds,
-                       samples_per_s=(seen - (carry["seen"] if carry is not None and epoch == start_epoch else 0))
-                       / max(1e-9, seconds - elapsed_before))
-            carry = None
-            if val is not None and val.rows:
-                row["val_loss"], row["val_accuracy"] = val.loss_and_accuracy(model, precision=precision)
-                if row["val_loss"] < best["loss"]:
-                    best.update(loss=row["val_loss"], epoch=epoch + 1, bad_epochs=0,
-                                state={k: v.detach().clone() for k, v in model.state_dict().items()})
-                else:
-                    best["bad_epochs"] += 1
-            result.history.append(row)
-            if path is not None and main_rank:
-                save_state(path, model, opt, phase=phase, epoch=epoch + 1, step=0, carry=None, best=best,
-                           history=result.history, settings=checkpoint.settings)
-            if verbose:
-                val_text = "" if row["val_loss"] is None else \
-                    f"  val_loss {row['val_loss']:.4f}  val_acc {row['val_accuracy']:.4f}"
-                print(f"[{phase}] epoch {epoch + 1}/{epochs}  loss {row['loss']:.4f}  acc {row['accuracy']:.4f}{val_text}  "
-                      f"{row['seconds']:.1f}s  {row['samples_per_s']:,.0f} ev/s", flush=True)
-            if on_epoch is not None and main_rank:
-                on_epoch(result.history)
+            sums = _train_epoch(loop, epoch, governor)
+            _end_epoch(loop, epoch, sums, val)
+            if on_epoch is not None and loop.main_rank:
+                on_epoch(loop.result.history)
     finally:
         signal.signal(signal.SIGINT, previous_handler)
         torch.set_num_threads(threads_at_start)
+    result = loop.result
     result.thread_changes = list(governor.changes)
     result.seconds = sum(r["seconds"] for r in result.history)
-    result.samples_seen = n * len(result.history)
-    if best["state"] is not None and patience > 0:
-        model.load_state_dict(best["state"])
-        result.best_epoch = best["epoch"]
+    result.samples_seen = data.rows * len(result.history)
+    if loop.best["state"] is not None and recipe.patience > 0:
+        model.load_state_dict(loop.best["state"])
+        result.best_epoch = loop.best["epoch"]
     return result
+
+
+@dataclass
+class _Loop:
+    """What the phases of one fit() share: the model and how it trains, where it resumes, what it keeps."""
+    model: torch.nn.Module
+    step_model: torch.nn.Module      # the model as the step calls it: wrapped by DDP, torch.compile where asked
+    opt: torch.optim.Optimizer
+    data: object                     # the part trained on: rows, steps_per_epoch, batches(), exact_resume
+    recipe: Recipe
+    device: torch.device
+    world: int
+    main_rank: bool
+    progress: bool
+    verbose: bool
+    checkpoint: Checkpoint | None
+    result: FitResult = field(default_factory=FitResult)
+    best: dict = field(default_factory=lambda: dict(loss=float("inf"), epoch=None, state=None, bad_epochs=0))
+    start_epoch: int = 0
+    start_step: int = 0
+    carry: dict | None = None        # the interrupted epoch's sums, from the checkpoint resumed
+    interrupted: dict = field(default_factory=lambda: dict(flag=False))  # set by Ctrl-C
+
+    @property
+    def path(self):
+        return self.checkpoint.path if self.checkpoint is not None else None
+
+    def save(self, *, epoch: int, step: int, carry: dict | None) -> None:
+        if self.path is not None and self.main_rank:
+            save_state(self.path, self.model, self.opt, phase=self.recipe.phase, epoch=epoch, step=step, carry=carry,
+                       best=self.best, history=self.result.history, settings=self.checkpoint.settings)
+
+
+def _setup(model, data, recipe: Recipe, *, checkpoint: Checkpoint | None, progress: bool, verbose: bool) -> _Loop:
+    """Everything before the first step: the optimizer, the model as it trains, and the checkpoint's state."""
+    if data.rows == 0:
+        raise UserError(f"{recipe.phase}: no rows to train on")
+    device = next(model.parameters()).device
+    rank, world = distributed.world()
+    opt = make_optimizer(param_groups(model), name=recipe.optimizer, lr=recipe.lr, weight_decay=recipe.weight_decay,
+                         device=device)
+    step_model = model
+    if world > 1:
+        # DDP averages the gradients of trainable parameters only: with adapters, only A and B travel.
+        from torch.nn.parallel import DistributedDataParallel
+        step_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if recipe.compile:
+        step_model = torch.compile(step_model)
+    loop = _Loop(model=model, step_model=step_model, opt=opt, data=data, recipe=recipe, device=device, world=world,
+                 main_rank=rank == 0, progress=progress and rank == 0, verbose=verbose and rank == 0,
+                 checkpoint=checkpoint)
+    if checkpoint is not None and checkpoint.resume and checkpoint.path.exists():
+        loop.start_epoch, loop.start_step, loop.carry, loop.best, loop.result.history, saved_world = load_state(
+            checkpoint.path, model, opt, recipe.phase, settings=checkpoint.settings)
+        if loop.verbose:
+            print(f"[{recipe.phase}] resuming from {checkpoint.path} at epoch {loop.start_epoch + 1}, "
+                  f"step {loop.start_step}")
+        if loop.verbose and saved_world != world and not data.exact_resume:
+            # A stream's order depends on how the rows are divided among ranks: still correct, not identical.
+            print(f"[{recipe.phase}] note: the checkpoint was written by {saved_world} processes, this run has "
+                  f"{world}; the rest of the epoch sees its rows in another order than an uninterrupted run would")
+    return loop
+
+
+@dataclass
+class _Sums:
+    """One epoch's running sums. The tensors stay on the device: no host sync per step."""
+    loss_sum: torch.Tensor
+    correct: torch.Tensor            # rows classified right, or with weights (mean 1 over the part) their weighted sum
+    nonfinite_at: torch.Tensor       # the first step with a NaN/inf loss; -1 while none
+    seen: int = 0
+    carried_seen: int = 0            # rows of all ranks this epoch had seen before it was interrupted
+    seconds_before: float = 0.0      # and the seconds it had taken
+    started: float = field(default_factory=time.perf_counter)
+
+    @classmethod
+    def start(cls, device: torch.device, *, carry: dict | None, main_rank: bool) -> "_Sums":
+        zero = dict(device=device, dtype=torch.float64)
+        sums = cls(torch.zeros((), **zero), torch.zeros((), **zero),
+                   torch.full((), -1, device=device, dtype=torch.int64))
+        if carry is not None:
+            if main_rank:  # the carried sums are global; add them once
+                sums.loss_sum += carry["loss_sum"]
+                sums.correct += carry["correct"]
+                sums.seen = carry["seen"]
+            sums.carried_seen, sums.seconds_before = carry["seen"], carry["seconds"]
+        return sums
+
+    def add(self, step: int, loss: torch.Tensor, logits: torch.Tensor, yb: torch.Tensor, wb) -> None:
+        self.loss_sum += loss.detach() * yb.shape[0]
+        # Marked on the device (no host sync per step); checked before anything is saved.
+        self.nonfinite_at = torch.where((self.nonfinite_at < 0) & ~torch.isfinite(loss.detach()), step,
+                                        self.nonfinite_at)
+        hit = (logits.detach() > 0) == (yb > 0.5)
+        self.correct += hit.sum() if wb is None else (hit * wb).sum()
+        self.seen += yb.shape[0]
+
+    def totals(self) -> tuple[float, float, int]:
+        """(loss sum, correct, rows) over all ranks: the epoch's one host sync."""
+        sums = distributed.all_reduce_(torch.stack([self.loss_sum, self.correct, torch.tensor(
+            float(self.seen), device=self.loss_sum.device, dtype=torch.float64)]))
+        return sums[0].item(), sums[1].item(), int(sums[2].item())
+
+    def seconds(self) -> float:
+        return self.seconds_before + time.perf_counter() - self.started
+
+
+def _train_epoch(loop: _Loop, epoch: int, governor) -> _Sums:
+    """The steps of one epoch (from the checkpoint's step where it resumes), stopping at Ctrl-C."""
+    recipe, resumed = loop.recipe, epoch == loop.start_epoch
+    loop.model.train()
+    sums = _Sums.start(loop.device, carry=loop.carry if resumed else None, main_rank=loop.main_rank)
+    first_step = loop.start_step if resumed else 0
+    bar = tqdm(total=loop.data.rows, initial=sums.seen, unit="ev", unit_scale=True, disable=not loop.progress,
+               leave=False, desc=f"{recipe.phase} {epoch + 1}/{recipe.epochs}", dynamic_ncols=True)
+    with contextlib.closing(loop.data.batches(seed=recipe.seed, phase=recipe.phase, epoch=epoch,
+                                              first_step=first_step)) as steps:
+        for step, (xb, yb, wb) in enumerate(steps, start=first_step):
+            governor.poll()
+            if _stop_here(loop, step):
+                bar.close()
+                _interrupt(loop, epoch, step, sums)
+            loss, logits = _step(loop, epoch * loop.data.steps_per_epoch + step, xb, yb, wb)
+            sums.add(step, loss, logits, yb, wb)
+            bar.update(yb.shape[0] * loop.world)  # the bar counts the rows of all ranks
+            if step % 50 == 0 and loop.progress:
+                bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+    bar.close()
+    return sums
+
+
+def _step(loop: _Loop, global_step: int, xb: torch.Tensor, yb: torch.Tensor, wb) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step at the learning rate of `global_step`; returns the loss and the logits (on the device)."""
+    recipe = loop.recipe
+    step_lr = learning_rate(global_step, total_steps=loop.data.steps_per_epoch * recipe.epochs, lr=recipe.lr,
+                            schedule=recipe.schedule, warmup_frac=recipe.warmup_frac)
+    for group in loop.opt.param_groups:
+        group["lr"] = step_lr * group.get("lr_scale", 1.0)   # LoRA+ groups (lora.param_groups)
+    with autocast(loop.device, recipe.precision):
+        logits = loop.step_model(xb).float()
+    # Label smoothing: targets pulled toward 1/2 by label_smoothing/2 (0 = the plain loss).
+    smoothing = recipe.label_smoothing
+    target = yb if not smoothing else yb * (1 - smoothing) + 0.5 * smoothing
+    if wb is None:
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, target)  # stable, unlike sigmoid + BCE
+    else:
+        # Per-event weighted BCE. The weights come scaled to mean 1 over the whole part (weighting.py), so
+        # this is Σ w·loss / (rows × the part's mean weight): normalised by a constant, never by this
+        # batch's Σw, which negative weights can bring to ~0.
+        loss = (torch.nn.functional.binary_cross_entropy_with_logits(logits, target, reduction="none") * wb).mean()
+    loop.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    loop.opt.step()
+    return loss, logits
+
+
+def _end_epoch(loop: _Loop, epoch: int, sums: _Sums, val) -> None:
+    """The epoch's history row (refused if the loss went non-finite), its validation and the best epoch so
+    far, the checkpoint, and the one-line summary."""
+    phase = loop.recipe.phase
+    loss_total, correct_total, seen = sums.totals()
+    _refuse_nonfinite(loss_total, sums.nonfinite_at, phase=phase, epoch=epoch, path=loop.path)
+    seconds = sums.seconds()
+    row = dict(phase=phase, epoch=epoch + 1, loss=loss_total / seen, accuracy=correct_total / seen,
+               val_loss=None, val_accuracy=None, lr=loop.opt.param_groups[0]["lr"], seconds=seconds,
+               samples_per_s=(seen - sums.carried_seen) / max(1e-9, seconds - sums.seconds_before))
+    loop.carry = None
+    if val is not None and val.rows:
+        row["val_loss"], row["val_accuracy"] = val.loss_and_accuracy(loop.model, precision=loop.recipe.precision)
+        if row["val_loss"] < loop.best["loss"]:
+            loop.best.update(loss=row["val_loss"], epoch=epoch + 1, bad_epochs=0,
+                             state={k: v.detach().clone() for k, v in loop.model.state_dict().items()})
+        else:
+            loop.best["bad_epochs"] += 1
+    loop.result.history.append(row)
+    loop.save(epoch=epoch + 1, step=0, carry=None)
+    if loop.verbose:
+        val_text = "" if row["val_loss"] is None else \
+            f"  val_loss {row['val_loss']:.4f}  val_acc {row['val_accuracy']:.4f}"
+        print(f"[{phase}] epoch {epoch + 1}/{loop.recipe.epochs}  loss {row['loss']:.4f}  acc {row['accuracy']:.4f}"
+              f"{val_text}  {row['seconds']:.1f}s  {row['samples_per_s']:,.0f} ev/s", flush=True)
+
+
+def _stop_here(loop: _Loop, step: int) -> bool:
+    """Whether Ctrl-C stops training at this step. Ranks agree on where to stop: the same step everywhere."""
+    if loop.world == 1:
+        return loop.interrupted["flag"]
+    return step % 8 == 0 and distributed.any_rank(loop.interrupted["flag"], loop.device)
+
+
+def _interrupt(loop: _Loop, epoch: int, step: int, sums: _Sums) -> NoReturn:
+    """Ctrl-C: keep the state at this step (with the epoch's sums so far, unless they went non-finite) and
+    raise Interrupted."""
+    loss_total, correct_total, seen = sums.totals()
+    _refuse_nonfinite(loss_total, sums.nonfinite_at, phase=loop.recipe.phase, epoch=epoch, path=loop.path)
+    loop.save(epoch=epoch, step=step, carry=dict(loss_sum=loss_total, correct=correct_total, seen=seen,
+                                                 seconds=sums.seconds()))
+    where = f"a checkpoint was written to {loop.path}" if loop.path else "no checkpoint was kept"
+    raise Interrupted(f"{loop.recipe.phase} training stopped at epoch {epoch + 1}, step {step}; {where}")
 
 
 def _refuse_nonfinite(loss_total: float, nonfinite_at: torch.Tensor, *, phase: str, epoch: int, path) -> None:
