@@ -1,0 +1,66 @@
+"""`predict` gives the in-memory forward's probabilities to the bit, whether the rows come from the cache,
+from the parser (in pieces of any size) or from memory, and its output files are equal byte for byte."""
+import numpy as np
+import pytest
+import torch
+
+import higgs_lora as hl
+from conftest import write_higgs_csv
+from higgs_lora.data import csvfile
+from higgs_lora.data.read import load_table, stream_rows
+from higgs_lora.data.standardize import Standardizer
+from higgs_lora.model.network import ResidualMLP
+
+ROWS = 9000  # over four inference batches of 2048, the last one partial
+
+
+@pytest.fixture(autouse=True)
+def no_stray_caches(tmp_path, monkeypatch):
+    monkeypatch.delenv("HIGGS_LORA_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "home-cache"))
+
+
+@pytest.fixture
+def odd_pieces(monkeypatch):
+    """Parser pieces of 20,000 bytes: chunks of rows whose counts are no multiple of anything."""
+    monkeypatch.setattr(csvfile, "PIECE_BYTES", 20_000)
+
+
+@pytest.fixture
+def model(tmp_path):
+    """An untrained network (its weights do not matter here) with the statistics of the file's rows."""
+    csv = write_higgs_csv(tmp_path / "rows.csv", ROWS, seed=3)
+    table = load_table(csv, use_cache=False)
+    torch.manual_seed(0)
+    m = hl.Model(network=ResidualMLP(), standardizer=Standardizer.fit(np.asarray(table.features)),
+                 feature_names=table.feature_names)
+    return m, csv, np.asarray(table.features)
+
+
+def test_stream_rows_are_the_table_in_whole_blocks(tmp_path, odd_pieces):
+    csv = write_higgs_csv(tmp_path / "rows.csv", 3000, seed=1)
+    table = load_table(csv, cache_dir=tmp_path / "cache")
+    for use_cache in (False, True):
+        where, chunks = stream_rows(csv, chunk_rows=100, block=64, cache_dir=tmp_path / "cache", use_cache=use_cache)
+        chunks = list(chunks)
+        assert (where is not None) == use_cache
+        assert all(len(c) % 64 == 0 for c in chunks[:-1]) and len(chunks) > 10
+        np.testing.assert_array_equal(np.concatenate([c.features for c in chunks]), table.features)
+        np.testing.assert_array_equal(np.concatenate([c.labels for c in chunks]), table.labels)
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+def test_cached_uncached_and_in_memory_predictions_are_equal_to_the_bit(model, tmp_path, odd_pieces, suffix):
+    m, csv, features = model
+    uncached = tmp_path / f"uncached{suffix}"
+    hl.predict_file(m, data=csv, out=uncached, chunk_rows=1000)  # no cache yet: parsed in odd pieces
+    assert not (tmp_path / ".higgs-lora-cache").exists()  # predict writes none
+    load_table(csv)  # now the cache entry beside the file
+    cached = tmp_path / f"cached{suffix}"
+    hl.predict_file(m, data=csv, out=cached, chunk_rows=1000)
+    assert uncached.read_bytes() == cached.read_bytes()
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+        p = pq.read_table(cached)["probability"].to_numpy()
+        # torch.equal, not a tolerance: the very float32 values of one forward over the table in memory
+        assert torch.equal(torch.from_numpy(p), torch.from_numpy(hl.predict(m, features)))
