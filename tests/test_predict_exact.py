@@ -9,6 +9,7 @@ from conftest import write_higgs_csv
 from higgs_lora.data import csvfile
 from higgs_lora.data.read import load_table, stream_rows
 from higgs_lora.data.standardize import Standardizer
+from higgs_lora.errors import UserError
 from higgs_lora.model.network import ResidualMLP
 
 ROWS = 9000  # over four inference batches of 2048, the last one partial
@@ -64,3 +65,31 @@ def test_cached_uncached_and_in_memory_predictions_are_equal_to_the_bit(model, t
         p = pq.read_table(cached)["probability"].to_numpy()
         # torch.equal, not a tolerance: the very float32 values of one forward over the table in memory
         assert torch.equal(torch.from_numpy(p), torch.from_numpy(hl.predict(m, features)))
+
+
+def test_features_only_file_predicts_as_in_memory(model, tmp_path, odd_pieces):
+    m, csv, features = model
+    bare = tmp_path / "bare.csv"
+    bare.write_text("".join(line.split(",", 1)[1] for line in csv.read_text().splitlines(keepends=True)))
+    out = tmp_path / "bare.parquet"
+    hl.predict_file(m, data=bare, out=out, label_column=None, chunk_rows=777)
+    import pyarrow.parquet as pq
+    t = pq.read_table(out)
+    assert t.column_names == ["probability"]
+    assert torch.equal(torch.from_numpy(t["probability"].to_numpy()), torch.from_numpy(hl.predict(m, features)))
+
+
+def test_bad_line_read_beside_the_inference_is_named_and_leaves_no_output(model, tmp_path, odd_pieces):
+    """The parser runs in a thread of its own: its error still names the file, line and column, after the
+    rows before it were inferred, and the output file is not left half-written."""
+    m, csv, _ = model
+    lines = csv.read_text().splitlines(keepends=True)
+    fields = lines[7000].split(",")
+    fields[5] = "oops"  # the sixth field: "column 6", 1-based as the messages count
+    lines[7000] = ",".join(fields)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("".join(lines))
+    out = tmp_path / "p.parquet"
+    with pytest.raises(UserError, match=r"bad\.csv: line 7001, column 6: not a number: 'oops'"):
+        hl.predict_file(m, data=bad, out=out, chunk_rows=1000)
+    assert not out.exists() and not list(tmp_path.glob(".p.parquet*"))
