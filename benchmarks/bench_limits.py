@@ -178,22 +178,22 @@ from isal import igzip
 import polars as pl
 data = igzip.open(sys.argv[1], "rb").read()
 n = data[:data.index(b"\\n")].count(b",") + 1
-t0 = time.perf_counter()
+t0, c0 = time.perf_counter(), time.process_time()
 pl.read_csv(io.BytesIO(data), has_header=False, quote_char=None, schema={f"c{i}": pl.Float64 for i in range(n)})
-print(time.perf_counter() - t0, pl.thread_pool_size())
+print(time.perf_counter() - t0, time.process_time() - c0, pl.thread_pool_size())
 """
 
 
-def polars_parse(path: Path, threads: int) -> float | None:
-    """polars' parse of the inflated bytes with `threads` threads (a subprocess: the pool size is fixed at
-    import); None where polars is not installed."""
+def polars_parse(path: Path, threads: int) -> tuple[float, float] | None:
+    """(wall, process CPU seconds) of polars' parse of the inflated bytes with `threads` threads (a
+    subprocess: the pool size is fixed at import); None where polars is not installed."""
     try:
         import polars  # noqa: F401
     except ImportError:
         return None
     out = subprocess.run([sys.executable, "-c", POLARS_PARSE, str(path)], capture_output=True, text=True,
                          env={**os.environ, "POLARS_MAX_THREADS": str(threads)})
-    return float(out.stdout.split()[0]) if out.returncode == 0 else None
+    return (float(out.stdout.split()[0]), float(out.stdout.split()[1])) if out.returncode == 0 else None
 
 
 def row(name: str, value: str, limit: str, ratio: float, target: str, ok: bool) -> str:
@@ -314,10 +314,12 @@ def main() -> None:
         lines.append("polars: not installed, not measured")
     else:
         import polars
+        (pl1, pl1_cpu), pl_all = pl1, pl_all and pl_all[0]
         pl_bound = max(parse["inflate_s"], pl1 / max(1, cores - 1))
         lines.append(f"polars {polars.__version__} (installed for this measurement only, not a dependency; float64 columns, no "
                      "quoting, as the reader's options): parse on one "
-                     f"thread {pl1:.2f} s ({parse['pyarrow_1thread_s'] / pl1:.2f}x PyArrow's), on {cores} threads "
+                     f"thread {pl1:.2f} s, CPU {pl1_cpu:.2f} s ({parse['pyarrow_1thread_s'] / pl1:.2f}x PyArrow's wall, "
+                     f"{parse['pyarrow_1thread_cpu_s'] / pl1_cpu:.2f}x its CPU), on {cores} threads "
                      + (f"{pl_all:.2f} s" if pl_all else "failed") + f"; bound with it {pl_bound:.2f} s "
                      f"= {pandas.wall_s / pl_bound:.1f}x pandas")
     lines.append("training, steady state (all epochs after the first) beside the fastest epoch: " + "; ".join(
