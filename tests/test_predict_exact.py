@@ -93,3 +93,23 @@ def test_bad_line_read_beside_the_inference_is_named_and_leaves_no_output(model,
     with pytest.raises(UserError, match=r"bad\.csv: line 7001, column 6: not a number: 'oops'"):
         hl.predict_file(m, data=bad, out=out, chunk_rows=1000)
     assert not out.exists() and not list(tmp_path.glob(".p.parquet*"))
+
+
+def test_a_rows_probability_depends_only_on_its_batch_whatever_the_threads(model):
+    """hl.predict over 100,000 rows at once (two threads split an element-wise op of more than 32,768
+    elements, here at row 50,000, which is no multiple of the vector loop's stride) equals it over pieces
+    of whole batches: the sigmoid is taken batch by batch, never over all the logits at once, whose
+    vectorized loop rounds some elements by an ulp according to where the thread ranges fall (one sigmoid
+    over these logits, as before, differs from the piecewise one in 2 values on the AVX-512 Xeon)."""
+    m, _, _ = model
+    rng = np.random.default_rng(5)
+    x = rng.normal(1.0, 2.0, size=(100_000, 28)).astype(np.float32)
+    threads = torch.get_num_threads()
+    try:
+        for n in (2, 1):
+            torch.set_num_threads(n)
+            whole = hl.predict(m, x)
+            pieces = np.concatenate([hl.predict(m, x[i:i + 3 * 2048]) for i in range(0, len(x), 3 * 2048)])
+            assert torch.equal(torch.from_numpy(whole), torch.from_numpy(pieces)), n
+    finally:
+        torch.set_num_threads(threads)
