@@ -99,8 +99,8 @@ def stream_rows(path: str | os.PathLike, *, label_column: int | str | None = 0, 
 
     From the file's cache entry when one exists (memory-mapped slices: nothing is parsed), else parsed and
     checked as iter_chunks does, in a thread of its own up to `ahead` chunks ahead of the caller, so that
-    the caller's inference of one chunk overlaps the reading of the next. No cache is written (predict
-    streams files of any size).
+    the caller's inference of one chunk overlaps the reading of the next (`ahead=0`: in the caller's
+    thread, reading and inference take turns). No cache is written (predict streams files of any size).
 
     Every chunk but the last has a multiple of `block` rows (about `chunk_rows`, rounded up to `block`).
     A forward pass in fixed batches of `block` rows from each chunk's start is then aligned to row 0 of
@@ -114,9 +114,9 @@ def stream_rows(path: str | os.PathLike, *, label_column: int | str | None = 0, 
         table = entry.find()
         if table is not None:
             return entry.found, (table.read(i, min(i + step, table.rows)) for i in range(0, table.rows, step))
-    parsed = iter_chunks(path, label_column=label_column, features=features, weight=weight, tree=tree,
-                         label_value=label_value, chunk_rows=step, progress=progress)
-    return None, read_ahead(aligned(parsed, block), depth=ahead)
+    parsed = aligned(iter_chunks(path, label_column=label_column, features=features, weight=weight, tree=tree,
+                                 label_value=label_value, chunk_rows=step, progress=progress), block)
+    return None, (read_ahead(parsed, depth=ahead) if ahead else parsed)
 
 
 def aligned(chunks, block: int):
