@@ -93,8 +93,8 @@ def iter_chunks(path: str | os.PathLike, *, label_column: int | str | None = 0, 
 
 def stream_rows(path: str | os.PathLike, *, label_column: int | str | None = 0, features=None, weight: str | None = None,
                 tree: str | None = None, label_value: int | None = None, chunk_rows: int = 1 << 16, block: int = 1,
-                cache_dir: str | os.PathLike | None = None, use_cache: bool = True, ahead: int = 2,
-                progress: bool = False) -> tuple[Path | None, object]:
+                parse_rows: int | None = None, cache_dir: str | os.PathLike | None = None, use_cache: bool = True,
+                ahead: int = 2, progress: bool = False) -> tuple[Path | None, object]:
     """(cache entry or None, chunks): the rows of `path` as Rows chunks for a forward pass, in file order.
 
     From the file's cache entry when one exists (memory-mapped slices: nothing is parsed), else parsed and
@@ -102,7 +102,8 @@ def stream_rows(path: str | os.PathLike, *, label_column: int | str | None = 0, 
     the caller's inference of one chunk overlaps the reading of the next (`ahead=0`: in the caller's
     thread, reading and inference take turns). No cache is written (predict streams files of any size).
 
-    Every chunk but the last has a multiple of `block` rows (about `chunk_rows`, rounded up to `block`).
+    Every chunk but the last has a multiple of `block` rows, at most `chunk_rows` rounded up to `block`
+    (the parser works in chunks of about `parse_rows`, default `chunk_rows`, cut into such ones).
     A forward pass in fixed batches of `block` rows from each chunk's start is then aligned to row 0 of
     the file, so it runs on the same batches as one over the whole table in memory: float32 GEMM rounding
     depends on a batch's row count, and the parser's chunk boundaries differ from the cache's, so this is
@@ -115,7 +116,8 @@ def stream_rows(path: str | os.PathLike, *, label_column: int | str | None = 0, 
         if table is not None:
             return entry.found, (table.read(i, min(i + step, table.rows)) for i in range(0, table.rows, step))
     parsed = aligned(iter_chunks(path, label_column=label_column, features=features, weight=weight, tree=tree,
-                                 label_value=label_value, chunk_rows=step, progress=progress), block)
+                                 label_value=label_value, chunk_rows=parse_rows or step, progress=progress), block)
+    parsed = (rows.slice(i, min(i + step, len(rows))) for rows in parsed for i in range(0, len(rows), step))
     return None, (read_ahead(parsed, depth=ahead) if ahead else parsed)
 
 

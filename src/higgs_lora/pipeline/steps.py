@@ -352,9 +352,13 @@ def predict_with(model: torch.nn.Module, standardizer, *, data, out, label_colum
     # 3.42 s taking turns in chunks of --chunk-rows, as before).
     from higgs_lora.hardware.machine import usable_cores
     overlap = dev.type != "cpu" or usable_cores().n >= torch.get_num_threads() + 2
-    cached, chunks = stream_rows(data, label_column=label_column, label_value=label_value,
-                                 chunk_rows=max(block, min(chunk_rows, 1 << 16)) if overlap else chunk_rows,
-                                 block=block, ahead=2 if overlap else 0, **reader)
+    # The forward in chunks of at most 65,536 rows (a standardized chunk of 7 MB): a cached 1.1M-row predict
+    # measured 1.94 s against 2.53 s in 1M-row chunks, side by side on the quiet Xeon. The parser's chunks
+    # are cut into such ones.
+    forward_rows = max(block, min(chunk_rows, 1 << 16))
+    cached, chunks = stream_rows(data, label_column=label_column, label_value=label_value, chunk_rows=forward_rows,
+                                 parse_rows=forward_rows if overlap else chunk_rows, block=block,
+                                 ahead=2 if overlap else 0, **reader)
     if cached is not None:
         log(f"reading {data} from its cache entry {cached}")
     batches = OutputBatches(chunk_rows)
