@@ -33,7 +33,7 @@ from higgs_lora.pipeline import phases, steps
 from higgs_lora.pipeline.inputs import DataSpec, Prepared, check_features, prepare_data
 from higgs_lora.pipeline.rundir import new_model_path
 from higgs_lora.report.results import Comparison, History, Metrics, html_table
-from higgs_lora.hardware.runtime import predict_logits, resolve_device
+from higgs_lora.hardware.runtime import predict_probabilities, resolve_device
 from higgs_lora.data.sources import DataSource, TableSource
 from higgs_lora.adapters.adapter_file import load_adapter
 from higgs_lora.model.model_file import model_state
@@ -363,7 +363,8 @@ def predict(model: Model, features, *, precision: str = DEFAULT_PRECISION, devic
         raise UserError(f"features of shape {x.shape}: the model expects [rows, {n}]")
     dev = resolve_device(device)
     xt = torch.from_numpy(model.standardizer.transform(x)).to(dev)
-    p = torch.sigmoid(predict_logits(model.network.to(dev), xt, precision=precision)).cpu().numpy()
+    # batch by batch, sigmoid included: a row's probability depends only on its batch (runtime.py)
+    p = predict_probabilities(model.network.to(dev), xt, precision=precision).cpu().numpy()
     if precision == "bf16":  # opt-in rounding: say what it cost on the first chunk, as `higgs-lora predict` does
         head = {"p": model.network}
         distributed.log(phases.deviation_line(phases.bf16_deviation(head, xt[:PREDICT_CHUNK], {"p": p[:PREDICT_CHUNK]}),

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from higgs_lora.data import cache, readers
+from higgs_lora.data.gzip_stream import read_ahead
 from higgs_lora.data.layout import Layout
 from higgs_lora.data.readers import split_tree
 from higgs_lora.data.rows import Rows
@@ -36,7 +37,7 @@ from higgs_lora.errors import UserError
 # The parsers (csvfile, parquet: PyArrow; root: uproot) are imported when a file is parsed, not when its
 # cache entry is found: a cached `prepare` then starts in about the time NumPy takes to import.
 
-__all__ = ["fingerprint_file", "load_table", "prepare", "iter_chunks", "feature_names", "split_tree"]
+__all__ = ["fingerprint_file", "load_table", "prepare", "iter_chunks", "stream_rows", "feature_names", "split_tree"]
 
 
 def load_table(path: str | os.PathLike, *, label_column: int | str | None = 0, features=None, weight: str | None = None,
@@ -90,34 +91,73 @@ def iter_chunks(path: str | os.PathLike, *, label_column: int | str | None = 0, 
         raise UserError(f"{layout.where(path)}: no data rows")
 
 
+def stream_rows(path: str | os.PathLike, *, label_column: int | str | None = 0, features=None, weight: str | None = None,
+                tree: str | None = None, label_value: int | None = None, chunk_rows: int = 1 << 16, block: int = 1,
+                parse_rows: int | None = None, cache_dir: str | os.PathLike | None = None, use_cache: bool = True,
+                ahead: int = 2, progress: bool = False) -> tuple[Path | None, object]:
+    """(cache entry or None, chunks): the rows of `path` as Rows chunks for a forward pass, in file order.
+
+    From the file's cache entry when one exists (memory-mapped slices: nothing is parsed), else parsed and
+    checked as iter_chunks does, in a thread of its own up to `ahead` chunks ahead of the caller, so that
+    the caller's inference of one chunk overlaps the reading of the next (`ahead=0`: in the caller's
+    thread, reading and inference take turns). No cache is written (predict streams files of any size).
+
+    Every chunk but the last has a multiple of `block` rows, at most `chunk_rows` rounded up to `block`
+    (the parser works in chunks of about `parse_rows`, default `chunk_rows`, cut into such ones).
+    A forward pass in fixed batches of `block` rows from each chunk's start is then aligned to row 0 of
+    the file, so it runs on the same batches as one over the whole table in memory: float32 GEMM rounding
+    depends on a batch's row count, and the parser's chunk boundaries differ from the cache's, so this is
+    what makes the results equal to the bit whichever way the rows came."""
+    step = -(-max(1, chunk_rows) // block) * block
+    if use_cache and (label_column is not None or label_value in (0, 1)):
+        entry = _Entry(path, label_column=label_column, features=features, weight=weight, tree=tree,
+                       label_value=label_value, cache_dir=cache_dir)
+        table = entry.find()
+        if table is not None:
+            return entry.found, (table.read(i, min(i + step, table.rows)) for i in range(0, table.rows, step))
+    parsed = aligned(iter_chunks(path, label_column=label_column, features=features, weight=weight, tree=tree,
+                                 label_value=label_value, chunk_rows=parse_rows or step, progress=progress), block)
+    parsed = (rows.slice(i, min(i + step, len(rows))) for rows in parsed for i in range(0, len(rows), step))
+    return None, (read_ahead(parsed, depth=ahead) if ahead else parsed)
+
+
+def aligned(chunks, block: int):
+    """`chunks` (Rows) re-cut so that every chunk but the last has a multiple of `block` rows: a chunk's
+    tail of fewer than `block` rows is joined with the head of the next one (copying under `block` rows,
+    never a whole chunk)."""
+    carry = None
+    for rows in chunks:
+        if carry is not None:
+            need = block - len(carry)
+            if len(rows) < need:
+                carry = Rows.concat([carry, rows])
+                continue
+            yield Rows.concat([carry, rows.slice(0, need)])
+            rows, carry = rows.slice(need, len(rows)), None
+        cut = len(rows) // block * block
+        if cut:
+            yield rows.slice(0, cut)
+        if cut < len(rows):
+            carry = rows.slice(cut, len(rows))
+    if carry is not None:
+        yield carry
+
+
 def _load(path, *, label_column, features, weight, tree, label_value, cache_dir, use_cache,
           progress) -> tuple[Table, dict]:
     if label_column is None and label_value not in (0, 1):  # only the streaming reader takes feature-only files
         raise ValueError("load_table needs a label column or a label_value of 0 or 1; "
                          "use iter_chunks(label_column=None) for features only")
-    path, tree = split_tree(path, tree)
     t0 = time.perf_counter()
-    fingerprint = fingerprint_file(path)
-    version = file_version(path, fingerprint)  # what the cache checks: any edit since, even with the mtime set back
-    layout = readers.read_layout(path, label_column, features=features, weight=weight, tree=tree)
-    selection = _selection(layout, weight, label_value)
-    key = hashlib.sha256(f"{fingerprint}|label={layout.label}{selection}|v{cache.CACHE_VERSION}".encode()).hexdigest()[:16]
-    roots = [Path(cache_dir)] if cache_dir is not None else cache.default_cache_roots(path)
-    entry_name = f"{path.name}-{key}"
-    weight_expr = None if weight is None else str(weight)
-
-    def table_of(features, labels, weights, names):
-        return Table(features=features, labels=labels, feature_names=names, source=layout.where(path),
-                     fingerprint=fingerprint, weights=weights, weight_expr=weight_expr)
-
+    entry = _Entry(path, label_column=label_column, features=features, weight=weight, tree=tree,
+                   label_value=label_value, cache_dir=cache_dir)
     if use_cache:
-        for root in roots:
-            cached = _open_cached(root / entry_name, fingerprint=fingerprint, layout=layout, selection=selection, version=version)
-            if cached is not None:
-                features, labels, weights, meta = cached
-                return table_of(features, labels, weights, meta["feature_names"]), dict(
-                    seconds=time.perf_counter() - t0, cache_path=str(root / entry_name), from_cache=True)
-
+        found = entry.find()
+        if found is not None:
+            return found, dict(seconds=time.perf_counter() - t0, cache_path=str(entry.found), from_cache=True)
+    path, layout, selection, fingerprint, version, roots = (entry.path, entry.layout, entry.selection,
+                                                            entry.fingerprint, entry.version, entry.roots)
+    entry_name, table_of = entry.name, entry.table_of
     rows = _Rows(len(layout.feature_columns), weighted=weight is not None)
     for block in readers.blocks(path, layout, progress=progress):
         if rows.n == 0 and block.total:
@@ -136,15 +176,49 @@ def _load(path, *, label_column, features, weight, tree, label_value, cache_dir,
                     label_column=layout.label, signal=int(np.count_nonzero(labels)), selection=selection,
                     weighted=weights is not None, parse_seconds=round(time.perf_counter() - t0, 3))
         extra = {"weights": weights} if weights is not None else {}
-        entry = cache.write_entry(roots, entry_name, features=features, labels=labels, meta=meta,
-                                  explicit=cache_dir is not None or len(roots) == 1, extra=extra)
-        if entry is not None:
-            cache_path = str(entry)
-            mapped = _open_cached(entry, fingerprint=fingerprint, layout=layout, selection=selection, version=version)
+        written = cache.write_entry(roots, entry_name, features=features, labels=labels, meta=meta,
+                                    explicit=cache_dir is not None or len(roots) == 1, extra=extra)
+        if written is not None:
+            cache_path = str(written)
+            mapped = _open_cached(written, fingerprint=fingerprint, layout=layout, selection=selection, version=version)
             if mapped is not None:  # serve the page-cache copy and free the parsed arrays
                 table.features, table.labels, table.weights, _ = mapped
                 del features, labels, weights, block
     return table, dict(seconds=time.perf_counter() - t0, cache_path=cache_path, from_cache=False)
+
+
+class _Entry:
+    """Where the cache entry of a file's selection lives and what it must match: the file's fingerprint
+    and version, its layout and the selection (features, weight, tree, label value)."""
+
+    def __init__(self, path, *, label_column, features, weight, tree, label_value, cache_dir):
+        self.path, tree = split_tree(path, tree)
+        self.fingerprint = fingerprint_file(self.path)
+        # what the cache checks: any edit since, even with the mtime set back
+        self.version = file_version(self.path, self.fingerprint)
+        self.layout = readers.read_layout(self.path, label_column, features=features, weight=weight, tree=tree)
+        self.selection = _selection(self.layout, weight, label_value)
+        key = hashlib.sha256(f"{self.fingerprint}|label={self.layout.label}{self.selection}|v{cache.CACHE_VERSION}"
+                             .encode()).hexdigest()[:16]
+        self.roots = [Path(cache_dir)] if cache_dir is not None else cache.default_cache_roots(self.path)
+        self.name = f"{self.path.name}-{key}"
+        self.weight_expr = None if weight is None else str(weight)
+        self.found: Path | None = None
+
+    def table_of(self, features, labels, weights, names) -> Table:
+        return Table(features=features, labels=labels, feature_names=names, source=self.layout.where(self.path),
+                     fingerprint=self.fingerprint, weights=weights, weight_expr=self.weight_expr)
+
+    def find(self) -> Table | None:
+        """The table from the first complete entry of this very file and selection, memory-mapped; else None."""
+        for root in self.roots:
+            cached = _open_cached(root / self.name, fingerprint=self.fingerprint, layout=self.layout,
+                                  selection=self.selection, version=self.version)
+            if cached is not None:
+                features, labels, weights, meta = cached
+                self.found = root / self.name
+                return self.table_of(features, labels, weights, meta["feature_names"])
+        return None
 
 
 def _selection(layout: Layout, weight, label_value) -> str:
