@@ -9,6 +9,7 @@ import torch
 from higgs_lora import io
 from higgs_lora.model import model_file
 from higgs_lora.adapters import adapter_file
+from higgs_lora.config import DEFAULT_PRECISION
 from higgs_lora.errors import UserError
 from higgs_lora.hardware.runtime import predict_logits
 
@@ -31,7 +32,7 @@ def load_many(model_path, adapter_paths) -> tuple[dict[str, torch.nn.Module], ob
 
 
 @torch.inference_mode()
-def probabilities(networks: dict[str, torch.nn.Module], x: torch.Tensor, *, precision: str = "fp32") -> dict:
+def probabilities(networks: dict[str, torch.nn.Module], x: torch.Tensor, *, precision: str = DEFAULT_PRECISION) -> dict:
     """{name: probabilities [n] as numpy} for standardized features x [n, d]."""
     return {name: torch.sigmoid(predict_logits(net, x, precision=precision)).cpu().numpy()
             for name, net in networks.items()}

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from higgs_lora import __version__
-from higgs_lora.config import check_precision
+from higgs_lora.config import DEFAULT_PRECISION, check_precision
 from higgs_lora.errors import UserError
 
 
@@ -41,7 +41,7 @@ def inference_batch(device: torch.device) -> int:
 
 @torch.inference_mode()
 def predict_logits(model: torch.nn.Module, features: torch.Tensor, *, batch_size: int | None = None,
-                   precision: str = "fp32") -> torch.Tensor:
+                   precision: str = DEFAULT_PRECISION) -> torch.Tensor:
     """Logits [n] for standardized features [n, d], batch by batch from row 0, on the features' device
     (default batch: inference_batch). A row's logit depends on the row count of its batch (float32 GEMM
     rounding), so results are reproducible to the bit only over the same batches."""
@@ -50,7 +50,7 @@ def predict_logits(model: torch.nn.Module, features: torch.Tensor, *, batch_size
 
 @torch.inference_mode()
 def predict_probabilities(model: torch.nn.Module, features: torch.Tensor, *, batch_size: int | None = None,
-                          precision: str = "fp32") -> torch.Tensor:
+                          precision: str = DEFAULT_PRECISION) -> torch.Tensor:
     """P(signal) [n]: predict_logits' batches, each one's sigmoid taken on its own. Not a sigmoid of all
     the logits at once: its vectorized loop rounds some elements (by an ulp) differently from the rest
     according to where they fall in the ranges it splits the tensor into, which depend on the tensor's

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from higgs_lora import io
-from higgs_lora.config import AdapterConfig, TrainConfig
+from higgs_lora.config import DEFAULT_PRECISION, AdapterConfig, TrainConfig
 from higgs_lora.adapters.lora import add_adapters
 from higgs_lora.report.metrics import binary_metrics
 from higgs_lora.model.network import ResidualMLP, head_only_copy
@@ -49,7 +49,7 @@ OUTPUT_FILES = ("strategies.json", "strategies.md", "strategies.png")
 # ---------------------------------------------------------------- memory
 
 def training_state_bytes(model: torch.nn.Module, x_batch: torch.Tensor, y_batch: torch.Tensor, *,
-                         optimizer: str = "adam", precision: str = "fp32") -> dict:
+                         optimizer: str = "adam", precision: str = DEFAULT_PRECISION) -> dict:
     """Bytes one training step of `model` holds on a batch: parameters, gradients, optimizer state and
     the activations saved for backward. Measured on a copy (the model is untouched)."""
     model = copy.deepcopy(model).train()
