@@ -295,19 +295,26 @@ ADAPTER_SWEEP = [  # (strategy, rank, scale, lr, targets)
 ADAPTER_VAL_ROWS = 50_000
 
 
+def adapter_base(data_name: str):
+    """The base the adapter parts fine-tune (default preset, fp32, first seed), its data, the held-out last
+    ADAPTER_VAL_ROWS extra rows that choose, and the base's metrics there."""
+    cfg = preset("default", precision="fp32", seed=SEEDS[0])
+    base_row = train_base(cfg, data_name, keep_model=True)
+    base = base_row.pop("model").eval()
+    d = tensors(data_name, cfg.val_fraction)
+    x_extra, y_extra = d["extra"]
+    held = (x_extra[-ADAPTER_VAL_ROWS:], y_extra[-ADAPTER_VAL_ROWS:])
+    return base_row, base, d, held, metrics_of(base, held)
+
+
 def part_adapters(args) -> list[str]:
     """One base per data set (default preset, first seed); fine-tune on the extra rows minus their last
     ADAPTER_VAL_ROWS, which choose; one epoch each (a short fine-tuning), same batch and precision."""
     lines, runs = [], []
     for data_name in args.data:
-        cfg = preset("default", precision="fp32", seed=SEEDS[0])
-        base_row = train_base(cfg, data_name, keep_model=True)
-        base = base_row.pop("model").eval()
-        d = tensors(data_name, cfg.val_fraction)
+        base_row, base, d, held, base_held = adapter_base(data_name)
         x_extra, y_extra = d["extra"]
         ft = (x_extra[:-ADAPTER_VAL_ROWS], y_extra[:-ADAPTER_VAL_ROWS])
-        held = (x_extra[-ADAPTER_VAL_ROWS:], y_extra[-ADAPTER_VAL_ROWS:])
-        base_held = metrics_of(base, held)
         lines += ["", f"data {data_name}: base = default preset, seed {SEEDS[0]}, test AUC {base_row['test']['auc']:.4f}; "
                   f"fine-tuning on {ft[0].shape[0]:,} extra rows for 1 epoch, chosen on the last {ADAPTER_VAL_ROWS:,} "
                   f"extra rows (base there: AUC {base_held['auc']:.4f}, acc {100 * base_held['acc']:.2f}%)",
@@ -346,13 +353,8 @@ def part_ft_budget(args) -> list[str]:
     An epoch's cost is its CPU seconds (one thread)."""
     lines, runs = [], []
     for data_name in args.data:
-        cfg = preset("default", precision="fp32", seed=SEEDS[0])
-        base_row = train_base(cfg, data_name, keep_model=True)
-        base = base_row.pop("model").eval()
-        d = tensors(data_name, cfg.val_fraction)
+        base_row, base, d, held, base_held = adapter_base(data_name)
         x_extra, y_extra = d["extra"]
-        held = (x_extra[-ADAPTER_VAL_ROWS:], y_extra[-ADAPTER_VAL_ROWS:])
-        base_held = metrics_of(base, held)
         lines += ["", f"data {data_name}: base = default preset, seed {SEEDS[0]}, test AUC {base_row['test']['auc']:.4f},"
                   f" held-out extra AUC {base_held['auc']:.4f}; adapters rank 8, scale 1, all layers"]
         for n in FT_ROWS:

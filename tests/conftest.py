@@ -170,3 +170,11 @@ def write_root(path: Path, trees: dict) -> Path:
             f.mktree(name, types)
             f[name].extend(branches)
     return path
+
+
+@pytest.fixture
+def no_stray_caches(tmp_path, monkeypatch):
+    """Default cache locations point into tmp_path, so a test can never write beside real data or in ~ (the
+    modules that read files use it for every test: pytestmark = pytest.mark.usefixtures("no_stray_caches"))."""
+    monkeypatch.delenv("HIGGS_LORA_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "home-cache"))

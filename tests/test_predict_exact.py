@@ -15,10 +15,7 @@ from higgs_lora.model.network import ResidualMLP
 ROWS = 9000  # over four inference batches of 2048, the last one partial
 
 
-@pytest.fixture(autouse=True)
-def no_stray_caches(tmp_path, monkeypatch):
-    monkeypatch.delenv("HIGGS_LORA_CACHE", raising=False)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "home-cache"))
+pytestmark = pytest.mark.usefixtures("no_stray_caches")  # conftest.py: caches in tmp_path, never in ~
 
 
 @pytest.fixture

@@ -56,11 +56,7 @@ def assert_same(table, features, labels):
     np.testing.assert_array_equal(table.labels, labels)
 
 
-@pytest.fixture(autouse=True)
-def no_stray_caches(tmp_path, monkeypatch):
-    """Default cache locations point into tmp_path, so a test can never write beside real data or in ~."""
-    monkeypatch.delenv("HIGGS_LORA_CACHE", raising=False)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "home-cache"))
+pytestmark = pytest.mark.usefixtures("no_stray_caches")  # conftest.py: caches in tmp_path, never in ~
 
 
 @pytest.fixture

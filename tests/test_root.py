@@ -12,10 +12,7 @@ from higgs_lora.errors import UserError
 uproot = pytest.importorskip("uproot")
 
 
-@pytest.fixture(autouse=True)
-def no_stray_caches(tmp_path, monkeypatch):
-    monkeypatch.delenv("HIGGS_LORA_CACHE", raising=False)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "home-cache"))
+pytestmark = pytest.mark.usefixtures("no_stray_caches")  # conftest.py: caches in tmp_path, never in ~
 
 
 def branches(n=500, seed=0):

@@ -14,10 +14,7 @@ from higgs_lora.data.samples import BACKGROUND, SIGNAL, balance_lines, load_samp
 from higgs_lora.errors import UserError
 
 
-@pytest.fixture(autouse=True)
-def no_stray_caches(tmp_path, monkeypatch):
-    monkeypatch.delenv("HIGGS_LORA_CACHE", raising=False)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "home-cache"))
+pytestmark = pytest.mark.usefixtures("no_stray_caches")  # conftest.py: caches in tmp_path, never in ~
 
 
 def write_parquet(path, n, *, start, mu=0.0, seed=0, weight=None):
