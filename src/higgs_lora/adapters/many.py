@@ -11,7 +11,7 @@ from higgs_lora.model import model_file
 from higgs_lora.adapters import adapter_file
 from higgs_lora.config import DEFAULT_PRECISION
 from higgs_lora.errors import UserError
-from higgs_lora.hardware.runtime import predict_logits
+from higgs_lora.hardware.runtime import predict_probabilities
 
 
 def load_many(model_path, adapter_paths) -> tuple[dict[str, torch.nn.Module], object, dict]:
@@ -33,6 +33,6 @@ def load_many(model_path, adapter_paths) -> tuple[dict[str, torch.nn.Module], ob
 
 @torch.inference_mode()
 def probabilities(networks: dict[str, torch.nn.Module], x: torch.Tensor, *, precision: str = DEFAULT_PRECISION) -> dict:
-    """{name: probabilities [n] as numpy} for standardized features x [n, d]."""
-    return {name: torch.sigmoid(predict_logits(net, x, precision=precision)).cpu().numpy()
-            for name, net in networks.items()}
+    """{name: probabilities [n] as numpy} for standardized features x [n, d]: each network's
+    predict_probabilities, batch by batch from row 0 (sigmoid included), as hl.predict computes them."""
+    return {name: predict_probabilities(net, x, precision=precision).cpu().numpy() for name, net in networks.items()}

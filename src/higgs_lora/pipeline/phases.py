@@ -21,7 +21,7 @@ from higgs_lora.model.network import ResidualMLP
 from higgs_lora.pipeline import figures
 from higgs_lora.pipeline.inputs import Prepared
 from higgs_lora.pipeline.rundir import HARDWARE_FILE, hardware_record
-from higgs_lora.hardware.runtime import predict_logits
+from higgs_lora.hardware.runtime import inference_batch, predict_logits
 from higgs_lora.train import Checkpoint, FitResult, fit
 from higgs_lora.data.weighting import AS_READ, Policy
 
@@ -62,7 +62,7 @@ def inference_precision(requested: str, config: ModelConfig, device: torch.devic
     Inference is fp32 unless asked otherwise: bf16 rounds the probabilities (up to ~1e-2 measured), so it
     is opt-in, never a default (issue 21)."""
     choice = machine.choose_precision(requested, device=str(device), make_model=lambda: ResidualMLP.from_config(config),
-                                       n_features=config.n_features, batch_size=2048 if device.type == "cpu" else 1 << 16,
+                                       n_features=config.n_features, batch_size=inference_batch(device),
                                        kind="infer")
     log(choice.line())
     if choice.warning:

@@ -327,7 +327,8 @@ def predict_with(model: torch.nn.Module, standardizer, *, data, out, label_colum
     `model` may be {column name: network} (one base and its adapters): one column each, in one pass.
     `read`: what the reader takes beyond the label (features, weight, tree)."""
     from higgs_lora.data.read import stream_rows
-    from higgs_lora.hardware.runtime import inference_batch, predict_probabilities
+    from higgs_lora.adapters.many import probabilities
+    from higgs_lora.hardware.runtime import inference_batch
     from higgs_lora.pipeline.prediction_out import OutputBatches
     reader = dict(read or {})
     _check_predict_args(data=data, out=out, chunk_rows=chunk_rows, force=force)
@@ -379,9 +380,7 @@ def predict_with(model: torch.nn.Module, standardizer, *, data, out, label_colum
                     if features.shape[1] != n_features:
                         raise DataError(f"{data}: {features.shape[1]} features, but {name} expects {n_features}")
                     x = torch.from_numpy(standardizer.transform(features)).to(dev)
-                    # as hl.predict computes them over the table in memory, batch by batch from row 0
-                    p = {k: predict_probabilities(net, x, precision=precision).cpu().numpy()
-                         for k, net in networks.items()}
+                    p = probabilities(networks, x, precision=precision)  # as hl.predict, batch by batch from row 0
                     if precision == "bf16" and rows == 0:
                         deviation = phases.bf16_deviation(networks, x, p)
                         tqdm.write(phases.deviation_line(deviation, len(features)))
